@@ -1,0 +1,62 @@
+"""Bananas: a distributed task queue for Python.
+
+Import what you need from here: ``Bananas`` (the app), ``Client`` and ``hookimpl`` (for plugins).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bananas.errors import (
+    BananasError,
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    DuplicatePlugin,
+    JobFailed,
+    JobNotFound,
+    PluginError,
+    ResultTimeout,
+    SerializationError,
+    UnknownPlugin,
+)
+from bananas.hookspecs import hookimpl
+from bananas.job import Job, Priority, Status
+from bananas.registry import Register
+
+if TYPE_CHECKING:
+    from bananas.app import Bananas, JobHandle
+
+__all__ = [
+    "Bananas",
+    "BananasError",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigError",
+    "DuplicatePlugin",
+    "Job",
+    "JobFailed",
+    "JobHandle",
+    "JobNotFound",
+    "PluginError",
+    "Priority",
+    "Register",
+    "ResultTimeout",
+    "SerializationError",
+    "Status",
+    "UnknownPlugin",
+    "__version__",
+    "hookimpl",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Bananas", "JobHandle"):
+        from bananas import app
+
+        return getattr(app, name)
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("bananas")
+    raise AttributeError(f"module 'bananas' has no attribute {name!r}")

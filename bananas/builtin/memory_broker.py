@@ -1,0 +1,357 @@
+"""``memory://NAME``: an in-process broker with the same semantics as the Redis broker.
+
+Brokers built for the same URL share one state, so an app's producer side and its in-process worker (and the
+heartbeat thread) see the same queues. All state sits behind one lock; waiting fetchers on any event loop are
+woken with ``call_soon_threadsafe``, so nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+from collections import deque
+from collections.abc import Sequence
+
+import attrs
+
+from bananas.broker import (
+    BrokerOptions,
+    BrokerSpec,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    JobRecord,
+    QueueDepth,
+)
+from bananas.hookspecs import hookimpl
+from bananas.registry import Register
+
+__all__ = ["MemoryBroker"]
+
+
+@attrs.define(eq=False)
+class _Record:
+    id: str
+    queue: str
+    body: bytes
+    state: str
+    deliveries: int = 0
+    crashes: int = 0
+    token: int = 0
+    lease_until: float = 0.0
+    eta: float = 0.0
+    reason: str | None = None
+    updated_at: float = 0.0
+    expires_at: float | None = None
+
+
+@attrs.define(eq=False)
+class _State:
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    records: dict[str, _Record] = attrs.field(factory=dict)
+    ready: dict[str, deque[str]] = attrs.field(factory=dict)
+    scheduled: list[tuple[float, int, str]] = attrs.field(factory=list)
+    dead: dict[str, dict[str, DeadLetter]] = attrs.field(factory=dict)
+    tokens: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
+    seq: itertools.count[int] = attrs.field(factory=itertools.count)
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = attrs.field(factory=list)
+
+
+_STATES: dict[str, _State] = {}
+_STATES_LOCK = threading.Lock()
+
+
+def _state_for(url: str) -> _State:
+    with _STATES_LOCK:
+        return _STATES.setdefault(url, _State())
+
+
+class MemoryBroker:
+    """In-process broker for tests and single-process development (``memory://`` or ``memory://name``)."""
+
+    def __init__(self, url: str = "memory://", options: BrokerOptions | None = None) -> None:
+        self.url = url
+        self.options = options or BrokerOptions()
+        self._s = _state_for(url)
+
+    @classmethod
+    def reset(cls, url: str) -> None:
+        """Forget every job of ``url`` (test helper)."""
+        with _STATES_LOCK:
+            _STATES.pop(url, None)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # -- helpers (call with the lock held) ---------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.options.clock()
+
+    def _live(self, delivery: Delivery) -> _Record | None:
+        rec = self._s.records.get(delivery.id)
+        if rec is None or rec.state != "running" or rec.token != delivery.token:
+            return None
+        return rec
+
+    def _push(self, rec: _Record, *, head: bool = False) -> None:
+        queue = self._s.ready.setdefault(rec.queue, deque())
+        rec.state = "ready"
+        if head:
+            queue.appendleft(rec.id)
+        else:
+            queue.append(rec.id)
+
+    def _schedule(self, rec: _Record, eta: float) -> None:
+        rec.state = "scheduled"
+        rec.eta = eta
+        heapq.heappush(self._s.scheduled, (eta, next(self._s.seq), rec.id))
+
+    def _bury(self, rec: _Record, reason: str, now: float) -> None:
+        rec.state = "dead"
+        rec.reason = reason
+        rec.updated_at = now
+        rec.expires_at = now + self.options.dead_ttl
+        self._s.dead.setdefault(rec.queue, {})[rec.id] = DeadLetter(rec.id, rec.queue, rec.body, reason, now)
+
+    def _expire(self, now: float) -> None:
+        expired = [r for r in self._s.records.values() if r.expires_at is not None and r.expires_at <= now]
+        for rec in expired:
+            del self._s.records[rec.id]
+            self._s.dead.get(rec.queue, {}).pop(rec.id, None)
+
+    def _wake(self) -> None:
+        waiters, self._s.waiters = self._s.waiters, []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+    # -- producer side -----------------------------------------------------------------------------------------
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
+        with self._s.lock:
+            now = self._now()
+            for env in envelopes:
+                old = self._s.records.get(env.id)
+                if old is not None and old.state in ("ready", "scheduled", "running"):
+                    continue
+                if old is not None and old.state == "dead":
+                    self._s.dead.get(old.queue, {}).pop(old.id, None)
+                rec = _Record(env.id, env.queue, env.body, "ready", updated_at=now)
+                self._s.records[env.id] = rec
+                self._s.ready.setdefault(env.queue, deque())
+                if env.eta is not None and env.eta > now:
+                    self._schedule(rec, env.eta)
+                else:
+                    self._push(rec)
+            self._wake()
+
+    # -- worker side -------------------------------------------------------------------------------------------
+    def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+        out: list[Delivery] = []
+        now = self._now()
+        for name in queues:
+            queue = self._s.ready.get(name)
+            while queue and len(out) < limit:
+                rec = self._s.records.get(queue.popleft())
+                if rec is None or rec.state != "ready":
+                    continue
+                rec.state = "running"
+                rec.deliveries += 1
+                rec.token = next(self._s.tokens)
+                rec.lease_until = now + self.options.lease
+                rec.updated_at = now
+                out.append(Delivery(rec.id, rec.queue, rec.body, rec.token, rec.deliveries, rec.crashes))
+            if len(out) >= limit:
+                break
+        return out
+
+    async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while True:
+            with self._s.lock:
+                got = self._take(queues, limit)
+                if got:
+                    return got
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
+                fut: asyncio.Future[None] = loop.create_future()
+                self._s.waiters.append((loop, fut))
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                with self._s.lock:
+                    if (loop, fut) in self._s.waiters:
+                        self._s.waiters.remove((loop, fut))
+
+    async def renew(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        with self._s.lock:
+            now = self._now()
+            out = []
+            for d in deliveries:
+                rec = self._live(d)
+                if rec is not None:
+                    rec.lease_until = now + self.options.lease
+                out.append(rec is not None)
+            return out
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        with self._s.lock:
+            now = self._now()
+            out = []
+            for d in deliveries:
+                rec = self._live(d)
+                if rec is not None:
+                    rec.state = "completed"
+                    rec.updated_at = now
+                    rec.expires_at = now + self.options.completed_ttl
+                out.append(rec is not None)
+            return out
+
+    async def retry(self, delivery: Delivery, *, body: bytes, at: float) -> bool:
+        with self._s.lock:
+            rec = self._live(delivery)
+            if rec is None:
+                return False
+            now = self._now()
+            rec.body = body
+            rec.updated_at = now
+            if at > now:
+                self._schedule(rec, at)
+            else:
+                self._push(rec)
+                self._wake()
+            return True
+
+    async def dead_letter(self, delivery: Delivery, *, body: bytes, reason: str) -> bool:
+        with self._s.lock:
+            rec = self._live(delivery)
+            if rec is None:
+                return False
+            rec.body = body
+            self._bury(rec, reason, self._now())
+            return True
+
+    async def release(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        with self._s.lock:
+            out = []
+            for d in reversed(deliveries):  # keep their order at the head of the queue
+                rec = self._live(d)
+                if rec is not None:
+                    rec.token = next(self._s.tokens)
+                    self._push(rec, head=True)
+                out.append(rec is not None)
+            self._wake()
+            return out[::-1]
+
+    # -- maintenance -------------------------------------------------------------------------------------------
+    async def move_due(self, limit: int = 1000) -> int:
+        with self._s.lock:
+            now = self._now()
+            moved = 0
+            heap = self._s.scheduled
+            while heap and heap[0][0] <= now and moved < limit:
+                eta, _, job_id = heapq.heappop(heap)
+                rec = self._s.records.get(job_id)
+                if rec is None or rec.state != "scheduled" or rec.eta != eta:
+                    continue
+                self._push(rec)
+                moved += 1
+            if moved:
+                self._wake()
+            self._expire(now)
+            return moved
+
+    async def reap(self) -> int:
+        with self._s.lock:
+            now = self._now()
+            recovered = 0
+            for rec in list(self._s.records.values()):
+                if rec.state != "running" or rec.lease_until > now:
+                    continue
+                recovered += 1
+                rec.crashes += 1
+                rec.token = next(self._s.tokens)
+                if rec.crashes >= self.options.max_crash_deliveries:
+                    self._bury(rec, "crash_loop", now)
+                else:
+                    self._push(rec, head=True)
+            if recovered:
+                self._wake()
+            return recovered
+
+    # -- inspection --------------------------------------------------------------------------------------------
+    async def depths(self, queues: Sequence[str] | None = None) -> dict[str, QueueDepth]:
+        with self._s.lock:
+            names = sorted(self._s.ready) if queues is None else list(queues)
+            counts = {name: {"ready": 0, "scheduled": 0, "running": 0} for name in names}
+            for rec in self._s.records.values():
+                if rec.queue in counts and rec.state in counts[rec.queue]:
+                    counts[rec.queue][rec.state] += 1
+            return {
+                name: QueueDepth(dead=len(self._s.dead.get(name, {})), **counts[name]) for name in names
+            }
+
+    async def known_queues(self) -> list[str]:
+        with self._s.lock:
+            return sorted(self._s.ready)
+
+    async def lookup(self, job_id: str) -> JobRecord | None:
+        with self._s.lock:
+            self._expire(self._now())
+            rec = self._s.records.get(job_id)
+            if rec is None:
+                return None
+            return JobRecord(
+                rec.id, rec.queue, rec.state, rec.body, rec.deliveries, rec.crashes, rec.reason, rec.updated_at
+            )
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        with self._s.lock:
+            letters = sorted(self._s.dead.get(queue, {}).values(), key=lambda d: d.dead_at, reverse=True)
+            return letters[:limit]
+
+    async def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        with self._s.lock:
+            dead = self._s.dead.get(queue, {})
+            chosen = list(dead) if ids is None else [i for i in ids if i in dead]
+            for job_id in chosen:
+                letter = dead.pop(job_id)
+                rec = _Record(job_id, queue, letter.body, "ready", updated_at=self._now())
+                self._s.records[job_id] = rec
+                self._push(rec)
+            if chosen:
+                self._wake()
+            return len(chosen)
+
+    async def purge_dead(self, queue: str) -> int:
+        with self._s.lock:
+            dead = self._s.dead.pop(queue, {})
+            for job_id in dead:
+                self._s.records.pop(job_id, None)
+            return len(dead)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+@hookimpl
+def bananas_register_brokers(register: Register[BrokerSpec]) -> None:
+    register(
+        BrokerSpec(
+            schemes=("memory",),
+            factory=MemoryBroker,
+            summary="in-process broker for tests and single-process development",
+        )
+    )

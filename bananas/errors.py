@@ -1,0 +1,105 @@
+"""The error tree of Bananas.
+
+Every error raised on purpose derives from :class:`BananasError`, so callers can catch one class. Messages name
+the thing, the value, where it came from and what is allowed (see ``docs/CONFIGURATION.md``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BananasError",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigError",
+    "DecodeError",
+    "DuplicatePlugin",
+    "JobFailed",
+    "JobNotFound",
+    "LeaseLost",
+    "PluginError",
+    "ResultTimeout",
+    "SerializationError",
+    "UnknownJob",
+    "UnknownPlugin",
+    "UsageError",
+]
+
+
+class BananasError(Exception):
+    """Base class of every error Bananas raises on purpose."""
+
+
+class UsageError(BananasError):
+    """A user mistake (bad flag, bad file, bad value): the CLI prints one line and exits 2."""
+
+
+class ConfigError(UsageError):
+    """An invalid configuration value; the message names the key, the value, its source and what is allowed."""
+
+    def __init__(self, key: str, value: object, source: str, allowed: str) -> None:
+        self.key = key
+        self.value = value
+        self.source = source
+        self.allowed = allowed
+        super().__init__(f"invalid {key} = {value!r} (from {source}): {allowed}")
+
+
+class PluginError(UsageError):
+    """A plugin could not be loaded or registered."""
+
+
+class DuplicatePlugin(PluginError):
+    """Two plugins registered the same name (or broker scheme)."""
+
+
+class UnknownPlugin(PluginError):
+    """A configured name that no installed plugin provides."""
+
+
+class UnknownJob(UsageError):
+    """A job name that has no registered handler in this app."""
+
+
+class SerializationError(BananasError):
+    """Bytes could not be encoded or decoded. ``job_id`` is set when it could still be read."""
+
+    def __init__(self, reason: str, data: bytes | None = None, job_id: str | None = None) -> None:
+        self.reason = reason
+        self.data = data
+        self.job_id = job_id
+        super().__init__(reason if job_id is None else f"{reason} (job {job_id})")
+
+
+DecodeError = SerializationError
+"""Alias kept for readers who know dramatiq's name for the same thing."""
+
+
+class BrokerError(BananasError):
+    """A broker operation failed."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached (within the configured timeout)."""
+
+
+class LeaseLost(BrokerError):
+    """A worker tried to settle a delivery whose lease it no longer holds (stale fencing token)."""
+
+
+class JobNotFound(BananasError):
+    """No job (or result) with this id is known."""
+
+
+class ResultTimeout(BananasError):
+    """Waiting for a result timed out; the job itself keeps running."""
+
+
+class JobFailed(BananasError):
+    """The job failed for good; carries the remote error type, message and traceback text."""
+
+    def __init__(self, job_id: str, error_type: str, message: str, traceback: str | None = None) -> None:
+        self.job_id = job_id
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"job {job_id} failed: {error_type}: {message}")

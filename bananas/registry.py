@@ -1,0 +1,112 @@
+"""Named registries of plugin specs: who registered what, and the one place a name is looked up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, Protocol, TypeVar
+
+import attrs
+
+from bananas.errors import DuplicatePlugin, UnknownPlugin
+
+__all__ = ["KNOWN_PLUGINS", "Register", "Registration", "Registry"]
+
+SpecT = TypeVar("SpecT")
+SpecT_contra = TypeVar("SpecT_contra", contravariant=True)
+
+KNOWN_PLUGINS: dict[tuple[str, str], str] = {
+    ("broker", "redis"): "bananas-redis",
+    ("broker", "rediss"): "bananas-redis",
+    ("result backend", "redis"): "bananas-redis",
+    ("result backend", "rediss"): "bananas-redis",
+    ("serializer", "msgpack"): "bananas-msgpack",
+    ("serializer", "protobuf"): "bananas-protobuf",
+    ("log sink", "file"): "bananas-logging-file",
+    ("log sink", "elasticsearch"): "bananas-elasticsearch",
+    ("worker mode", "thin"): "bananas-mode-thin",
+    ("worker mode", "thin_plus"): "bananas-mode-thin-plus",
+    ("worker mode", "default"): "bananas-mode-default",
+    ("worker mode", "specialized"): "bananas-mode-specialized",
+    ("worker mode", "job-specialized"): "bananas-mode-job-specialized",
+    ("worker mode", "scaled"): "bananas-mode-scaled",
+    ("worker mode", "scheduler-only"): "bananas-mode-scheduler-only",
+    ("router", "job-type"): "bananas-router-job-type",
+}
+"""Install hints for names a missing plugin would provide. Only hints: nothing here is imported."""
+
+
+class Register(Protocol[SpecT_contra]):
+    """The callable a registration hook receives."""
+
+    def __call__(self, spec: SpecT_contra) -> None: ...
+
+
+@attrs.frozen
+class Registration(Generic[SpecT]):
+    """One registered spec and its owner."""
+
+    name: str
+    spec: SpecT
+    plugin: str
+    dist: str
+    version: str
+
+    @property
+    def owner(self) -> str:
+        return f"{self.dist} {self.version}".strip()
+
+
+@attrs.define
+class Registry(Generic[SpecT]):
+    """Specs of one kind (``broker``, ``serializer`` …) by name.
+
+    Attributes:
+        kind: Human name of the kind, used in messages.
+        names: Returns the names a spec claims (a broker claims each URL scheme).
+    """
+
+    kind: str
+    names: Callable[[SpecT], tuple[str, ...]]
+    entries: dict[str, Registration[SpecT]] = attrs.field(factory=dict)
+
+    def bound(self, plugin: str, dist: str, version: str) -> Register[SpecT]:
+        """A ``register`` callable that records ``plugin`` (from ``dist`` ``version``) as the owner."""
+
+        def register(spec: SpecT) -> None:
+            self.add(spec, plugin=plugin, dist=dist, version=version)
+
+        return register
+
+    def add(self, spec: SpecT, *, plugin: str, dist: str, version: str) -> None:
+        for name in self.names(spec):
+            existing = self.entries.get(name)
+            if existing is not None:
+                if existing.plugin == plugin:
+                    continue
+                here = f"{dist} {version}".strip()
+                raise DuplicatePlugin(
+                    f"{self.kind} {name!r} is claimed by two plugins: {existing.owner} ({existing.plugin}) "
+                    f"and {here} ({plugin})"
+                )
+            self.entries[name] = Registration(name, spec, plugin, dist, version)
+
+    def get(self, name: str) -> SpecT:
+        """The spec for ``name``, or :class:`UnknownPlugin` listing what is installed and how to get ``name``."""
+        entry = self.entries.get(name)
+        if entry is None:
+            installed = ", ".join(sorted(self.entries)) or "none"
+            message = f"no {self.kind} named {name!r}; installed: {installed}"
+            hint = KNOWN_PLUGINS.get((self.kind, name))
+            if hint:
+                message += f" — pip install {hint}"
+            raise UnknownPlugin(message)
+        return entry.spec
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.entries))
+
+    def by_plugin(self, plugin: str) -> list[str]:
+        return sorted(name for name, entry in self.entries.items() if entry.plugin == plugin)
