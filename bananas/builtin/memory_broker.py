@@ -53,6 +53,7 @@ class _State:
     records: dict[str, _Record] = attrs.field(factory=dict)
     ready: dict[str, deque[str]] = attrs.field(factory=dict)
     scheduled: list[tuple[float, int, str]] = attrs.field(factory=list)
+    expiries: list[tuple[float, int, _Record]] = attrs.field(factory=list)
     dead: dict[str, dict[str, DeadLetter]] = attrs.field(factory=dict)
     tokens: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     seq: itertools.count[int] = attrs.field(factory=itertools.count)
@@ -99,36 +100,48 @@ class MemoryBroker:
             return None
         return rec
 
-    def _push(self, rec: _Record, *, head: bool = False) -> None:
+    def _push(self, rec: _Record, now: float, *, head: bool = False) -> None:
         queue = self._s.ready.setdefault(rec.queue, deque())
         rec.state = "ready"
+        rec.updated_at = now
         if head:
             queue.appendleft(rec.id)
         else:
             queue.append(rec.id)
 
-    def _schedule(self, rec: _Record, eta: float) -> None:
+    def _schedule(self, rec: _Record, eta: float, now: float) -> None:
         rec.state = "scheduled"
         rec.eta = eta
+        rec.updated_at = now
         heapq.heappush(self._s.scheduled, (eta, next(self._s.seq), rec.id))
 
     def _bury(self, rec: _Record, reason: str, now: float) -> None:
         rec.state = "dead"
         rec.reason = reason
         rec.updated_at = now
-        rec.expires_at = now + self.options.dead_ttl
+        self._retain(rec, now + self.options.dead_ttl)
         self._s.dead.setdefault(rec.queue, {})[rec.id] = DeadLetter(rec.id, rec.queue, rec.body, reason, now)
 
+    def _retain(self, rec: _Record, until: float) -> None:
+        rec.expires_at = until
+        heapq.heappush(self._s.expiries, (until, next(self._s.seq), rec))
+
     def _expire(self, now: float) -> None:
-        expired = [r for r in self._s.records.values() if r.expires_at is not None and r.expires_at <= now]
-        for rec in expired:
+        heap = self._s.expiries
+        while heap and heap[0][0] <= now:
+            until, _, rec = heapq.heappop(heap)
+            if self._s.records.get(rec.id) is not rec or rec.expires_at != until:
+                continue  # replaced by a new record of the same id, or already purged
             del self._s.records[rec.id]
             self._s.dead.get(rec.queue, {}).pop(rec.id, None)
 
     def _wake(self) -> None:
         waiters, self._s.waiters = self._s.waiters, []
         for loop, fut in waiters:
-            loop.call_soon_threadsafe(_resolve, fut)
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # that loop is closed: its fetcher is gone, the others must still wake
+                pass
 
     # -- producer side -----------------------------------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
@@ -144,9 +157,9 @@ class MemoryBroker:
                 self._s.records[env.id] = rec
                 self._s.ready.setdefault(env.queue, deque())
                 if env.eta is not None and env.eta > now:
-                    self._schedule(rec, env.eta)
+                    self._schedule(rec, env.eta, now)
                 else:
-                    self._push(rec)
+                    self._push(rec, now)
             self._wake()
 
     # -- worker side -------------------------------------------------------------------------------------------
@@ -213,7 +226,7 @@ class MemoryBroker:
                 if rec is not None:
                     rec.state = "completed"
                     rec.updated_at = now
-                    rec.expires_at = now + self.options.completed_ttl
+                    self._retain(rec, now + self.options.completed_ttl)
                 out.append(rec is not None)
             return out
 
@@ -226,9 +239,9 @@ class MemoryBroker:
             rec.body = body
             rec.updated_at = now
             if at > now:
-                self._schedule(rec, at)
+                self._schedule(rec, at, now)
             else:
-                self._push(rec)
+                self._push(rec, now)
                 self._wake()
             return True
 
@@ -243,15 +256,22 @@ class MemoryBroker:
 
     async def release(self, deliveries: Sequence[Delivery]) -> list[bool]:
         with self._s.lock:
+            now = self._now()
+            live: list[_Record] = []
             out = []
-            for d in reversed(deliveries):  # keep their order at the head of the queue
+            for d in deliveries:  # judged in order, like ack: a repeated delivery is stale the second time
                 rec = self._live(d)
+                if rec is not None and rec in live:
+                    rec = None
                 if rec is not None:
-                    rec.token = next(self._s.tokens)
-                    self._push(rec, head=True)
+                    live.append(rec)
                 out.append(rec is not None)
-            self._wake()
-            return out[::-1]
+            for rec in reversed(live):  # keep their order at the head of the queue
+                rec.token = next(self._s.tokens)
+                self._push(rec, now, head=True)
+            if live:
+                self._wake()
+            return out
 
     # -- maintenance -------------------------------------------------------------------------------------------
     async def move_due(self, limit: int = 1000) -> int:
@@ -264,7 +284,7 @@ class MemoryBroker:
                 rec = self._s.records.get(job_id)
                 if rec is None or rec.state != "scheduled" or rec.eta != eta:
                     continue
-                self._push(rec)
+                self._push(rec, now)
                 moved += 1
             if moved:
                 self._wake()
@@ -274,24 +294,23 @@ class MemoryBroker:
     async def reap(self) -> int:
         with self._s.lock:
             now = self._now()
-            recovered = 0
-            for rec in list(self._s.records.values()):
-                if rec.state != "running" or rec.lease_until > now:
-                    continue
-                recovered += 1
+            expired = [r for r in self._s.records.values() if r.state == "running" and r.lease_until <= now]
+            # Push the latest hand-out first, so expired jobs sit at the head in the order they were fetched.
+            for rec in sorted(expired, key=lambda r: r.token, reverse=True):
                 rec.crashes += 1
                 rec.token = next(self._s.tokens)
                 if rec.crashes >= self.options.max_crash_deliveries:
                     self._bury(rec, "crash_loop", now)
                 else:
-                    self._push(rec, head=True)
-            if recovered:
+                    self._push(rec, now, head=True)
+            if expired:
                 self._wake()
-            return recovered
+            return len(expired)
 
     # -- inspection --------------------------------------------------------------------------------------------
     async def depths(self, queues: Sequence[str] | None = None) -> dict[str, QueueDepth]:
         with self._s.lock:
+            self._expire(self._now())
             names = sorted(self._s.ready) if queues is None else list(queues)
             counts = {name: {"ready": 0, "scheduled": 0, "running": 0} for name in names}
             for rec in self._s.records.values():
@@ -317,24 +336,29 @@ class MemoryBroker:
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         with self._s.lock:
-            letters = sorted(self._s.dead.get(queue, {}).values(), key=lambda d: d.dead_at, reverse=True)
-            return letters[:limit]
+            self._expire(self._now())
+            # Newest first; letters buried at the same instant keep newest-first by burial order.
+            letters = sorted(reversed(self._s.dead.get(queue, {}).values()), key=lambda d: d.dead_at, reverse=True)
+            return letters[: max(limit, 0)]
 
     async def requeue_dead(self, queue: str, ids: Sequence[str] | None = None) -> int:
         with self._s.lock:
+            now = self._now()
+            self._expire(now)
             dead = self._s.dead.get(queue, {})
-            chosen = list(dead) if ids is None else [i for i in ids if i in dead]
+            chosen = list(dead) if ids is None else [i for i in dict.fromkeys(ids) if i in dead]
             for job_id in chosen:
                 letter = dead.pop(job_id)
-                rec = _Record(job_id, queue, letter.body, "ready", updated_at=self._now())
+                rec = _Record(job_id, queue, letter.body, "ready", updated_at=now)
                 self._s.records[job_id] = rec
-                self._push(rec)
+                self._push(rec, now)
             if chosen:
                 self._wake()
             return len(chosen)
 
     async def purge_dead(self, queue: str) -> int:
         with self._s.lock:
+            self._expire(self._now())
             dead = self._s.dead.pop(queue, {})
             for job_id in dead:
                 self._s.records.pop(job_id, None)

@@ -1,0 +1,373 @@
+"""The ``Bananas`` app: handlers, configuration, plugins and the producer API."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import attrs
+
+from bananas._manager import Plugins, load_plugins
+from bananas.broker import Broker, BrokerOptions, Envelope
+from bananas.config import Settings, load_settings
+from bananas.errors import ConfigError, JobFailed, JobNotFound, ResultTimeout, SerializationError, UsageError
+from bananas.job import Job, Priority, Status
+from bananas.result_backend import ResultBackend
+from bananas.router import Router
+from bananas.serializer import JobCodec
+from bananas.units import parse_duration
+
+if TYPE_CHECKING:
+    from bananas.worker import Worker
+    from bananas.worker_mode import WorkerPlan
+
+__all__ = ["Bananas", "HandlerSpec", "JobHandle"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STATE_TO_STATUS = {
+    "ready": Status.PENDING,
+    "scheduled": Status.SCHEDULED,
+    "running": Status.RUNNING,
+    "completed": Status.COMPLETED,
+    "dead": Status.DEAD,
+}
+
+
+@attrs.frozen
+class HandlerSpec:
+    """A registered job handler and its defaults."""
+
+    name: str
+    func: Callable[..., Any] = attrs.field(eq=False)
+    is_async: bool
+    priority: Priority | None = None
+    max_retries: int | None = None
+    timeout: float | None = None
+
+
+def _url_scheme(url: str, key: str, source: str) -> str:
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise ConfigError(key, url, source, "a URL such as redis://localhost:6379 or memory://")
+    return scheme
+
+
+def build_options(cls: type[BrokerOptions], table: Mapping[str, Any], key: str, source: str) -> BrokerOptions:
+    """Build a plugin's options class from a config table; errors name ``key.field``."""
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        field = fields.get(name)
+        if field is None or name == "clock":
+            allowed = ", ".join(n for n in fields if n != "clock")
+            raise ConfigError(f"{key}.{name}", value, source, f"unknown option; allowed: {allowed}")
+        if isinstance(value, str) and field.type in (float, "float"):
+            try:
+                value = parse_duration(value)
+            except ValueError as exc:
+                raise ConfigError(f"{key}.{name}", value, source, str(exc)) from None
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(key, dict(table), source, str(exc)) from None
+
+
+class Bananas:
+    """A Bananas application.
+
+    ``Bananas()`` reads the configuration (``bananas.toml``, ``[tool.bananas]``, environment); keyword arguments
+    override it: ``Bananas(broker="memory://")``. Register handlers with :meth:`job`, enqueue with :meth:`enqueue`.
+
+    :param plugins: Extra plugin objects to register (modules or instances with ``bananas_*`` hooks).
+    :param entrypoints: Load plugins of the ``bananas`` entry-point group (``False`` keeps tests hermetic).
+    :param overrides: More dotted config keys (``{"worker.concurrency": 4}``).
+    """
+
+    def __init__(
+        self,
+        broker: str | None = None,
+        *,
+        serializer: str | None = None,
+        result_backend: str | None = None,
+        router: str | None = None,
+        config: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        override_sources: Mapping[str, str] | None = None,
+        plugins: Iterable[object] = (),
+        entrypoints: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        values: dict[str, Any] = dict(overrides or {})
+        for key, value in (
+            ("broker", broker),
+            ("serializer", serializer),
+            ("result_backend", result_backend),
+            ("router", router),
+        ):
+            if value is not None:
+                values[key] = value
+        self.settings: Settings = load_settings(
+            config_path=config, overrides=values, override_sources=override_sources, env=env
+        )
+        self.plugins: Plugins = load_plugins(plugins=plugins, entrypoints=entrypoints, env=env)
+        self.handlers: dict[str, HandlerSpec] = {}
+
+        s = self.settings
+        self.broker_url: str = s["broker"]
+        self._broker_spec = self.plugins.brokers.get(_url_scheme(self.broker_url, "broker", s.source("broker")))
+        self.broker_options = build_options(
+            self._broker_spec.options, s.table("broker_options"), "broker_options", s.source("broker")
+        )
+        self.codec = JobCodec(self.plugins.serializers.get(s["serializer"]).factory())
+        self.router: Router = self.plugins.routers.get(s["router"]).factory(s.table("routes"))
+        self.result_backend_url: str | None = s["result_backend"]
+        self._result_spec = None
+        if self.result_backend_url:
+            scheme = _url_scheme(self.result_backend_url, "result_backend", s.source("result_backend"))
+            self._result_spec = self.plugins.result_backends.get(scheme)
+        self._brokers: dict[asyncio.AbstractEventLoop, Broker] = {}
+        self._results: dict[asyncio.AbstractEventLoop, ResultBackend] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    # -- handlers ----------------------------------------------------------------------------------------------
+    def job(
+        self,
+        name: str | None = None,
+        *,
+        priority: str | Priority | None = None,
+        max_retries: int | None = None,
+        timeout: str | float | None = None,
+    ) -> Callable[[F], F]:
+        """Register the decorated function (sync or async) as the handler of job ``name`` (default: its name)."""
+        prio = Priority.parse(priority) if priority is not None else None
+        if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
+            raise ValueError(f"max_retries: expected a non-negative integer, got {max_retries!r}")
+        seconds = Job(name="x", timeout=timeout).timeout if timeout is not None else None
+
+        def decorator(func: F) -> F:
+            job_name = name or func.__name__
+            if job_name in self.handlers:
+                raise UsageError(f"job {job_name!r} is already registered (by {self.handlers[job_name].func!r})")
+            self.handlers[job_name] = HandlerSpec(
+                job_name, func, inspect.iscoroutinefunction(func), prio, max_retries, seconds
+            )
+            return func
+
+        return decorator
+
+    # -- broker and result backend per event loop ------------------------------------------------------------
+    def new_broker(self, **overrides: Any) -> Broker:
+        """A new, unconnected broker for the configured URL (``overrides`` replace option fields)."""
+        options = attrs.evolve(self.broker_options, **overrides) if overrides else self.broker_options
+        return self._broker_spec.factory(self.broker_url, options)
+
+    async def broker(self) -> Broker:
+        """The connected broker of the running event loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        broker = self._brokers.get(loop)
+        if broker is None:
+            broker = self.new_broker()
+            await broker.connect()
+            with self._lock:
+                self._brokers[loop] = broker
+        return broker
+
+    async def results(self) -> ResultBackend | None:
+        """The connected result backend of the running loop, or ``None`` when none is configured."""
+        if self._result_spec is None or self.result_backend_url is None:
+            return None
+        loop = asyncio.get_running_loop()
+        backend = self._results.get(loop)
+        if backend is None:
+            backend = self._result_spec.factory(self.result_backend_url, self.settings.table("result_backend_options"))
+            await backend.connect()
+            with self._lock:
+                self._results[loop] = backend
+        return backend
+
+    def run_sync(self, factory: Callable[[], Any]) -> Any:
+        """Run ``factory()`` (a coroutine factory) on this thread's private event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise UsageError("this call blocks and an event loop is running here; use the *_async variant instead")
+        loop = getattr(self._local, "loop", None)
+        if loop is None:
+            loop = self._local.loop = asyncio.new_event_loop()
+        return loop.run_until_complete(factory())
+
+    async def aclose(self) -> None:
+        """Close the broker and result backend of the running loop."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            broker = self._brokers.pop(loop, None)
+            backend = self._results.pop(loop, None)
+        if broker is not None:
+            await broker.close()
+        if backend is not None:
+            await backend.close()
+
+    def close(self) -> None:
+        """Close this thread's connections and its private loop."""
+        loop = getattr(self._local, "loop", None)
+        if loop is not None:
+            loop.run_until_complete(self.aclose())
+            loop.close()
+            self._local.loop = None
+
+    # -- producing ---------------------------------------------------------------------------------------------
+    def build(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: str | Priority | None = None,
+        delay: str | float | None = None,
+        at: datetime | float | None = None,
+        max_retries: int | None = None,
+        timeout: str | float | None = None,
+        job_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Job, Envelope]:
+        """Make the job and its envelope without sending it (validation happens here)."""
+        handler = self.handlers.get(name)
+        now = time.time()
+        eta: float | None = None
+        if delay is not None and at is not None:
+            raise ValueError("delay/at: give one of them, not both")
+        if delay is not None:
+            try:
+                eta = now + parse_duration(delay)
+            except ValueError as exc:
+                raise ValueError(f"delay: {exc}") from None
+        elif at is not None:
+            eta = at.timestamp() if isinstance(at, datetime) else float(at)
+        fields: dict[str, Any] = {
+            "name": name,
+            "payload": payload if payload is not None else {},
+            "priority": priority or (handler.priority if handler and handler.priority else Priority.NORMAL),
+            "max_retries": max_retries
+            if max_retries is not None
+            else (handler.max_retries if handler and handler.max_retries is not None else self.settings["jobs.max_retries"]),
+            "timeout": timeout if timeout is not None else (handler.timeout if handler else None),
+            "headers": headers or {},
+            "created_at": now,
+            "enqueued_at": now,
+        }
+        if job_id is not None:
+            fields["id"] = job_id
+        if eta is not None and eta > now:
+            fields["status"] = Status.SCHEDULED
+            fields["scheduled_at"] = eta
+        job = Job(**fields)
+        job.queue = self.router.route(job)
+        body = self.codec.encode(job)
+        limit = self.settings["max_payload_bytes"]
+        if len(body) > limit:
+            raise SerializationError(
+                f"job {name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {limit}", job_id=job.id
+            )
+        return job, Envelope(job.id, job.queue, body, eta if job.status is Status.SCHEDULED else None)
+
+    async def enqueue_many_async(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobHandle]:
+        """Enqueue several jobs in one broker call; each mapping holds :meth:`build`'s arguments."""
+        built = [self.build(**spec) for spec in jobs]
+        broker = await self.broker()
+        await broker.enqueue([env for _, env in built])
+        if self.plugins.observers.has("bananas_job_enqueued"):
+            for job, _ in built:
+                self.plugins.observers.notify("bananas_job_enqueued", job=job)
+        return [JobHandle(self, job) for job, _ in built]
+
+    async def enqueue_async(self, name: str, payload: Mapping[str, Any] | None = None, **options: Any) -> JobHandle:
+        """Async :meth:`enqueue`."""
+        return (await self.enqueue_many_async([{"name": name, "payload": payload, **options}]))[0]
+
+    def enqueue(self, name: str, payload: Mapping[str, Any] | None = None, **options: Any) -> JobHandle:
+        """Enqueue job ``name`` with ``payload`` (keyword arguments of the handler).
+
+        Options: ``priority``, ``delay`` (``"10s"``), ``at`` (datetime or Unix time), ``max_retries``, ``timeout``,
+        ``job_id``, ``headers``. Returns a :class:`JobHandle`.
+        """
+        return self.run_sync(lambda: self.enqueue_async(name, payload, **options))
+
+    def enqueue_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobHandle]:
+        """Enqueue several jobs in one broker round trip (where the broker allows)."""
+        return self.run_sync(lambda: self.enqueue_many_async(jobs))
+
+    # -- inspecting --------------------------------------------------------------------------------------------
+    async def get_job_async(self, job_id: str) -> Job:
+        """The job as the broker last stored it, with its current status."""
+        record = await (await self.broker()).lookup(job_id)
+        if record is None:
+            raise JobNotFound(f"no job with id {job_id!r} (unknown or expired)")
+        job = self.codec.decode(record.body)
+        status = _STATE_TO_STATUS.get(record.state, job.status)
+        if status is Status.SCHEDULED and job.status is Status.RETRYING:
+            status = Status.RETRYING
+        job.status = status
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        return self.run_sync(lambda: self.get_job_async(job_id))
+
+    async def get_result_async(self, job_id: str, wait: float | None = None) -> Any:
+        """The handler's return value; raises :class:`JobFailed`, :class:`ResultTimeout` or :class:`JobNotFound`."""
+        backend = await self.results()
+        if backend is None:
+            raise UsageError("no result backend configured; set result_backend (e.g. 'memory://' or 'redis://…')")
+        body = await backend.get(job_id, wait=wait)
+        if body is None:
+            if wait:
+                raise ResultTimeout(f"no result for job {job_id} within {wait}s; the job keeps running")
+            raise JobNotFound(f"no result stored for job {job_id!r}")
+        data = self.codec.serializer.loads(body)
+        if data.get("ok"):
+            return data.get("value")
+        raise JobFailed(job_id, str(data.get("error_type")), str(data.get("message")), data.get("traceback"))
+
+    def get_result(self, job_id: str, wait: float | None = None) -> Any:
+        return self.run_sync(lambda: self.get_result_async(job_id, wait))
+
+    # -- running -----------------------------------------------------------------------------------------------
+    def plan(self, mode: str | None = None) -> WorkerPlan:
+        """The worker plan of ``mode`` (default: ``[worker] mode``)."""
+        name = mode or self.settings["worker.mode"]
+        return self.plugins.worker_modes.get(name).factory().plan(self.settings, self.router)
+
+    def worker(self, plan: WorkerPlan | None = None) -> Worker:
+        """A :class:`bananas.worker.Worker` for ``plan`` (default: the configured mode's plan)."""
+        from bananas.worker import Worker
+
+        return Worker(self, plan or self.plan())
+
+
+@attrs.define(eq=False)
+class JobHandle:
+    """What :meth:`Bananas.enqueue` returns: the id, the job as sent, and ways to follow it."""
+
+    app: Bananas
+    job: Job
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    def status(self) -> Status:
+        """The job's current status as the broker knows it."""
+        return self.app.get_job(self.id).status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait up to ``timeout`` seconds for the result (needs a result backend)."""
+        return self.app.get_result(self.id, wait=timeout)

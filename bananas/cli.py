@@ -1,0 +1,220 @@
+"""The ``bananas`` command line. User errors print one line and exit 2; plugins add subcommands."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from bananas.errors import BananasError, UsageError
+
+__all__ = ["cli", "main"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+def load_app(spec: str, **kwargs: Any) -> Any:
+    """``pkg.mod:app`` or ``pkg.mod`` (the module's one ``Bananas`` instance)."""
+    from bananas.app import Bananas
+
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--app {spec}: cannot import {module_name!r}: {exc}") from None
+    if attr:
+        app = getattr(module, attr, None)
+        if not isinstance(app, Bananas):
+            raise UsageError(f"--app {spec}: {module_name}.{attr} is not a Bananas app")
+        return app
+    apps = [value for value in vars(module).values() if isinstance(value, Bananas)]
+    if len(apps) != 1:
+        found = "none" if not apps else f"{len(apps)}"
+        raise UsageError(f"--app {spec}: expected one Bananas app in {module_name}, found {found}; use {spec}:NAME")
+    return apps[0]
+
+
+def _app(ctx: click.Context, app_spec: str | None, overrides: dict[str, Any], sources: dict[str, str]) -> Any:
+    from bananas.app import Bananas
+
+    config = ctx.obj.get("config")
+    if app_spec:
+        if config or overrides:
+            os.environ.update({"BANANAS_CONFIG": config} if config else {})
+        app = load_app(app_spec)
+        if overrides:  # flags win over the app's own configuration: rebuild with the same handlers
+            rebuilt = Bananas(config=config, overrides=overrides, override_sources=sources)
+            rebuilt.handlers.update(app.handlers)
+            return rebuilt
+        return app
+    return Bananas(config=config, overrides=overrides, override_sources=sources)
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--config", "config", metavar="FILE", help="Config file (default: bananas.toml or pyproject.toml).")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Bananas: a distributed task queue for Python."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@cli.command()
+@click.option("--app", "app_spec", metavar="MODULE[:NAME]", required=True, help="Where the Bananas app lives.")
+@click.option("--mode", help="Worker mode (WORKER_MODE).")
+@click.option("--concurrency", type=int, help="Job slots (WORKER_CONCURRENCY).")
+@click.option("--queues", help="Comma-separated queues to read (WORKER_QUEUES).")
+@click.option("--broker", help="Broker URL.")
+@click.option("--dry-run", is_flag=True, help="Print the worker plan as JSON and exit.")
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app_spec: str,
+    mode: str | None,
+    concurrency: int | None,
+    queues: str | None,
+    broker: str | None,
+    dry_run: bool,
+) -> None:
+    """Run a worker for the app's handlers."""
+    from bananas.logs import configure_logging
+
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, flag, value in (
+        ("worker.mode", "--mode", mode),
+        ("worker.concurrency", "--concurrency", concurrency),
+        ("worker.queues", "--queues", queues),
+        ("broker", "--broker", broker),
+    ):
+        if value is not None:
+            overrides[key] = value
+            sources[key] = f"flag {flag}"
+    app = _app(ctx, app_spec, overrides, sources)
+    plan = app.plan()
+    if dry_run:
+        click.echo(json.dumps(plan.describe(), indent=2))
+        return
+    close = configure_logging(app.settings, app.plugins)
+    try:
+        app.worker(plan).run_forever()
+    finally:
+        close()
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--payload", default="{}", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option("--priority", type=click.Choice(["high", "normal", "low"]), help="Job priority.")
+@click.option("--delay", metavar="DURATION", help="Run after this long (10s, 5m).")
+@click.option("--at", "at", type=float, metavar="UNIX_TIME", help="Run at this Unix time.")
+@click.option("--app", "app_spec", metavar="MODULE[:NAME]", help="Use this app's handler defaults.")
+@click.pass_context
+def enqueue(
+    ctx: click.Context,
+    name: str,
+    payload: str,
+    priority: str | None,
+    delay: str | None,
+    at: float | None,
+    app_spec: str | None,
+) -> None:
+    """Enqueue job NAME and print its id."""
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise UsageError(f"--payload: not valid JSON: {exc}") from None
+    app = _app(ctx, app_spec, {}, {})
+    try:
+        handle = app.enqueue(name, data, priority=priority, delay=delay, at=at)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        app.close()
+    click.echo(handle.id)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="Include plugins that register nothing.")
+@click.option("--hook", help="Only plugins implementing this hook.")
+def plugins(as_json: bool, show_all: bool, hook: str | None) -> None:
+    """List installed plugins: distribution, version, hooks and what each registered."""
+    from bananas._manager import load_plugins
+
+    rows = load_plugins().describe()
+    if hook:
+        rows = [row for row in rows if hook in row["hooks"]]
+    if not show_all:
+        rows = [row for row in rows if row["registered"] or row["hooks"]]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in row["registered"].items())
+        click.echo(f"{row['name']}  ({row['distribution']} {row['version']})".rstrip())
+        click.echo(f"    hooks: {', '.join(row['hooks']) or '-'}")
+        if registered:
+            click.echo(f"    registered: {registered}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def config(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective configuration and where each value came from (secrets redacted)."""
+    from bananas.config import load_settings
+
+    settings = load_settings(config_path=ctx.obj.get("config"))
+    rows = settings.explain(redact=True)
+    if as_json:
+        click.echo(json.dumps({"config_file": settings.config_file, "settings": rows}, indent=2))
+        return
+    click.echo(f"# config file: {settings.config_file or 'none'}")
+    width = max(len(row["key"]) for row in rows)
+    for row in rows:
+        value = json.dumps(row["value"]) if not isinstance(row["value"], str) else row["value"]
+        click.echo(f"{row['key']:<{width}}  {value}    ({row['source']})")
+
+
+@cli.command()
+@click.option("--jobs", default=6, show_default=True, help="Extra jobs per priority.")
+def demo(jobs: int) -> None:
+    """Run a thin worker in-process on the memory broker and show jobs flow, retry and die."""
+    from bananas.demo import run_demo
+
+    run_demo(extra_per_priority=jobs)
+
+
+def _add_plugin_commands() -> None:
+    from bananas._manager import load_plugins
+
+    load_plugins().pm.hook.bananas_add_commands(cli=cli)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``bananas`` script."""
+    try:
+        _add_plugin_commands()
+        cli.main(args=list(argv) if argv is not None else None, prog_name="bananas", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except BananasError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

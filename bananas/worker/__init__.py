@@ -1,0 +1,6 @@
+"""The worker runtime: executes a :class:`~bananas.worker_mode.WorkerPlan`."""
+
+from bananas.worker.interrupt import JobTimeout
+from bananas.worker.runtime import Worker
+
+__all__ = ["JobTimeout", "Worker"]
