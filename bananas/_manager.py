@@ -67,6 +67,7 @@ class Observers:
     """Calls lifecycle observers; hooks without implementations cost one dict lookup."""
 
     pm: PluginManager
+    trace: Callable[[str], object] | None = None
     _impls: dict[str, list[pluggy.HookImpl]] = attrs.field(factory=dict)
     _failed: set[tuple[str, str]] = attrs.field(factory=set)
 
@@ -90,6 +91,8 @@ class Observers:
         if not impls:
             return
         for impl in impls:
+            if self.trace is not None:
+                self.trace(f"bananas trace: {name} -> {impl.plugin_name}\n")
             try:
                 impl.function(*(kwargs[arg] for arg in impl.argnames))
             except Exception:  # noqa: BLE001 - observers must never fail a job
@@ -114,6 +117,7 @@ class Plugins:
 
     pm: PluginManager
     dists: dict[str, tuple[str, str]] = attrs.field(factory=dict)
+    trace: Callable[[str], object] | None = None
     brokers: Registry[BrokerSpec] = attrs.field(factory=lambda: Registry("broker", lambda s: s.schemes))
     serializers: Registry[SerializerSpec] = attrs.field(factory=lambda: Registry("serializer", lambda s: (s.name,)))
     result_backends: Registry[ResultBackendSpec] = attrs.field(
@@ -127,7 +131,7 @@ class Plugins:
     observers: Observers = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.observers = Observers(self.pm)
+        self.observers = Observers(self.pm, self.trace)
 
     def registries(self) -> dict[str, Registry[Any]]:
         return {
@@ -152,6 +156,8 @@ class Plugins:
         for hook_name, registry in hooks.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 dist, ver = self.dists.get(impl.plugin_name, (impl.plugin_name, ""))
+                if self.trace is not None:
+                    self.trace(f"bananas trace: {hook_name} -> {impl.plugin_name} ({dist} {ver})\n")
                 impl.function(register=registry.bound(impl.plugin_name, dist, ver))
         self.observers.refresh()
 
@@ -240,6 +246,7 @@ def load_plugins(
     if env.get("BANANAS_TRACE_PLUGINS", "") not in ("", "0"):
         writer: Callable[[str], object] = sys.stderr.write
         pm.trace.root.setwriter(writer)
-        pm.enable_tracing()
+        pm.enable_tracing()  # hooks called through pm.hook (bananas_add_commands)
+        loaded.trace = loaded.observers.trace = writer  # hooks the kernel calls one implementation at a time
     loaded.collect()
     return loaded

@@ -316,6 +316,12 @@ class Bananas:
         status = _STATE_TO_STATUS.get(record.state, job.status)
         if status is Status.SCHEDULED and job.status is Status.RETRYING:
             status = Status.RETRYING
+        if record.state in ("running", "completed"):
+            # The stored body is the job as fetched: ack does not rewrite it, so add the run in progress / done.
+            job.attempts += 1
+            job.started_at = job.started_at if record.state == "completed" else record.updated_at
+            if record.state == "completed":
+                job.finished_at = record.updated_at
         job.status = status
         return job
 

@@ -76,12 +76,13 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._observers = app.plugins.observers
         self._started = threading.Event()
+        self.fetch_wait = FETCH_WAIT
 
     # -- control -----------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Ask the worker to stop (thread-safe): no new jobs, running ones get ``shutdown_timeout`` to finish."""
         loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
+        if loop is not None and stop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(stop.set)
 
     def run_forever(self) -> None:
@@ -177,11 +178,14 @@ class Worker:
             free.release()
             limit = pool.concurrency - in_use
             try:
-                deliveries = await broker.fetch(pool.queues, limit, FETCH_WAIT)
+                deliveries = await broker.fetch(pool.queues, limit, self.fetch_wait)
             except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
                 log.error("fetch from {q} failed: {e}; retrying in 1s", q=list(pool.queues), e=_error_text(exc))
                 await asyncio.sleep(1.0)
                 continue
+            if stop.is_set() and deliveries:  # stopping: start nothing new, give them straight back
+                await broker.release(deliveries)
+                break
             for delivery in deliveries:
                 await free.acquire()
                 in_use += 1

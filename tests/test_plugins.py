@@ -1,0 +1,139 @@
+"""Plugin discovery, ownership of registrations, lookup errors and the `bananas plugins` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from bananas import Bananas, hookimpl
+from bananas._manager import load_plugins
+from bananas.broker import BrokerSpec
+from bananas.builtin.memory_broker import MemoryBroker
+from bananas.errors import DuplicatePlugin, PluginError, UnknownPlugin
+from bananas.serializer import SerializerSpec
+
+
+class ExtraMemory:
+    """A plugin claiming the built-in 'memory' scheme a second time."""
+
+    __name__ = "extra_memory"
+
+    @hookimpl
+    def bananas_register_brokers(self, register: Any) -> None:
+        register(BrokerSpec(schemes=("memory",), factory=MemoryBroker))
+
+
+def test_builtins_register_through_the_hooks_with_the_kernel_as_owner() -> None:
+    plugins = load_plugins(entrypoints=False, env={})
+    entry = plugins.brokers.entries["memory"]
+    assert entry.plugin == "bananas.builtin.memory_broker" and entry.dist == "bananas"
+    assert "json" in plugins.serializers and "priority" in plugins.routers and "console" in plugins.log_sinks
+
+
+def test_two_plugins_claiming_one_scheme_is_an_error_naming_both() -> None:
+    with pytest.raises(DuplicatePlugin) as err:
+        load_plugins(plugins=[ExtraMemory()], entrypoints=False, env={})
+    message = str(err.value)
+    assert message.startswith("broker 'memory' is claimed by two plugins: bananas ")
+    assert "(bananas.builtin.memory_broker)" in message and "(extra_memory)" in message
+
+
+def test_unknown_serializer_lists_installed_and_hints_the_package(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnknownPlugin) as err:
+        Bananas(broker="memory://", serializer="protobuf", entrypoints=False, env={})
+    assert str(err.value) == "no serializer named 'protobuf'; installed: json — pip install bananas-protobuf"
+
+
+def test_unknown_broker_scheme_names_the_scheme(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnknownPlugin, match=r"^no broker named 'kafka'; installed: memory$"):
+        Bananas(broker="kafka://localhost", entrypoints=False, env={})
+
+
+def test_unknown_worker_mode_lists_installed_modes(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = Bananas(broker="memory://", overrides={"worker.mode": "turbo"}, env={})
+    with pytest.raises(UnknownPlugin, match=r"^no worker mode named 'turbo'; installed: .*default.*thin"):
+        app.plan()
+
+
+def test_misspelled_hook_fails_at_start_up() -> None:
+    class Typo:
+        __name__ = "typo"
+
+        @hookimpl
+        def bananas_register_broker(self, register: Any) -> None:  # missing the s
+            pass
+
+    with pytest.raises(PluginError, match="unknown hook 'bananas_register_broker' in plugin"):
+        load_plugins(plugins=[Typo()], entrypoints=False, env={})
+
+
+def test_unprefixed_methods_are_ignored() -> None:
+    class Helper:
+        __name__ = "helper"
+
+        def register_brokers(self, register: Any) -> None:  # no prefix, no marker: not a hook
+            raise AssertionError("must not be called")
+
+    load_plugins(plugins=[Helper()], entrypoints=False, env={})
+
+
+def test_disable_builtin_plugins_but_not_essential_ones() -> None:
+    plugins = load_plugins(entrypoints=False, env={"BANANAS_DISABLE_PLUGINS": "memory_broker"})
+    assert "memory" not in plugins.brokers
+    with pytest.raises(PluginError, match="json_serializer cannot be disabled"):
+        load_plugins(entrypoints=False, env={"BANANAS_DISABLE_PLUGINS": "json_serializer"})
+
+
+def test_load_plugins_env_limits_entry_points() -> None:
+    none = load_plugins(env={"BANANAS_LOAD_PLUGINS": ""})
+    assert "thin" not in none.worker_modes
+    only = load_plugins(env={"BANANAS_LOAD_PLUGINS": "bananas-mode-thin"})
+    assert "thin" in only.worker_modes and "default" not in only.worker_modes
+
+
+def test_trace_env_writes_hook_calls(capfd) -> None:
+    load_plugins(entrypoints=False, env={"BANANAS_TRACE_PLUGINS": "1"})
+    assert "bananas_register_brokers" in capfd.readouterr().err
+
+
+def test_serializer_registration_conflict_names_both_owners() -> None:
+    class Json2:
+        __name__ = "json2"
+
+        @hookimpl
+        def bananas_register_serializers(self, register: Any) -> None:
+            register(SerializerSpec(name="json", factory=object))
+
+    with pytest.raises(DuplicatePlugin, match="serializer 'json' is claimed by two plugins"):
+        load_plugins(plugins=[Json2()], entrypoints=False, env={})
+
+
+def run_cli(*args: str, cwd: Any = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bananas.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
+    )
+
+
+def test_plugins_json_lists_distribution_version_hooks_and_names() -> None:
+    # When `bananas plugins --json` runs
+    result = run_cli("plugins", "--json")
+    # Then it is JSON with one row per plugin, including the entry-point mode plugins
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    memory = rows["bananas.builtin.memory_broker"]
+    assert memory["distribution"] == "bananas" and memory["version"]
+    assert memory["hooks"] == ["bananas_register_brokers"] and memory["registered"] == {"brokers": ["memory"]}
+    thin = rows["mode-thin"]
+    assert thin["distribution"] == "bananas-mode-thin" and thin["registered"] == {"worker_modes": ["thin"]}
+
+
+def test_plugins_hook_filter() -> None:
+    result = run_cli("plugins", "--json", "--hook", "bananas_register_serializers")
+    assert [row["name"] for row in json.loads(result.stdout)] == ["bananas.builtin.json_serializer"]
