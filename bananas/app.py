@@ -253,13 +253,14 @@ class Bananas:
                 raise ValueError(f"delay: {exc}") from None
         elif at is not None:
             eta = at.timestamp() if isinstance(at, datetime) else float(at)
+        if max_retries is None:
+            has_own = handler is not None and handler.max_retries is not None
+            max_retries = handler.max_retries if has_own and handler else self.settings["jobs.max_retries"]
         fields: dict[str, Any] = {
             "name": name,
             "payload": payload if payload is not None else {},
             "priority": priority or (handler.priority if handler and handler.priority else Priority.NORMAL),
-            "max_retries": max_retries
-            if max_retries is not None
-            else (handler.max_retries if handler and handler.max_retries is not None else self.settings["jobs.max_retries"]),
+            "max_retries": max_retries,
             "timeout": timeout if timeout is not None else (handler.timeout if handler else None),
             "headers": headers or {},
             "created_at": now,

@@ -1,0 +1,144 @@
+"""A third-party broker package, built and pip-installed here, selected by URL scheme in bananas.toml.
+
+This is the path a real third party takes: its own pyproject.toml, an entry point in group ``bananas``, and
+nothing but the kernel's public API.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bananas import Bananas
+from bananas.errors import DuplicatePlugin
+
+PYPROJECT = """
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "{dist}"
+version = "{version}"
+dependencies = ["bananas"]
+
+[project.entry-points.bananas]
+{ep} = "{module}"
+
+[tool.hatch.build.targets.wheel]
+packages = ["{module}"]
+"""
+
+MODULE = '''
+"""A broker for mybroker:// URLs: the in-memory semantics under another scheme, registered by a third party."""
+import attrs
+from bananas import hookimpl
+from bananas.broker import BrokerOptions, BrokerSpec
+from bananas.builtin.memory_broker import MemoryBroker
+
+
+@attrs.frozen(kw_only=True)
+class MyOptions(BrokerOptions):
+    greeting: str = "hello"
+
+
+class MyBroker(MemoryBroker):
+    created: list[str] = []
+
+    def __init__(self, url: str, options: MyOptions) -> None:
+        super().__init__(url, options)
+        MyBroker.created.append(options.greeting)
+
+
+@hookimpl
+def bananas_register_brokers(register):
+    register(BrokerSpec(schemes=("mybroker",), factory=MyBroker, options=MyOptions, summary="third-party test"))
+'''
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True, timeout=300, capture_output=True)
+
+
+def build_package(root: Path, dist: str, module: str, version: str = "1.2.0") -> Path:
+    pkg = root / dist
+    (pkg / module).mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(PYPROJECT.format(dist=dist, version=version, ep=dist, module=module))
+    (pkg / module / "__init__.py").write_text(textwrap.dedent(MODULE))
+    return pkg
+
+
+@pytest.fixture(scope="module")
+def mybroker_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    pkg = build_package(tmp_path_factory.mktemp("thirdparty"), "bananas-mybroker", "bananas_mybroker")
+    pip("install", "--no-build-isolation", "--no-deps", str(pkg))
+    try:
+        yield
+    finally:
+        pip("uninstall", "-y", "bananas-mybroker")
+        sys.modules.pop("bananas_mybroker", None)
+
+
+def test_worker_processes_a_job_through_a_third_party_broker(mybroker_installed, tmp_path, monkeypatch) -> None:
+    # Given bananas.toml selecting the third party's scheme, with one of its own options
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bananas.toml").write_text(
+        'broker = "mybroker://shop"\nresult_backend = "memory://shop"\n\n'
+        '[worker]\nmode = "thin"\n\n[broker_options]\ngreeting = "hej"\n'
+    )
+    app = Bananas(env={})
+    done = threading.Event()
+
+    @app.job("pack")
+    def pack(item: str) -> str:
+        done.set()
+        return f"packed {item}"
+
+    # When a job is enqueued and a worker runs
+    handle = app.enqueue("pack", {"item": "banana"})
+    worker = app.worker()
+    thread = worker.start_in_thread()
+    try:
+        # Then the job runs through the plugin's broker, built with the configured option
+        assert handle.result(timeout=10) == "packed banana"
+    finally:
+        worker.request_stop()
+        thread.join(15)
+    from bananas_mybroker import MyBroker
+
+    assert type(app.new_broker()) is MyBroker and "hej" in MyBroker.created
+    owner = app.plugins.brokers.entries["mybroker"]
+    assert (owner.dist, owner.version) == ("bananas-mybroker", "1.2.0")
+
+
+def test_plugins_command_lists_the_third_party(mybroker_installed) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bananas.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60
+    )
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    row = rows["bananas-mybroker"]
+    assert row["distribution"] == "bananas-mybroker" and row["version"] == "1.2.0"
+    assert row["registered"] == {"brokers": ["mybroker"]} and row["hooks"] == ["bananas_register_brokers"]
+
+
+def test_two_distributions_claiming_one_scheme_are_named(mybroker_installed, tmp_path) -> None:
+    # Given a second package that also claims mybroker://
+    pkg = build_package(tmp_path, "acme-fastbroker", "acme_fastbroker", version="0.3")
+    pip("install", "--no-build-isolation", "--no-deps", str(pkg))
+    try:
+        # When plugins load / Then the error names both distributions and versions
+        with pytest.raises(DuplicatePlugin) as err:
+            Bananas(broker="memory://", env={})
+        message = str(err.value)
+        assert message.startswith("broker 'mybroker' is claimed by two plugins: ")
+        assert "bananas-mybroker 1.2.0" in message and "acme-fastbroker 0.3" in message
+    finally:
+        pip("uninstall", "-y", "acme-fastbroker")
+        sys.modules.pop("acme_fastbroker", None)
