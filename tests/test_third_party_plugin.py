@@ -58,6 +58,16 @@ class MyBroker(MemoryBroker):
 
 
 @hookimpl
+def bananas_add_commands(cli):
+    import click
+
+    @cli.command("mybroker-ping")
+    def ping():
+        """Answer pong."""
+        click.echo("pong")
+
+
+@hookimpl
 def bananas_register_brokers(register):
     register(BrokerSpec(schemes=("mybroker",), factory=MyBroker, options=MyOptions, summary="third-party test"))
 '''
@@ -125,7 +135,15 @@ def test_plugins_command_lists_the_third_party(mybroker_installed) -> None:
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     row = rows["bananas-mybroker"]
     assert row["distribution"] == "bananas-mybroker" and row["version"] == "1.2.0"
-    assert row["registered"] == {"brokers": ["mybroker"]} and row["hooks"] == ["bananas_register_brokers"]
+    assert row["registered"] == {"brokers": ["mybroker"]}
+    assert row["hooks"] == ["bananas_add_commands", "bananas_register_brokers"]
+
+
+def test_plugin_adds_a_cli_subcommand(mybroker_installed) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bananas.cli", "mybroker-ping"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout == "pong\n"
 
 
 def test_two_distributions_claiming_one_scheme_are_named(mybroker_installed, tmp_path) -> None:
