@@ -79,6 +79,9 @@ class Observers:
         self._impls = {}
         for name in OBSERVER_HOOKS:
             impls = getattr(self.pm.hook, name).get_hookimpls()
+            for impl in impls:
+                if impl.wrapper or impl.hookwrapper:
+                    raise PluginError(f"plugin {impl.plugin_name!r}: {name} cannot be a wrapper (observers are plain)")
             if impls:
                 self._impls[name] = impls[::-1]  # pluggy calls LIFO; keep that order
 
@@ -155,6 +158,8 @@ class Plugins:
         }
         for hook_name, registry in hooks.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.wrapper or impl.hookwrapper:
+                    raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} cannot be a wrapper")
                 dist, ver = self.dists.get(impl.plugin_name, (impl.plugin_name, ""))
                 if self.trace is not None:
                     self.trace(f"bananas trace: {hook_name} -> {impl.plugin_name} ({dist} {ver})\n")

@@ -5,8 +5,8 @@ Three kinds:
 * **Registration hooks** run once when an app loads its plugins. They get a ``register`` callable bound to the
   plugin and its distribution, so every registered name has an owner (two owners of one name is an error that
   names both). They do not support ``wrapper=True``.
-* **Lifecycle observers** return ``None``. They run synchronously on the worker's event-loop thread (or a handler
-  thread for sync handlers), so they must not block: send I/O to your own queue or thread. An exception is logged
+* **Lifecycle observers** return ``None``. They run synchronously on the worker's event-loop thread (producers:
+  the thread that called ``enqueue``), so they must not block: send I/O to your own queue or thread. An exception is logged
   once per plugin and hook and never fails a job. Hooks with no implementation are skipped on the hot path.
 * ``bananas_add_commands`` lets a plugin add CLI subcommands.
 

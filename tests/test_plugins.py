@@ -137,3 +137,15 @@ def test_plugins_json_lists_distribution_version_hooks_and_names() -> None:
 def test_plugins_hook_filter() -> None:
     result = run_cli("plugins", "--json", "--hook", "bananas_register_serializers")
     assert [row["name"] for row in json.loads(result.stdout)] == ["bananas.builtin.json_serializer"]
+
+
+def test_wrapper_observers_are_rejected() -> None:
+    class Wrapping:
+        __name__ = "wrapping"
+
+        @hookimpl(wrapper=True)
+        def bananas_job_started(self, job: Any, worker_id: str) -> Any:
+            return (yield)
+
+    with pytest.raises(PluginError, match="bananas_job_started cannot be a wrapper"):
+        load_plugins(plugins=[Wrapping()], entrypoints=False, env={})
