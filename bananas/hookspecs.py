@@ -6,8 +6,9 @@ Three kinds:
   plugin and its distribution, so every registered name has an owner (two owners of one name is an error that
   names both). They do not support ``wrapper=True``.
 * **Lifecycle observers** return ``None``. They run synchronously on the worker's event-loop thread (producers:
-  the thread that called ``enqueue``), so they must not block: send I/O to your own queue or thread. An exception is logged
-  once per plugin and hook and never fails a job. Hooks with no implementation are skipped on the hot path.
+  the thread that called ``enqueue``), so they must not block: send I/O to your own queue or thread. An
+  exception is logged once per plugin and hook and never fails a job. Hooks with no implementation are skipped
+  on the hot path.
 * ``bananas_add_commands`` lets a plugin add CLI subcommands.
 
 All hooks are synchronous: pluggy cannot await (pluggy #320). Async work lives in the objects that hooks register.
