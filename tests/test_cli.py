@@ -93,7 +93,7 @@ def test_worker_dry_run_prints_the_plan(tmp_path: Path) -> None:
     # Given an app module and env vars as the seed guide writes them
     (tmp_path / "tasks.py").write_text(APP)
     env = {"WORKER_MODE": "default", "WORKER_CONCURRENCY": "20", "ENABLE_SCHEDULER": "false",
-           "REDIS_URL": "redis://localhost:6379"}
+           "BANANAS_BROKER": "memory://"}
     # When the plan is printed (found by module, without :app)
     result = run("worker", "--app", "tasks", "--dry-run", cwd=tmp_path, env=env)
     # Then it is the default mode's one pool over the three priority queues, scheduler off
@@ -107,7 +107,7 @@ def test_worker_flags_win_over_env(tmp_path: Path) -> None:
     (tmp_path / "tasks.py").write_text(APP)
     result = run(
         "worker", "--app", "tasks:app", "--dry-run", "--mode", "thin", "--concurrency", "7",
-        cwd=tmp_path, env={"WORKER_MODE": "default", "WORKER_CONCURRENCY": "20"},
+        cwd=tmp_path, env={"WORKER_MODE": "default", "WORKER_CONCURRENCY": "20", "BANANAS_BROKER": "memory://"},
     )
     plan = json.loads(result.stdout)
     assert plan["mode"] == "thin" and plan["pools"][0]["concurrency"] == 7
