@@ -1,0 +1,27 @@
+"""bananas-redis: the production broker for ``redis://`` and ``rediss://`` URLs.
+
+Installing the distribution is enough: its entry point (group ``bananas``) registers :class:`RedisBroker` for both
+schemes, with :class:`RedisOptions` as the ``[broker_options]`` schema.
+"""
+
+from __future__ import annotations
+
+from bananas.broker import BrokerSpec
+from bananas.hookspecs import hookimpl
+from bananas.registry import Register
+from bananas_redis.broker import RedisBroker
+from bananas_redis.options import RedisOptions
+
+__all__ = ["RedisBroker", "RedisOptions", "bananas_register_brokers"]
+
+
+@hookimpl
+def bananas_register_brokers(register: Register[BrokerSpec]) -> None:
+    register(
+        BrokerSpec(
+            schemes=("redis", "rediss"),
+            factory=RedisBroker,
+            options=RedisOptions,
+            summary="Redis 6.2+ broker: leases, fencing, priorities, blocking fetch, batched Lua transitions",
+        )
+    )

