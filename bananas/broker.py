@@ -21,7 +21,13 @@ Semantics every broker must have (the conformance suite in :mod:`bananas.testing
 * **Delays.** An envelope with an ``eta`` in the future waits in the scheduled set until ``move_due`` (run by the
   scheduler loop) moves it to its queue. ``retry`` works the same way.
 * **Retention.** Completed records are kept ``options.completed_ttl`` seconds, dead ones ``options.dead_ttl``.
-* **Clock.** Every time comparison uses ``options.clock()`` (Unix seconds), so tests can move time.
+* **Clock.** Every lease, eta and retention comparison uses ``options.clock()`` (Unix seconds), so tests can move
+  time. Only ``fetch``'s ``timeout`` is real (monotonic) time; ``timeout=0`` never blocks.
+* **When a lease is lost.** A lease counts as lost once ``reap`` has recovered it (or ``release`` gave it back):
+  a settle between the lease's expiry and the next ``reap`` may still succeed. ``reap`` returns every job it
+  recovered, redelivered or buried as ``crash_loop``.
+* **Order** of several jobs released, reaped, moved or requeued in one call is the broker's choice; a retry with
+  ``at <= now`` goes to the tail of its queue. Enqueueing a dead id anew removes its dead letter.
 """
 
 from __future__ import annotations

@@ -333,7 +333,7 @@ class BrokerConformance:
         self._require("supports_blocking_fetch")
         # Given two fetches waiting on the same queue
         broker, _ = await self._make(broker_factory)
-        waiting = [asyncio.create_task(broker.fetch(["q"], 5, 1.0)) for _ in range(2)]
+        waiting = [asyncio.create_task(broker.fetch(["q"], 5, 2.0)) for _ in range(2)]
         await asyncio.sleep(0.1)
 
         # When one job is enqueued
@@ -721,8 +721,8 @@ class BrokerConformance:
         for d in await self._fetch(broker, ["q"], 3):
             await broker.dead_letter(d, body=d.body, reason="boom")
 
-        # When one of them (and an unknown id) is requeued
-        count = await broker.requeue_dead("q", ["b", "unknown"])
+        # When one of them (named twice) and an unknown id are requeued
+        count = await broker.requeue_dead("q", ["b", "unknown", "b"])
 
         # Then only that one is ready and the others stay dead
         assert count == 1
@@ -782,6 +782,20 @@ class BrokerConformance:
         # Then only the live one is released
         assert result == [False, True]
         assert await _state(broker, "a") == "ready"
+
+    @pytest.mark.asyncio
+    async def test_releasing_one_delivery_twice_releases_it_once(self, broker_factory: MakeBroker) -> None:
+        # Given a leased job
+        broker, _ = await self._make(broker_factory)
+        await broker.enqueue([_env("a")])
+        (d,) = await self._fetch(broker, ["q"], 1)
+
+        # When the same delivery is released twice in one call
+        result = await broker.release([d, d])
+
+        # Then one of them succeeds and there is still one copy of the job
+        assert sorted(result) == [False, True]
+        assert _ids(await self._fetch(broker, ["q"], 5)) == ["a"]
 
     # -- delays ------------------------------------------------------------------------------------------------------
     @pytest.mark.asyncio
