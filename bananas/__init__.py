@@ -1,6 +1,7 @@
 """Bananas: a distributed task queue for Python.
 
-Import what you need from here: ``Bananas`` (the app), ``Client`` and ``hookimpl`` (for plugins).
+Import what you need from here: ``Bananas`` (the app), ``Client`` / ``AsyncClient`` (producer-only processes) and
+``hookimpl`` (for plugins).
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from bananas.registry import Register
 
 if TYPE_CHECKING:
     from bananas.app import Bananas, JobHandle
+    from bananas.client import AsyncClient, Client
 
 __all__ = [
+    "AsyncClient",
     "Bananas",
     "BananasError",
     "BrokerError",
     "BrokerUnavailable",
+    "Client",
     "ConfigError",
     "DuplicatePlugin",
     "Job",
@@ -55,6 +59,10 @@ def __getattr__(name: str) -> Any:
         from bananas import app
 
         return getattr(app, name)
+    if name in ("Client", "AsyncClient"):
+        from bananas import client
+
+        return getattr(client, name)
     if name == "__version__":
         from importlib.metadata import version
 

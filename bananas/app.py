@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 import attrs
 
 from bananas._manager import Plugins, load_plugins
-from bananas.broker import Broker, BrokerOptions, Envelope
+from bananas.broker import Broker, BrokerOptions, Envelope, JobRecord
 from bananas.config import Settings, load_settings
 from bananas.errors import ConfigError, JobFailed, JobNotFound, ResultTimeout, SerializationError, UsageError
 from bananas.job import Job, Priority, Status
-from bananas.result_backend import ResultBackend
+from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, decode_result, result_ttl_header
 from bananas.router import Router
 from bananas.serializer import JobCodec
 from bananas.units import parse_duration
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["Bananas", "HandlerSpec", "JobHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULTED_RETRIES_HEADER = "bananas-defaulted-retries"
+"""Set on jobs whose ``max_retries`` came from the producer's config, so the worker's handler default wins."""
 
 _STATE_TO_STATUS = {
     "ready": Status.PENDING,
@@ -126,7 +129,7 @@ class Bananas:
         self.broker_options = build_options(
             self._broker_spec.options, s.table("broker_options"), "broker_options", s.source("broker")
         )
-        self.codec = JobCodec(self.plugins.serializers.get(s["serializer"]).factory())
+        self.codec = JobCodec.from_settings(self.plugins.serializers, s)
         self.router: Router = self.plugins.routers.get(s["router"]).factory(s.table("routes"))
         self.result_backend_url: str | None = s["result_backend"]
         self._result_spec = None
@@ -175,10 +178,12 @@ class Bananas:
         loop = asyncio.get_running_loop()
         broker = self._brokers.get(loop)
         if broker is None:
-            broker = self.new_broker()
-            await broker.connect()
+            fresh = self.new_broker()
+            await fresh.connect()
             with self._lock:
-                self._brokers[loop] = broker
+                broker = self._brokers.setdefault(loop, fresh)
+            if broker is not fresh:  # two first calls raced on this loop: keep one connection
+                await fresh.close()
         return broker
 
     async def results(self) -> ResultBackend | None:
@@ -190,8 +195,11 @@ class Bananas:
         if backend is None:
             backend = self._result_spec.factory(self.result_backend_url, self.settings.table("result_backend_options"))
             await backend.connect()
-            with self._lock:
-                self._results[loop] = backend
+            with self._lock:  # two first calls on one loop may race here: keep one backend, close the other
+                existing = self._results.setdefault(loop, backend)
+            if existing is not backend:
+                await backend.close()
+                backend = existing
         return backend
 
     def run_sync(self, factory: Callable[[], Any]) -> Any:
@@ -239,8 +247,12 @@ class Bananas:
         timeout: str | float | None = None,
         job_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        result_ttl: str | float | None = None,
     ) -> tuple[Job, Envelope]:
-        """Make the job and its envelope without sending it (validation happens here)."""
+        """Make the job and its envelope without sending it (validation happens here).
+
+        ``result_ttl`` (seconds or a duration; ``0`` stores no result) travels in the job's headers.
+        """
         handler = self.handlers.get(name)
         now = time.time()
         eta: float | None = None
@@ -253,16 +265,21 @@ class Bananas:
                 raise ValueError(f"delay: {exc}") from None
         elif at is not None:
             eta = at.timestamp() if isinstance(at, datetime) else float(at)
+        headers = dict(headers or {})
+        if result_ttl is not None:
+            headers[RESULT_TTL_HEADER] = result_ttl_header(result_ttl)
         if max_retries is None:
             has_own = handler is not None and handler.max_retries is not None
             max_retries = handler.max_retries if has_own and handler else self.settings["jobs.max_retries"]
+            if handler is None:  # a producer without the handler: the worker's handler default wins
+                headers[DEFAULTED_RETRIES_HEADER] = "1"
         fields: dict[str, Any] = {
             "name": name,
             "payload": payload if payload is not None else {},
             "priority": priority or (handler.priority if handler and handler.priority else Priority.NORMAL),
             "max_retries": max_retries,
             "timeout": timeout if timeout is not None else (handler.timeout if handler else None),
-            "headers": headers or {},
+            "headers": headers,
             "created_at": now,
             "enqueued_at": now,
         }
@@ -309,10 +326,17 @@ class Bananas:
 
     # -- inspecting --------------------------------------------------------------------------------------------
     async def get_job_async(self, job_id: str) -> Job:
-        """The job as the broker last stored it, with its current status."""
+        """The job as the broker last stored it, with its current status, attempts, timestamps and last error.
+
+        Raises :class:`JobNotFound` when the broker has no record of ``job_id`` (never enqueued, or its record
+        expired: ``completed_ttl`` / ``dead_ttl``).
+        """
         record = await (await self.broker()).lookup(job_id)
         if record is None:
-            raise JobNotFound(f"no job with id {job_id!r} (unknown or expired)")
+            raise JobNotFound(f"no job with id {job_id!r} (never enqueued here, or its record expired)")
+        return self._job_from_record(record)
+
+    def _job_from_record(self, record: JobRecord) -> Job:
         job = self.codec.decode(record.body)
         status = _STATE_TO_STATUS.get(record.state, job.status)
         if status is Status.SCHEDULED and job.status is Status.RETRYING:
@@ -323,28 +347,70 @@ class Bananas:
             job.started_at = job.started_at if record.state == "completed" else record.updated_at
             if record.state == "completed":
                 job.finished_at = record.updated_at
+        if record.state == "dead" and not job.last_error and record.reason:
+            job.last_error = record.reason  # crash loop, malformed body, no handler: no handler error to show
+        job.queue = record.queue
         job.status = status
         return job
 
     def get_job(self, job_id: str) -> Job:
         return self.run_sync(lambda: self.get_job_async(job_id))
 
-    async def get_result_async(self, job_id: str, wait: float | None = None) -> Any:
-        """The handler's return value; raises :class:`JobFailed`, :class:`ResultTimeout` or :class:`JobNotFound`."""
+    async def get_result_async(self, job_id: str, wait: str | float | None = None) -> Any:
+        """The handler's return value, waiting up to ``wait`` seconds (``"10s"`` works too) for it.
+
+        Raises :class:`JobFailed` (the job is dead: remote error type, message, traceback),
+        :class:`ResultTimeout` (no result yet, or none within ``wait``; the job keeps running) or
+        :class:`JobNotFound` (unknown id, or a finished job whose result was not kept: ``result_ttl=0``, expired).
+        Waiting blocks on the backend's completion signal; it never polls.
+        """
         backend = await self.results()
         if backend is None:
             raise UsageError("no result backend configured; set result_backend (e.g. 'memory://' or 'redis://…')")
-        body = await backend.get(job_id, wait=wait)
+        try:
+            seconds = parse_duration(wait) if wait is not None else 0.0
+        except ValueError as exc:
+            raise ValueError(f"wait: {exc}") from None
+        deadline = time.monotonic() + seconds
+        body = await backend.get(job_id)
         if body is None:
-            if wait:
-                raise ResultTimeout(f"no result for job {job_id} within {wait}s; the job keeps running")
-            raise JobNotFound(f"no result stored for job {job_id!r}")
-        data = self.codec.serializer.loads(body)
-        if data.get("ok"):
-            return data.get("value")
-        raise JobFailed(job_id, str(data.get("error_type")), str(data.get("message")), data.get("traceback"))
+            body = await self._result_missing(job_id, backend, can_wait=seconds > 0)
+        if body is None:
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                body = await backend.get(job_id, wait=remaining)
+            if body is None:
+                body = await self._result_missing(job_id, backend, can_wait=False, waited=seconds)
+        return decode_result(self.codec, job_id, body)
 
-    def get_result(self, job_id: str, wait: float | None = None) -> Any:
+    async def _result_missing(
+        self, job_id: str, backend: ResultBackend, *, can_wait: bool, waited: float = 0.0
+    ) -> bytes | None:
+        """No result was stored: return one stored meanwhile, ``None`` if waiting makes sense, else raise what the
+        broker's record explains (:class:`JobNotFound`, :class:`JobFailed` or :class:`ResultTimeout`)."""
+        record = await (await self.broker()).lookup(job_id)
+        body = await backend.get(job_id)  # the worker stores before it settles: look again after the lookup
+        if body is not None:
+            return body
+        if record is None:
+            raise JobNotFound(f"no job with id {job_id!r} (never enqueued here, or its record and result expired)")
+        if record.state == "dead":
+            job = self._job_from_record(record)
+            error_type, _, message = (job.last_error or "dead").partition(": ")
+            raise JobFailed(job_id, error_type, message or (record.reason or ""), job.traceback)
+        if record.state == "completed":
+            raise JobNotFound(
+                f"job {job_id} completed but no result is stored for it (result_ttl=0, the result expired, or the "
+                "worker had no result backend)"
+            )
+        if can_wait:
+            return None
+        status = _STATE_TO_STATUS.get(record.state, Status.PENDING).value
+        if waited:
+            raise ResultTimeout(f"no result for job {job_id} within {waited:g}s; the job keeps running ({status})")
+        raise ResultTimeout(f"job {job_id} has no result yet ({status}); pass wait= to block for it")
+
+    def get_result(self, job_id: str, wait: str | float | None = None) -> Any:
         return self.run_sync(lambda: self.get_result_async(job_id, wait))
 
     # -- running -----------------------------------------------------------------------------------------------
@@ -362,7 +428,11 @@ class Bananas:
 
 @attrs.define(eq=False)
 class JobHandle:
-    """What :meth:`Bananas.enqueue` returns: the id, the job as sent, and ways to follow it."""
+    """What :meth:`Bananas.enqueue` returns: the id, the job as sent, and ways to follow it.
+
+    ``status()`` and ``result()`` block (they run on the calling thread's private loop); inside an event loop use
+    ``await handle.status_async()`` and ``await handle.result_async(timeout)``.
+    """
 
     app: Bananas
     job: Job
@@ -375,6 +445,15 @@ class JobHandle:
         """The job's current status as the broker knows it."""
         return self.app.get_job(self.id).status
 
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait up to ``timeout`` seconds for the result (needs a result backend)."""
+    async def status_async(self) -> Status:
+        return (await self.app.get_job_async(self.id)).status
+
+    def result(self, timeout: str | float | None = None) -> Any:
+        """The result, waiting up to ``timeout`` seconds (``None``: do not wait); see :meth:`Bananas.get_result`."""
         return self.app.get_result(self.id, wait=timeout)
+
+    async def result_async(self, timeout: str | float | None = None) -> Any:
+        return await self.app.get_result_async(self.id, wait=timeout)
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.job.name} {self.id}>"

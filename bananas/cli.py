@@ -1,4 +1,6 @@
-"""The ``bananas`` command line. User errors print one line and exit 2; plugins add subcommands."""
+"""The ``bananas`` command line. User errors print one line and exit 2; plugins add subcommands.
+
+``bananas result`` also exits 1 when the job failed and 3 when no result came in time (see its help)."""
 
 from __future__ import annotations
 
@@ -139,6 +141,123 @@ def enqueue(
     finally:
         app.close()
     click.echo(handle.id)
+
+
+def _client(ctx: click.Context, broker: str | None, result_backend: str | None) -> Any:
+    from bananas.client import Client
+
+    return Client(broker, result_backend=result_backend, config=ctx.obj.get("config"))
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", errors="replace")
+    return repr(value)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--wait", metavar="DURATION", help="Wait up to this long for the result (10s, 5m); default: look once.")
+@click.option("--broker", metavar="URL", help="Broker URL (default: the configured broker).")
+@click.option(
+    "--result-backend",
+    metavar="URL",
+    help="Result backend URL (default: the broker URL when its scheme has one, else the configured one).",
+)
+@click.pass_context
+def result(ctx: click.Context, job_id: str, wait: str | None, broker: str | None, result_backend: str | None) -> None:
+    """Print the result of job JOB_ID as JSON.
+
+    \b
+    Exit status:
+      0  the result is printed on stdout
+      1  the job failed for good: the remote error and its traceback go to stderr
+      2  usage error, or no such job (unknown id, or its result was not kept)
+      3  no result yet, or none within --wait: the job keeps running
+    """
+    from bananas.errors import JobFailed, ResultTimeout
+    from bananas.units import parse_duration
+
+    try:
+        seconds = parse_duration(wait) if wait is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--wait: {exc}") from None
+    client = _client(ctx, broker, result_backend)
+    try:
+        value = client.get_result(job_id, wait=seconds)
+    except JobFailed as exc:
+        click.echo(f"Error: {exc}", err=True)
+        if exc.traceback and exc.traceback.strip() != f"{exc.error_type}: {exc.message}":
+            click.echo("Remote traceback:", err=True)
+            click.echo(exc.traceback.rstrip(), err=True)
+        sys.exit(1)
+    except ResultTimeout as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(3)
+    finally:
+        client.close()
+    click.echo(json.dumps(value, ensure_ascii=False, default=_json_default))
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@cli.command("job")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every job field, Unix timestamps).")
+@click.option("--broker", metavar="URL", help="Broker URL (default: the configured broker).")
+@click.pass_context
+def job_command(ctx: click.Context, job_id: str, as_json: bool, broker: str | None) -> None:
+    """Print the status and history of job JOB_ID: status, attempts, timestamps, last error, queue.
+
+    An unknown id (or one whose record expired) exits 2.
+    """
+
+    async def inspect() -> tuple[Any, Any]:
+        job = await client.app.get_job_async(job_id)
+        record = await (await client.app.broker()).lookup(job_id)
+        return job, record
+
+    client = _client(ctx, broker, None)
+    try:
+        job, record = client.app.run_sync(inspect)
+    finally:
+        client.close()
+    history = {
+        "deliveries": record.deliveries if record else None,
+        "crashes": record.crashes if record else None,
+        "reason": record.reason if record else None,
+        "updated_at": record.updated_at if record else None,
+    }
+    if as_json:
+        data = {**job.to_dict(), **history}
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+        return
+    rows = [
+        ("id", job.id),
+        ("name", job.name),
+        ("status", job.status.value),
+        ("queue", job.queue or "-"),
+        ("priority", job.priority.value),
+        ("attempts", f"{job.attempts} (max_retries {job.max_retries})"),
+        ("deliveries", f"{history['deliveries']} (crashes {history['crashes']})" if record else "-"),
+        ("created", _when(job.created_at)),
+        ("enqueued", _when(job.enqueued_at)),
+        ("scheduled", _when(job.scheduled_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
+        ("updated", _when(history["updated_at"])),
+        ("last error", job.last_error or "-"),
+    ]
+    if history["reason"]:
+        rows.append(("reason", history["reason"]))
+    for label, value in rows:
+        click.echo(f"{label + ':':<12} {value}")
 
 
 @cli.command()

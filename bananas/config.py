@@ -108,6 +108,8 @@ SETTINGS_KEYS: list[KeySpec] = [
     _k("router", "str", "priority", "Routing strategy name; [routes] is its table.", "BANANAS_ROUTER"),
     _k("signing_key", "str", None, "Key that signs job bodies; unset disables signing.", "BANANAS_SIGNING_KEY",
        secret=True),
+    _k("signing_keys_old", "list", (), "Old signing keys that still verify (not sign) during a key rotation.",
+       "BANANAS_SIGNING_KEYS_OLD", secret=True),
     _k("max_payload_bytes", "int", 1048576, "Largest encoded job body accepted.", "MAX_PAYLOAD_BYTES", minimum=1),
     _k("worker.mode", "str", "default", "Worker mode name (validated against installed mode plugins).", "WORKER_MODE"),
     _k("worker.concurrency", "int", 10, "Concurrent job slots of this worker.", "WORKER_CONCURRENCY", **_SLOTS),

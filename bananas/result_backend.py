@@ -1,13 +1,52 @@
-"""The result backend protocol: where handler return values are kept for clients to fetch."""
+"""The result backend protocol: where handler return values are kept for clients to fetch.
+
+A result backend stores opaque bodies by job id, like a broker stores job bodies: the kernel encodes the result
+through the configured serializer (:func:`encode_success` / :func:`encode_failure`) and decodes it on the way out
+(:func:`decode_result`). Backends are registered by URL scheme through ``bananas_register_result_backends`` and
+chosen with ``result_backend = "<scheme>://…"``; ``[result_backend_options]`` is passed to the factory as a dict.
+
+Semantics every backend must have (``plugins/bananas-redis/tests/test_redis_results.py`` checks them for
+``memory://`` and ``redis://``):
+
+* **TTL.** ``store(id, body, ttl)`` keeps ``body`` for ``ttl`` seconds; ``ttl=None`` means the backend default
+  (``[result_backend_options] ttl``, else :data:`DEFAULT_RESULT_TTL`); ``ttl=0`` stores nothing. A later ``store``
+  for the same id replaces the body.
+* **Waiting without polling.** ``get(id, wait=s)`` returns the stored body at once if there is one; otherwise it
+  blocks until ``store`` wakes it or ``s`` seconds pass (then it returns ``None``). Every concurrent waiter of one id
+  is woken by one ``store``; a body stored before the waiter starts is found by the first check.
+* **One instance per event loop**, like brokers: the kernel builds one per loop it uses.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["ResultBackend", "ResultBackendSpec"]
+from bananas.errors import JobFailed, SerializationError
+from bananas.serializer import Serializer
+from bananas.units import parse_duration
+
+__all__ = [
+    "DEFAULT_RESULT_TTL",
+    "RESULT_TTL_HEADER",
+    "ResultBackend",
+    "ResultBackendSpec",
+    "decode_result",
+    "encode_failure",
+    "encode_success",
+    "parse_ttl",
+    "result_ttl_header",
+    "ttl_from_headers",
+]
+
+DEFAULT_RESULT_TTL = 24 * 3600.0
+"""Seconds a result is kept when neither the job nor ``[result_backend_options] ttl`` says otherwise."""
+
+RESULT_TTL_HEADER = "result_ttl"
+"""Job header carrying the job's own result TTL in seconds (``"0"``: store no result)."""
 
 
 @runtime_checkable
@@ -42,3 +81,61 @@ class ResultBackendSpec:
     @property
     def name(self) -> str:
         return self.schemes[0]
+
+
+def parse_ttl(value: object, what: str = "result_ttl") -> float:
+    """Seconds from ``60``, ``"10m"``, ``"24h"``…; ``0`` is allowed (store nothing). ``ValueError`` names ``what``."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError(f"{what}: expected a duration such as 60, '10m' or '24h', got {value!r}")
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what}: expected a finite duration, got {value!r}")
+    return seconds
+
+
+def result_ttl_header(value: object) -> str:
+    """The :data:`RESULT_TTL_HEADER` value for a ``result_ttl=`` job option (validated)."""
+    return repr(parse_ttl(value))
+
+
+def ttl_from_headers(headers: Mapping[str, str]) -> float | None:
+    """The job's own result TTL from its headers, or ``None`` (use the backend default) if absent or invalid."""
+    raw = headers.get(RESULT_TTL_HEADER)
+    if raw is None:
+        return None
+    try:
+        return parse_ttl(raw)
+    except ValueError:
+        return None
+
+
+def encode_success(serializer: Serializer, value: Any) -> bytes:
+    """``{"ok": true, "value": value}`` through ``serializer``; ``SerializationError`` if the value cannot be held."""
+    try:
+        return serializer.dumps({"ok": True, "value": value})
+    except SerializationError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SerializationError(f"cannot encode result: {exc}") from exc
+
+
+def encode_failure(serializer: Serializer, error_type: str, message: str, traceback: str | None) -> bytes:
+    """The stored form of a dead job: ``{"ok": false, "error_type", "message", "traceback"}``."""
+    return serializer.dumps({"ok": False, "error_type": error_type, "message": message, "traceback": traceback})
+
+
+def decode_result(serializer: Serializer, job_id: str, body: bytes) -> Any:
+    """The handler's value from a stored body; raises :class:`JobFailed` for a stored failure."""
+    data = serializer.loads(body)
+    if data.get("ok"):
+        return data.get("value")
+    traceback = data.get("traceback")
+    raise JobFailed(
+        job_id,
+        str(data.get("error_type") or "Error"),
+        str(data.get("message") or ""),
+        str(traceback) if traceback is not None else None,
+    )

@@ -1,21 +1,64 @@
-"""Serializers turn a job's fields into bytes and back.
+"""Serializers turn a job's fields into bytes and back; :class:`JobCodec` wraps them in a versioned envelope.
 
 A serializer only sees JSON-compatible mappings (``Job.to_dict()``); the kernel's :class:`JobCodec` adds the job
-model on top. Serializers are registered by name through ``bananas_register_serializers`` and chosen with
-``serializer = "<name>"``.
+model, the envelope and optional signing on top. Serializers are registered by name through
+``bananas_register_serializers`` and chosen with ``serializer = "<name>"``.
+
+Every body the codec writes starts with an envelope header that names the serializer, so a worker decodes jobs
+written by producers configured with any serializer it has installed (a rolling migration from ``json`` to
+``protobuf`` needs no drained queues)::
+
+    offset  size  field
+    0       2     magic b"BN"
+    2       1     envelope version (1)
+    3       1     flags: bit 0 = signed; every other bit must be 0
+    4       1     n = length of the serializer name (1..64)
+    5       n     serializer name, ASCII (letters, digits, "_", "-", ".")
+    5+n     32    HMAC-SHA256 tag, only when signed: over bytes [0, 5+n) + body, so the name is covered too
+    ...     rest  body: the serializer's bytes
+
+A body without the magic, with a newer version, unknown flags, an unknown serializer name or a bad signature is
+rejected with :class:`~bananas.errors.SerializationError` and a reason that says which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from bananas.errors import SerializationError
+from bananas.errors import SerializationError, UnknownPlugin
 from bananas.job import Job
 
-__all__ = ["JobCodec", "Serializer", "SerializerSpec"]
+if TYPE_CHECKING:
+    from bananas.config import Settings
+    from bananas.registry import Registry
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "MAGIC",
+    "EnvelopeHeader",
+    "JobCodec",
+    "Serializer",
+    "SerializerSpec",
+    "SignatureError",
+    "pack_envelope",
+    "read_envelope",
+]
+
+MAGIC = b"BN"
+"""The first two bytes of every encoded job and result."""
+ENVELOPE_VERSION = 1
+"""The envelope version this kernel writes and the newest it reads."""
+FLAG_SIGNED = 0x01
+_KNOWN_FLAGS = FLAG_SIGNED
+_TAG_SIZE = hashlib.sha256().digest_size
+_MAX_NAME = 64
+_NAME = re.compile(rb"[A-Za-z0-9_.-]{1,64}")
 
 
 @runtime_checkable
@@ -23,7 +66,8 @@ class Serializer(Protocol):
     """Encode and decode JSON-compatible mappings.
 
     Implementations must never execute code while decoding (no pickle), and must raise
-    :class:`bananas.errors.SerializationError` for any bytes they cannot decode.
+    :class:`bananas.errors.SerializationError` for any bytes they cannot decode. They see only the body: the
+    envelope header is the codec's business.
     """
 
     name: str
@@ -39,33 +83,263 @@ class Serializer(Protocol):
 
 @attrs.frozen
 class SerializerSpec:
-    """What a plugin registers: a name and a factory that builds the serializer."""
+    """What a plugin registers: a name and a factory that builds the serializer.
+
+    The name is written into every envelope, so it must be stable, ASCII (letters, digits, ``_``, ``-``, ``.``)
+    and at most 64 characters.
+    """
 
     name: str
     factory: Callable[[], Serializer] = attrs.field(eq=False)
     summary: str = ""
 
 
-@attrs.define
+class SignatureError(SerializationError):
+    """A job's HMAC signature is missing or does not verify: the worker dead-letters it with reason
+    ``bad signature``."""
+
+
+@attrs.frozen
+class EnvelopeHeader:
+    """The parsed header of an enveloped body.
+
+    Attributes:
+        version: The envelope version (1).
+        serializer: The name of the serializer that wrote the body.
+        signed: Whether a tag follows the name.
+        tag: The HMAC-SHA256 tag, or ``b""``.
+        signed_part: The bytes the tag covers before the body (magic … name).
+        body_offset: Where the serializer's body starts.
+    """
+
+    version: int
+    serializer: str
+    signed: bool
+    tag: bytes
+    signed_part: bytes
+    body_offset: int
+
+
+def _check_name(name: str) -> bytes:
+    raw = name.encode("ascii", "replace")
+    if not _NAME.fullmatch(raw):
+        raise SerializationError(
+            f"serializer name {name!r} cannot go into an envelope: use 1 to {_MAX_NAME} ASCII letters, digits, "
+            "'_', '-' or '.'"
+        )
+    return raw
+
+
+def pack_envelope(serializer: str, body: bytes, *, key: bytes | None = None) -> bytes:
+    """Prefix ``body`` with the envelope header naming ``serializer``; sign it with ``key`` when given."""
+    raw = _check_name(serializer)
+    flags = FLAG_SIGNED if key is not None else 0
+    head = MAGIC + bytes((ENVELOPE_VERSION, flags, len(raw))) + raw
+    if key is None:
+        return head + body
+    return head + _tag(key, head, body) + body
+
+
+def read_envelope(data: bytes) -> EnvelopeHeader:
+    """Parse and check the header of ``data``; raise ``SerializationError`` naming what is wrong."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SerializationError(f"a job body must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if data[:2] != MAGIC:
+        raise SerializationError(
+            "not a Bananas job envelope: the body does not start with b'BN' (written by something other than a "
+            "Bananas producer?)",
+            data,
+        )
+    if len(data) < 5:
+        raise SerializationError("truncated envelope header", data)
+    version, flags, size = data[2], data[3], data[4]
+    if version > ENVELOPE_VERSION:
+        raise SerializationError(
+            f"envelope version {version} is newer than this Bananas reads (up to {ENVELOPE_VERSION}); upgrade "
+            "bananas here",
+            data,
+        )
+    if version < 1:
+        raise SerializationError(f"unknown envelope version {version}", data)
+    if flags & ~_KNOWN_FLAGS:
+        raise SerializationError(
+            f"unknown envelope flags 0x{flags:02x} (written by a newer Bananas?); this version knows 0x01 (signed)",
+            data,
+        )
+    end = 5 + size
+    raw = data[5:end]
+    if size == 0 or len(raw) < size:
+        raise SerializationError("truncated envelope header: the serializer name is cut off", data)
+    if not _NAME.fullmatch(raw):
+        raise SerializationError(f"invalid serializer name in the envelope: {raw!r}", data)
+    signed = bool(flags & FLAG_SIGNED)
+    tag = data[end : end + _TAG_SIZE] if signed else b""
+    if signed and len(tag) < _TAG_SIZE:
+        raise SerializationError("truncated envelope header: the signature is cut off", data)
+    return EnvelopeHeader(
+        version=version,
+        serializer=raw.decode("ascii"),
+        signed=signed,
+        tag=tag,
+        signed_part=data[:end],
+        body_offset=end + len(tag),
+    )
+
+
+def _tag(key: bytes, head: bytes, body: bytes | memoryview) -> bytes:
+    mac = hmac.new(key, head, hashlib.sha256)
+    mac.update(body)
+    return mac.digest()
+
+
+def _key(value: str | bytes) -> bytes:
+    key = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if not key:
+        raise ValueError("signing keys must not be empty")
+    return key
+
+
+def _keys(values: Iterable[str | bytes]) -> tuple[bytes, ...]:
+    return tuple(_key(v) for v in values)
+
+
+@attrs.define(eq=False)
 class JobCodec:
-    """Job ↔ bytes through a serializer; every failure becomes ``SerializationError``."""
+    """Job ↔ enveloped bytes; every failure becomes ``SerializationError``.
+
+    ``serializer`` writes every body. Reading dispatches on the envelope's serializer name: the codec's own
+    serializer, else one built from ``registry`` (every serializer installed in the app), so jobs written by
+    producers configured with another installed serializer decode too.
+
+    With a ``signing_key`` every body is signed (HMAC-SHA256) and :meth:`decode` rejects unsigned or tampered jobs
+    with :class:`SignatureError` (reason ``bad signature``); ``old_signing_keys`` still verify during a key
+    rotation but never sign. Without a key, signed bodies are read without checking their tag, so producers can
+    start signing before the workers require it.
+
+    Attributes:
+        serializer: The configured serializer (``serializer = "<name>"``).
+        registry: The app's serializer registry, for reading bodies that other serializers wrote.
+        signing_key: Signs and verifies (``str`` keys are UTF-8 encoded).
+        old_signing_keys: Verify only.
+    """
 
     serializer: Serializer
+    registry: Registry[SerializerSpec] | None = None
+    signing_key: bytes | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else _key(v), repr=False
+    )
+    old_signing_keys: tuple[bytes, ...] = attrs.field(default=(), converter=_keys, repr=False)
+    _readers: dict[str, Serializer] = attrs.field(init=False, factory=dict, repr=False)
 
-    def encode(self, job: Job) -> bytes:
+    def __attrs_post_init__(self) -> None:
+        _check_name(self.serializer.name)
+        self._readers[self.serializer.name] = self.serializer
+
+    @classmethod
+    def from_settings(cls, registry: Registry[SerializerSpec], settings: Settings) -> JobCodec:
+        """The codec of an app: ``serializer``, ``signing_key`` and ``signing_keys_old`` from ``settings``."""
+        serializer = registry.get(settings["serializer"]).factory()
+        return cls(
+            serializer,
+            registry,
+            signing_key=settings["signing_key"],
+            old_signing_keys=settings["signing_keys_old"],
+        )
+
+    @property
+    def name(self) -> str:
+        """The configured serializer's name: with :meth:`dumps` and :meth:`loads`, a codec is itself a
+        :class:`Serializer` whose bodies are enveloped (and signed), e.g. for stored results."""
+        return self.serializer.name
+
+    @property
+    def signing(self) -> bool:
+        """Whether this codec signs what it writes and requires signatures on what it reads."""
+        return self.signing_key is not None
+
+    # -- mappings (job fields, results) ----------------------------------------------------------------------
+    def dumps(self, data: Mapping[str, Any], *, job_id: str | None = None) -> bytes:
+        """Encode any JSON-compatible mapping (a result, say) with the configured serializer, in an envelope."""
         try:
-            return self.serializer.dumps(job.to_dict())
-        except SerializationError:
+            body = self.serializer.dumps(data)
+        except SerializationError as exc:
+            if job_id is not None and exc.job_id is None:
+                raise SerializationError(exc.reason, exc.data, job_id) from exc
             raise
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise SerializationError(f"cannot encode job: {exc}", job_id=job.id) from exc
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise SerializationError(f"cannot encode with {self.serializer.name}: {exc}", job_id=job_id) from exc
+        if not isinstance(body, bytes):
+            raise SerializationError(
+                f"serializer {self.serializer.name!r} returned {type(body).__name__}, not bytes", job_id=job_id
+            )
+        return pack_envelope(self.serializer.name, body, key=self.signing_key)
+
+    def loads(self, data: bytes, *, require_signature: bool = False) -> dict[str, Any]:
+        """Decode an enveloped mapping written by any installed serializer.
+
+        Signed bodies are verified whenever this codec has keys; unsigned ones are accepted unless
+        ``require_signature`` (results written by a worker that has no key yet still read). :meth:`decode`
+        requires signatures on jobs whenever this codec has a key.
+        """
+        head = read_envelope(data)
+        body = memoryview(data)[head.body_offset :]
+        self._verify(head, body, data, self.signing if require_signature is None else require_signature)
+        reader = self._reader(head.serializer, data)
+        try:
+            fields = reader.loads(bytes(body))
+        except SerializationError as exc:
+            if exc.data is None:
+                raise SerializationError(exc.reason, data, exc.job_id) from exc
+            raise
+        except Exception as exc:  # a third-party serializer broke its contract: still only a decoding failure
+            raise SerializationError(f"invalid {head.serializer} body: {type(exc).__name__}: {exc}", data) from exc
+        if not isinstance(fields, dict):
+            raise SerializationError(f"decoded {head.serializer} body is not a mapping", data)
+        return fields
+
+    # -- jobs ------------------------------------------------------------------------------------------------
+    def encode(self, job: Job) -> bytes:
+        """The job's fields, enveloped (and signed when a key is set)."""
+        return self.dumps(job.to_dict(), job_id=job.id)
 
     def decode(self, data: bytes) -> Job:
-        fields = self.serializer.loads(data)
-        if not isinstance(fields, dict):
-            raise SerializationError("decoded job is not a mapping", data)
+        """A job from bytes that :meth:`encode` (of any app with the same serializers installed) wrote."""
+        fields = self.loads(data, require_signature=self.signing)
+        job_id = fields.get("id") if isinstance(fields.get("id"), str) else None
         try:
             return Job.from_dict(fields)
-        except (TypeError, ValueError) as exc:
-            job_id = fields.get("id") if isinstance(fields.get("id"), str) else None
+        except Exception as exc:  # any field the job model refuses (converters may raise more than ValueError)
             raise SerializationError(f"malformed job: {exc}", data, job_id) from exc
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _verify(self, head: EnvelopeHeader, body: memoryview, data: bytes, required: bool) -> None:
+        keys = (self.signing_key, *self.old_signing_keys) if self.signing_key is not None else self.old_signing_keys
+        if not head.signed:
+            if required:
+                raise SignatureError("bad signature: the job is not signed", data)
+            return
+        if not keys:
+            return
+        for key in keys:
+            if hmac.compare_digest(_tag(key, head.signed_part, body), head.tag):
+                return
+        raise SignatureError("bad signature", data)
+
+    def _reader(self, name: str, data: bytes) -> Serializer:
+        reader = self._readers.get(name)
+        if reader is not None:
+            return reader
+        if self.registry is None:
+            raise SerializationError(
+                f"the body was written with serializer {name!r}; this codec reads only {self.serializer.name!r}",
+                data,
+            )
+        try:
+            spec = self.registry.get(name)
+        except UnknownPlugin as exc:
+            raise SerializationError(
+                f"the body was written with serializer {name!r}, which is not installed here: {exc}", data
+            ) from exc
+        reader = self._readers[name] = spec.factory()
+        return reader

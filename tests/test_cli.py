@@ -52,7 +52,7 @@ def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
         ),
         (
             'serializer = "protobuf"\nbroker = "memory://"\n',
-            {},
+            {"BANANAS_LOAD_PLUGINS": ""},  # built-ins only, whatever serializer plugins are installed
             "Error: no serializer named 'protobuf'; installed: json — pip install bananas-protobuf",
         ),
     ],

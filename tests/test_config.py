@@ -263,6 +263,7 @@ BANANAS_ONLY_ENV = [
     ("BANANAS_RESULT_BACKEND", "redis://localhost:6379/1", "result_backend", "redis://localhost:6379/1"),
     ("BANANAS_ROUTER", "job-type", "router", "job-type"),
     ("BANANAS_SIGNING_KEY", "s3cret", "signing_key", "s3cret"),
+    ("BANANAS_SIGNING_KEYS_OLD", "old1,old2", "signing_keys_old", ("old1", "old2")),
     ("BANANAS_JOBS_RETRY_BACKOFF_BASE", "2s", "jobs.retry_backoff_base", 2.0),
     ("BANANAS_JOBS_RETRY_BACKOFF_FACTOR", "1.5", "jobs.retry_backoff_factor", 1.5),
     ("BANANAS_JOBS_RETRY_BACKOFF_MAX", "10m", "jobs.retry_backoff_max", 600.0),
@@ -670,7 +671,9 @@ def test_schema_is_well_formed():
         assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in spec.env)
         assert spec.allowed()
     secrets = {spec.key for spec in SETTINGS_KEYS if spec.secret}
-    assert secrets == {"signing_key", "logging.elasticsearch.password", "logging.elasticsearch.api_key"}
+    assert secrets == {
+        "signing_key", "signing_keys_old", "logging.elasticsearch.password", "logging.elasticsearch.api_key"
+    }
 
 
 def test_docs_list_every_key_and_env_var():

@@ -3,10 +3,9 @@
 A serializer package proves it keeps the :class:`bananas.serializer.Serializer` contract with one class::
 
     from bananas.testing.serializers import SerializerConformance
-    from bananas_msgpack import MsgpackSerializer
 
-    class TestMsgpackSerializer(SerializerConformance):
-        factory = MsgpackSerializer
+    class TestMySerializer(SerializerConformance):
+        factory = MySerializer          # the class your plugin registers (plugins/bananas-msgpack/tests has one)
 
 The strategies (:data:`json_values`, :data:`payloads`, :data:`jobs`) are public for a package's own properties.
 Needs the ``testing`` extra (pytest, hypothesis).

@@ -21,9 +21,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from loguru import logger
 
+from bananas.app import DEFAULTED_RETRIES_HEADER
 from bananas.broker import Broker, Delivery
 from bananas.errors import SerializationError
 from bananas.job import Job, Status
+from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
+from bananas.serializer import SignatureError
 from bananas.worker.interrupt import JobInterrupt, JobTimeout, interrupt_thread
 from bananas.worker_mode import PoolPlan, WorkerPlan
 
@@ -44,6 +47,10 @@ class _Slot:
     job: Job | None = None
     thread_id: int | None = None
     done: bool = False
+
+
+_set = object.__setattr__
+"""Write a field of a validated ``Job`` without running its attrs validators (only with values of the right type)."""
 
 
 def _error_text(exc: BaseException) -> str:
@@ -176,6 +183,11 @@ class Worker:
         while not stop.is_set():
             await free.acquire()
             free.release()
+            if in_use:
+                # Jobs finishing in the same loop iteration free their slots together: one more turn lets them, so
+                # a busy pool fetches (and later acks) in batches instead of one job per round trip. An idle pool
+                # (in_use == 0) fetches at once, so this costs no latency.
+                await asyncio.sleep(0)
             limit = pool.concurrency - in_use
             try:
                 deliveries = await broker.fetch(pool.queues, limit, self.fetch_wait)
@@ -224,7 +236,8 @@ class Worker:
             job = self.app.codec.decode(delivery.body)
         except SerializationError as exc:
             slot.done = True
-            await broker.dead_letter(delivery, body=delivery.body, reason=f"malformed job: {exc.reason}")
+            reason = exc.reason if isinstance(exc, SignatureError) else f"malformed job: {exc.reason}"
+            await broker.dead_letter(delivery, body=delivery.body, reason=reason)
             log.error("job {id} is malformed and went to the dead letters: {r}", id=delivery.id, r=exc.reason)
             self.slots.pop(delivery.id, None)
             return
@@ -236,18 +249,21 @@ class Worker:
             await self._bury(delivery, job, reason)
             self.slots.pop(delivery.id, None)
             return
-        job.attempts += 1
-        job.status = Status.RUNNING
-        job.started_at = time.time()
+        if handler.max_retries is not None and job.headers and DEFAULTED_RETRIES_HEADER in job.headers:
+            _set(job, "max_retries", handler.max_retries)  # sent by a producer without the handler
+        # The job was validated when decoded; plain attribute writes skip attrs' per-field validators on the hot path.
+        _set(job, "attempts", job.attempts + 1)
+        _set(job, "status", Status.RUNNING)
+        _set(job, "started_at", time.time())
         self._observers.notify("bananas_job_started", job=job, worker_id=pool.worker_id)
         started = time.perf_counter()
         ok, value = await self._call(handler, job, slot)
         duration = time.perf_counter() - started
-        job.finished_at = time.time()
-        if ok:
+        _set(job, "finished_at", time.time())
+        if ok and self.app.result_backend_url:
             ok, value = await self._store_result(job, value)
         if ok:
-            job.status = Status.COMPLETED
+            _set(job, "status", Status.COMPLETED)
             self._acks.append((delivery, job, value, duration))
             if self._ack_task is None or self._ack_task.done():
                 self._ack_task = asyncio.create_task(self._flush_acks())
@@ -277,11 +293,14 @@ class Worker:
         backend = await self.app.results() if self.app.result_backend_url else None
         if backend is None:
             return True, value
+        ttl = ttl_from_headers(job.headers) if job.headers else None
+        if ttl == 0:  # result_ttl=0: the producer wants no stored result
+            return True, value
         try:
-            body = self.app.codec.serializer.dumps({"ok": True, "value": value})
+            body = encode_success(self.app.codec, value)
         except SerializationError as exc:
             return False, TypeError(f"result of job {job.name} cannot be stored: {exc}")
-        await backend.store(job.id, body, None)
+        await backend.store(job.id, body, ttl)
         return True, value
 
     async def _flush_acks(self) -> None:
@@ -334,11 +353,12 @@ class Worker:
             log.error("job {id} ({name}) is dead: {r}", id=job.id, name=job.name, r=reason)
             backend = await self.app.results() if self.app.result_backend_url else None
             if backend is not None:
-                error_type, _, message = (job.last_error or reason).partition(": ")
-                body = self.app.codec.serializer.dumps(
-                    {"ok": False, "error_type": error_type, "message": message or reason, "traceback": job.traceback}
-                )
-                await backend.store(job.id, body, None)
+                if job.last_error:
+                    error_type, _, message = job.last_error.partition(": ")
+                else:  # dead without a handler error (no handler, malformed): the reason is the message
+                    error_type, message = "DeadLetter", reason
+                body = encode_failure(self.app.codec, error_type, message or reason, job.traceback)
+                await backend.store(job.id, body, ttl_from_headers(job.headers) if job.headers else None)
             self._observers.notify("bananas_job_dead", job=job, reason=reason)
 
 

@@ -50,7 +50,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bananas.broker import BrokerOptions, DeadLetter, Delivery, Envelope, JobRecord, QueueDepth
 from bananas.errors import BrokerUnavailable, ConfigError
-from bananas_redis.keys import QueueKeys, home_key, queue_keys, queue_seq_key, registry_key
+from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
 
 __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
@@ -74,6 +74,8 @@ _HOME_HORIZON = 7 * 24 * 3600.0  # a home key outlives the retention by this muc
 _SEND_SLICE = 2  # commands encoded and written per socket write in one round trip
 _ENQUEUE_CHUNK = 250  # envelopes per enqueue script call: small enough to overlap encoding with Redis's work
 _MIN_BLOCK = 0.001  # BLPOP timeout resolution (seconds); 0 would mean "forever"
+_DUE_SAFETY = 30.0  # an idle scheduler still does a full move_due pass this often (seconds, see move_due)
+_INF = float("inf")
 
 
 def _str(value: bytes | str) -> str:
@@ -192,6 +194,14 @@ class RedisBroker:
         self._numbers: dict[str, int] = {}  # queue -> its number in the registry (low bits of every token)
         self._registry = registry_key(self.options.prefix)
         self._queue_seq = queue_seq_key(self.options.prefix)
+        # Lazy scheduler (see move_due): new delayed jobs and retries push a token to this list; fetchers of a
+        # broker that runs move_due also BLPOP it, so an idle scheduler learns of them without polling.
+        self._due_key = due_signal_key(self.options.prefix)
+        self._scheduler = False  # move_due was called on this broker: its idle fetches listen for due tokens
+        self._due_at = 0.0  # clock time of the earliest scheduled job seen by the last full pass (inf: none)
+        self._due_dirty = True  # a token arrived (or a local retry / delayed enqueue) since the last full pass
+        self._due_checked = 0.0  # monotonic time of the last full pass
+        self._watching = 0  # BLPOPs in flight that include the due-signal key
 
     def __repr__(self) -> str:
         return f"RedisBroker({_redact(self.url)!r})"
@@ -428,7 +438,14 @@ class RedisBroker:
             home_calls, home_index = self._home_calls("claim", envelopes, nowf)
         else:
             home_calls, home_index = [], []
-        results = await self._call([*commands, *home_calls])
+        delayed = any(env.eta is not None and env.eta > nowf for env in envelopes)
+        # After the scripts, in the same round trip: a token telling idle schedulers a delayed job exists.
+        due = self._due_token() if delayed else []
+        if delayed:
+            self._due_dirty = True
+        results = await self._call([*commands, *home_calls, *due])
+        if due:
+            results = results[: -len(due)]
         stored: dict[str, bool] = {}
         for envs, reply in zip(chunks, results[: len(commands)], strict=True):
             for env, flag in zip(envs, reply, strict=True):
@@ -479,6 +496,10 @@ class RedisBroker:
                         q,
                     )
 
+    def _due_token(self) -> list[Command]:
+        """Commands that leave a wake-up token (at most 4) for schedulers blocked in an idle fetch."""
+        return [("RPUSH", self._due_key, "1"), ("LTRIM", self._due_key, -4, -1)]
+
     # -- worker side -----------------------------------------------------------------------------------------
     def _order(self, queues: tuple[str, ...]) -> tuple[str, ...]:
         weights = self.options.priority_weights
@@ -511,17 +532,31 @@ class RedisBroker:
                 break
         return out
 
-    async def _wait(self, queues: tuple[str, ...], deadline: float) -> bool:
-        """Block until a signal of one of ``queues`` arrives or ``deadline`` (loop time) passes."""
+    async def _wait(self, queues: tuple[str, ...], deadline: float) -> bool | None:
+        """Block until a signal of one of ``queues`` arrives (``True``) or ``deadline`` (loop time) passes
+        (``None``). A scheduling broker also listens for due tokens: one marks the schedule dirty (``False``)."""
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining < _MIN_BLOCK:
-            return False
+            return None
         self._open()
         assert self._blocking is not None
         keys = [self._keys(q).signal for q in queues]
-        async with asyncio.timeout(remaining + self.options.socket_timeout):
-            reply = await self._blocking.blpop(keys, timeout=max(round(remaining, 3), _MIN_BLOCK))
-        return reply is not None
+        watch = self._scheduler
+        if watch:
+            keys.append(self._due_key)
+            self._watching += 1
+        try:
+            async with asyncio.timeout(remaining + self.options.socket_timeout):
+                reply = await self._blocking.blpop(keys, timeout=max(round(remaining, 3), _MIN_BLOCK))
+        finally:
+            if watch:
+                self._watching -= 1
+        if reply is None:
+            return None
+        if watch and _str(reply[0]) == self._due_key:
+            self._due_dirty = True
+            return False
+        return True
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         if limit <= 0 or not queues:
@@ -543,9 +578,11 @@ class RedisBroker:
                 if timeout > 0:
                     self._hot[names] = False
                 return []
-            if not await self._work("fetch", lambda: self._wait(names, deadline)):
+            woke = await self._work("fetch", lambda: self._wait(names, deadline))
+            if woke is None:
                 self._hot[names] = False
                 return []
+            take_first = woke  # a due token is no work for this fetch: block again
 
     async def _settle_many(self, what: str, deliveries: Sequence[Delivery], head: Sequence[Any]) -> list[bool]:
         if not deliveries:
@@ -582,7 +619,9 @@ class RedisBroker:
         command = _dispatch(
             self._keys(delivery.queue), "retry", now, delivery.id, self._local_token(delivery), body, _num(at)
         )
-        return await self._work("retry", lambda: self._call1(command)) == 1
+        self._due_dirty = True
+        replies = await self._work("retry", lambda: self._call([command, *self._due_token()]))
+        return replies[0] == 1
 
     async def dead_letter(self, delivery: Delivery, *, body: bytes, reason: str) -> bool:
         o = self.options
@@ -604,18 +643,44 @@ class RedisBroker:
 
     # -- maintenance -----------------------------------------------------------------------------------------
     async def move_due(self, limit: int = 1000) -> int:
+        """Move due jobs; lazily: an idle scheduler sends no command until something may be due.
+
+        A full pass (every queue) learns the earliest eta still scheduled. Afterwards a call returns 0 without I/O
+        while (1) that eta has not come, (2) one of this broker's fetches is blocked in ``BLPOP`` on the due-signal
+        list too, (3) no due token arrived since the pass and (4) the last full pass is less than 30 s old. Every
+        delayed enqueue and every retry pushes a token (in its own round trip, after its script), so a new
+        scheduled job either wakes a blocked scheduler or is still in the list when one next blocks. A token taken by
+        another scheduler is that one's work; if it dies first, rule (4) bounds the delay.
+        """
         if limit <= 0:
             return 0
+        self._scheduler = True
+        now = self.options.clock()
+        if (
+            not self._due_dirty
+            and self._watching
+            and now < self._due_at
+            and time.monotonic() - self._due_checked < _DUE_SAFETY
+        ):
+            return 0
+        self._due_dirty = False  # a token popped during this pass sets it again
+        started = time.monotonic()
         queues = await self._work("move_due", self._queues)
         moved = 0
+        due_at = _INF
         for queue in queues:  # one round trip per queue and batch; the limit is shared, so they run in turn
             if moved >= limit:
+                due_at = 0.0  # not every queue was looked at: the next call does a full pass
                 break
             now = self.options.clock()
             command = _dispatch(
                 self._keys(queue), "move_due", _num(now), limit - moved, _num(now - self.options.dead_ttl)
             )
-            moved += int(await self._work("move_due", lambda command=command: self._call1(command)))
+            count, nxt = await self._work("move_due", lambda command=command: self._call1(command))
+            moved += int(count)
+            if nxt:
+                due_at = min(due_at, float(nxt))
+        self._due_at, self._due_checked = due_at, started
         return moved
 
     async def reap(self) -> int:

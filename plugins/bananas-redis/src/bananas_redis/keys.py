@@ -20,6 +20,9 @@ key                                  type    contents
 ``bananas:queues``                   HASH    queue name -> queue number, for every queue that ever received a job
                                              (``known_queues``); the number is the low 16 bits of each token
 ``bananas:queue-seq``                STRING  counter that hands out queue numbers
+``bananas:due-signal``               LIST    wake-up tokens (at most 4) for idle schedulers: each delayed enqueue
+                                             and retry pushes one after its script; a scheduling worker's idle
+                                             ``BLPOP`` also waits on it, so ``move_due`` need not poll
 ``{bananas:home:<b>}:<id>``         STRING  the queue that holds (or last held) job ``<id>``; ``EXPIRE`` = the
                                              longest retention + 7 days (+ the delay of a delayed job); ``<b>`` =
                                              ``crc32(id) % 16``, so a batch needs one ``home.lua`` call per bucket
@@ -45,7 +48,7 @@ import zlib
 
 import attrs
 
-__all__ = ["HOME_BUCKETS", "QueueKeys", "home_key", "queue_keys", "queue_seq_key", "registry_key"]
+__all__ = ["HOME_BUCKETS", "QueueKeys", "due_signal_key", "home_key", "queue_keys", "queue_seq_key", "registry_key"]
 
 
 @attrs.frozen
@@ -95,6 +98,11 @@ def registry_key(prefix: str) -> str:
 def queue_seq_key(prefix: str) -> str:
     """The counter that numbers queues in the registry."""
     return prefix + ":queue-seq"
+
+
+def due_signal_key(prefix: str) -> str:
+    """The LIST of wake-up tokens (at most 4) for idle schedulers: every delayed enqueue and retry pushes one."""
+    return prefix + ":due-signal"
 
 
 HOME_BUCKETS = 16

@@ -312,7 +312,8 @@ elseif cmd == 'release' then
     return out
 
 elseif cmd == 'move_due' then
-    -- ARGV[4] limit, ARGV[5] dead cutoff (now - dead_ttl). Returns how many moved.
+    -- ARGV[4] limit, ARGV[5] dead cutoff (now - dead_ttl). Returns {how many moved, eta of the earliest job still
+    -- scheduled or '' when none}, so an idle scheduler knows when it next has work.
     expire_dead(ARGV[5])
     local due = ordered(K_SCHED, '-inf', now, tonumber(ARGV[4]), false)
     local ready = {}
@@ -330,7 +331,8 @@ elseif cmd == 'move_due' then
         push_many('RPUSH', K_READY, ready)
         sync_signal()
     end
-    return #ready
+    local nxt = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+    return { #ready, nxt[2] or '' }
 
 elseif cmd == 'reap' then
     -- ARGV[4] max_crash_deliveries, [5] dead ttl (s), [6] dead expires_at, [7] limit. Returns how many recovered.

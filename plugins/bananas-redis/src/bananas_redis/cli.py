@@ -1,0 +1,204 @@
+"""``bananas dlq list|show|requeue|purge``: the dead letters from the command line.
+
+Added to the ``bananas`` CLI through the ``bananas_add_commands`` hook. It uses only the :class:`bananas.broker.Broker`
+protocol (``known_queues``, ``dead_letters``, ``lookup``, ``requeue_dead``, ``purge_dead``), so it works for any
+broker the app is configured with; it ships here because the Redis broker is the production one. Bodies are decoded
+with the app's own codec (``Bananas()`` from the configuration, or ``--app`` for an app module).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from bananas.broker import Broker, DeadLetter, JobRecord
+from bananas.errors import SerializationError, UsageError
+from bananas.hookspecs import hookimpl
+
+__all__ = ["bananas_add_commands", "dlq"]
+
+_REASON_WIDTH = 70
+
+
+def _when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+class _Dlq:
+    """The app and its broker for one ``dlq`` command (built lazily, closed by the group's callback)."""
+
+    def __init__(self, config: str | None, app_spec: str | None, queues: Sequence[str]) -> None:
+        self.config, self.app_spec, self.wanted = config, app_spec, tuple(queues)
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            if self.app_spec:
+                from bananas.cli import load_app
+
+                self._app = load_app(self.app_spec)
+            else:
+                from bananas.app import Bananas
+
+                self._app = Bananas(config=self.config)
+        return self._app
+
+    def run(self, work: Callable[[Broker], Any]) -> Any:
+        """Run ``await work(broker)`` on the app's connected broker."""
+
+        async def go() -> Any:
+            return await work(await self.app.broker())
+
+        return self.app.run_sync(go)
+
+    async def queues(self, broker: Broker) -> list[str]:
+        known = await broker.known_queues()
+        if not self.wanted:
+            return known
+        unknown = [q for q in self.wanted if q not in known]
+        if unknown:
+            raise UsageError(
+                f"--queue {unknown[0]}: no such queue; known: {', '.join(known) or 'none (nothing was enqueued yet)'}"
+            )
+        return list(self.wanted)
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+
+@click.group(name="dlq")
+@click.option("--queue", "queues", multiple=True, metavar="NAME", help="Only this queue (repeatable; default: all).")
+@click.option("--app", "app_spec", metavar="MODULE[:NAME]", help="Use this app's configuration and codec.")
+@click.pass_context
+def dlq(ctx: click.Context, queues: tuple[str, ...], app_spec: str | None) -> None:
+    """Inspect and manage dead letters (jobs that will not be tried again)."""
+    ctx.ensure_object(dict)
+    state = _Dlq(ctx.obj.get("config"), app_spec, queues)
+    ctx.obj["dlq"] = state
+    ctx.call_on_close(state.close)
+
+
+def _state(ctx: click.Context) -> _Dlq:
+    return ctx.obj["dlq"]
+
+
+@dlq.command(name="list")
+@click.option("--limit", default=100, show_default=True, help="Newest dead letters per queue.")
+@click.pass_context
+def list_(ctx: click.Context, limit: int) -> None:
+    """List dead letters: id, queue, reason and when the job died (newest first)."""
+    state = _state(ctx)
+
+    async def work(broker: Broker) -> list[DeadLetter]:
+        out: list[DeadLetter] = []
+        for queue in await state.queues(broker):
+            out += await broker.dead_letters(queue, limit)
+        return sorted(out, key=lambda d: d.dead_at, reverse=True)
+
+    letters = state.run(work)
+    if not letters:
+        click.echo("no dead letters")
+        return
+    rows = [("ID", "QUEUE", "DEAD_AT", "REASON")]
+    rows += [(d.id, d.queue, _when(d.dead_at), _one_line(d.reason, _REASON_WIDTH)) for d in letters]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
+@dlq.command()
+@click.argument("job_id")
+@click.pass_context
+def show(ctx: click.Context, job_id: str) -> None:
+    """Show one dead letter: the reason and the decoded job, with its last error and traceback."""
+    state = _state(ctx)
+
+    async def work(broker: Broker) -> JobRecord | None:
+        return await broker.lookup(job_id)
+
+    record = state.run(work)
+    if record is None or record.state != "dead":
+        now = "unknown or expired" if record is None else f"it is {record.state}"
+        raise UsageError(f"no dead letter with id {job_id!r} ({now})")
+    if state.wanted and record.queue not in state.wanted:
+        wanted = ", ".join(state.wanted)
+        raise UsageError(f"dead letter {job_id!r} is in queue {record.queue!r}, not in --queue {wanted}")
+    click.echo(f"id:          {record.id}")
+    click.echo(f"queue:       {record.queue}")
+    click.echo(f"dead_at:     {_when(record.updated_at)}")
+    click.echo(f"reason:      {record.reason or ''}")
+    click.echo(f"deliveries:  {record.deliveries} (crashes: {record.crashes})")
+    try:
+        job = state.app.codec.decode(record.body)
+    except SerializationError as exc:
+        click.echo(f"body:        cannot be decoded ({exc}); {len(record.body)} bytes: {record.body[:200]!r}")
+        return
+    fields = job.to_dict()
+    tb = fields.pop("traceback", None)
+    for key in ("name", "priority", "attempts", "max_retries", "timeout", "payload", "headers", "last_error"):
+        value = fields.get(key)
+        text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+        click.echo(f"{key + ':':<13}{text}")
+    for key in ("created_at", "enqueued_at", "started_at", "finished_at"):
+        if fields.get(key):
+            click.echo(f"{key + ':':<13}{_when(fields[key])}")
+    click.echo("traceback:")
+    click.echo("    " + (tb or "(none)").rstrip().replace("\n", "\n    "))
+
+
+@dlq.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Requeue every dead letter of the selected queues.")
+@click.pass_context
+def requeue(ctx: click.Context, ids: tuple[str, ...], everything: bool) -> None:
+    """Put dead jobs (IDS, or --all) back on their queue with fresh counters."""
+    if bool(ids) == everything:
+        raise UsageError("requeue: give job ids or --all (not both)")
+    state = _state(ctx)
+
+    async def work(broker: Broker) -> int:
+        queues = await state.queues(broker)
+        if everything:
+            return sum([await broker.requeue_dead(queue) for queue in queues])
+        by_queue: dict[str, list[str]] = {}
+        for job_id in dict.fromkeys(ids):
+            record = await broker.lookup(job_id)
+            if record is None or record.state != "dead" or record.queue not in queues:
+                where = " in the selected queues" if state.wanted else ""
+                raise UsageError(f"no dead letter with id {job_id!r}{where}")
+            by_queue.setdefault(record.queue, []).append(job_id)
+        return sum([await broker.requeue_dead(queue, found) for queue, found in by_queue.items()])
+
+    click.echo(f"requeued {state.run(work)} job(s)")
+
+
+@dlq.command()
+@click.option("--yes", is_flag=True, help="Really delete them.")
+@click.pass_context
+def purge(ctx: click.Context, yes: bool) -> None:
+    """Delete every dead letter of the selected queues (needs --yes)."""
+    if not yes:
+        raise UsageError("purge deletes dead letters for good; add --yes to confirm")
+    state = _state(ctx)
+
+    async def work(broker: Broker) -> int:
+        return sum([await broker.purge_dead(queue) for queue in await state.queues(broker)])
+
+    click.echo(f"purged {state.run(work)} dead letter(s)")
+
+
+@hookimpl
+def bananas_add_commands(cli: click.Group) -> None:
+    if "dlq" not in cli.commands:
+        cli.add_command(dlq)

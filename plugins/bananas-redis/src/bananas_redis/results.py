@@ -1,0 +1,296 @@
+"""``result_backend = "redis://…"``: job results in Redis with a TTL, and waiters woken without polling.
+
+Keys (``prefix`` from ``[result_backend_options]``, default ``bananas``; both keys of one job share a hash tag):
+
+=====================================  ======  ===============================================================
+key                                    type    contents
+=====================================  ======  ===============================================================
+``{bananas:result:<id>}:value``        STRING  the encoded result (``{"ok": …}`` through the serializer), with a
+                                               ``PEXPIRE`` of the job's ``result_ttl`` or ``ttl`` (default 24 h)
+``{bananas:result:<id>}:notify``       LIST    one completion token, ``PEXPIRE`` ``min(ttl, notify_ttl)``
+=====================================  ======  ===============================================================
+
+**Storing** is one ``MULTI``: ``SET value PX ttl``, ``DEL notify``, ``RPUSH notify 1``, ``PEXPIRE notify``.
+``ttl = 0`` stores nothing (and wakes nobody).
+
+**Waiting** first ``GET``s the value (a result stored before the waiter came is found at once), then blocks in
+``BLMOVE notify notify RIGHT LEFT <remaining>``: a rotation that leaves the token in place. Redis serves every
+client blocked on the list in turn when the token is pushed, and each rotation keeps the list non-empty, so one
+``store`` wakes all concurrent waiters of that job, and a waiter that arrives between its ``GET`` and its
+``BLMOVE`` returns at once. Then it ``GET``s the value again. Each blocked waiter holds one connection of a
+separate pool (``max_waiters``, default 1000; more waiters queue for a connection), so blocked waits never delay
+``store`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bananas.errors import BrokerUnavailable, ConfigError
+from bananas.hookspecs import hookimpl
+from bananas.registry import Register
+from bananas.result_backend import DEFAULT_RESULT_TTL, ResultBackendSpec, parse_ttl
+
+__all__ = ["RedisResultBackend", "RedisResultOptions", "bananas_register_result_backends", "result_keys"]
+
+T = TypeVar("T")
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
+_MIN_BLOCK = 0.001  # BLMOVE timeout resolution (seconds); 0 would mean "forever"
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{attribute.name}: expected a positive number, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or not math.isfinite(value):
+        raise ValueError(f"{attribute.name}: expected a duration of 0 or more, got {value!r}")
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{attribute.name}: expected a positive integer, got {value!r}")
+
+
+def _prefix(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value or any(c in value for c in "{}"):
+        raise ValueError(f"{attribute.name}: expected a non-empty string without '{{' or '}}', got {value!r}")
+
+
+def _optional_path(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{attribute.name}: expected a file path, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RedisResultOptions:
+    """``[result_backend_options]`` of the Redis result backend; durations may be ``"30s"``, ``"24h"``…
+
+    Attributes:
+        ttl: Seconds a result is kept unless the job says otherwise (``result_ttl=``); ``0`` stores none.
+        prefix: First part of every key (``{<prefix>:result:<id>}:…``).
+        notify_ttl: Longest life of a job's completion token (it only has to outlive the waiters blocked when the
+            result is stored; later waiters find the value itself).
+        max_waiters: Connections for blocked waits, one per concurrent waiter; more waiters queue for one.
+        pool_size: Connections for ``GET``/``SET`` commands.
+        timeout: Seconds one command may take (the blocking wait itself is bounded by the caller's ``wait``);
+            past it the call fails with :class:`~bananas.errors.BrokerUnavailable`.
+        connect_timeout: Seconds a connection attempt may take.
+        retry_for: Seconds ``store`` (worker side) keeps retrying a lost connection before it raises.
+        ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs: TLS for ``rediss://`` URLs.
+        protocol: RESP version, 2 or 3.
+    """
+
+    ttl: float = attrs.field(default=DEFAULT_RESULT_TTL, validator=_non_negative)
+    prefix: str = attrs.field(default="bananas", validator=_prefix)
+    notify_ttl: float = attrs.field(default=60.0, validator=_positive)
+    max_waiters: int = attrs.field(default=1000, validator=_positive_int)
+    pool_size: int = attrs.field(default=16, validator=_positive_int)
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
+    retry_for: float = attrs.field(default=60.0, validator=_positive)
+    ssl_ca_certs: str | None = attrs.field(default=None, validator=_optional_path)
+    ssl_certfile: str | None = attrs.field(default=None, validator=_optional_path)
+    ssl_keyfile: str | None = attrs.field(default=None, validator=_optional_path)
+    ssl_cert_reqs: str = attrs.field(
+        default="required", validator=attrs.validators.in_(("required", "optional", "none"))
+    )
+    protocol: int = attrs.field(default=2, validator=attrs.validators.in_((2, 3)))
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, object] | None) -> RedisResultOptions:
+        """Build from ``[result_backend_options]``; errors name ``result_backend_options.<key>``."""
+        fields = {f.name: f for f in attrs.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in (table or {}).items():
+            key = f"result_backend_options.{name}"
+            field = fields.get(name)
+            if field is None:
+                raise ConfigError(key, value, "redis result backend", f"unknown option; allowed: {', '.join(fields)}")
+            if field.type in (float, "float") and isinstance(value, str):
+                try:
+                    value = parse_ttl(value, name)
+                except ValueError as exc:
+                    raise ConfigError(key, value, "redis result backend", str(exc)) from None
+            kwargs[name] = value
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("result_backend_options", dict(table or {}), "redis result backend", str(exc)) from None
+
+
+def result_keys(prefix: str, job_id: str) -> tuple[str, str]:
+    """``(value key, notify key)`` of ``job_id``'s result; both share the hash tag ``{<prefix>:result:<id>}``."""
+    tag = "{" + prefix + ":result:" + job_id + "}"
+    return tag + ":value", tag + ":notify"
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisResultBackend:
+    """The :class:`~bananas.result_backend.ResultBackend` protocol on Redis (see the module docstring).
+
+    ``RedisResultBackend(url, options)`` does no I/O; :meth:`connect` opens the pools and checks the server.
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", options: Mapping[str, object] | None = None) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss"):
+            allowed = "a redis://[user:password@]host[:port][/db] or rediss:// URL"
+            raise ConfigError("result_backend", url, "RedisResultBackend", allowed)
+        self.url = url
+        self.options = options if isinstance(options, RedisResultOptions) else RedisResultOptions.from_table(options)
+        self._tls = scheme == "rediss"
+        self._commands: Redis | None = None
+        self._blocking: Redis | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisResultBackend({_redact(self.url)!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def _pool(self, size: int, socket_timeout: float | None) -> BlockingConnectionPool:
+        o = self.options
+        kwargs: dict[str, Any] = {
+            "max_connections": size,
+            "timeout": None,  # a caller waits for a free connection; its own asyncio.timeout bounds the wait
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": o.connect_timeout,
+            "protocol": o.protocol,
+            "retry": Retry(NoBackoff(), 0),  # retries are ours
+        }
+        if self._tls:
+            kwargs["ssl_cert_reqs"] = o.ssl_cert_reqs
+            for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+                if getattr(o, name) is not None:
+                    kwargs[name] = getattr(o, name)
+        return BlockingConnectionPool.from_url(self.url, **kwargs)
+
+    def _open(self) -> tuple[Redis, Redis]:
+        if self._commands is None or self._blocking is None:
+            o = self.options
+            self._commands = Redis(connection_pool=self._pool(o.pool_size, o.timeout))
+            # Blocked waits get their own pool (no socket timeout: asyncio.timeout bounds each BLMOVE), so a
+            # thousand waiters never hold a connection a store is waiting for.
+            self._blocking = Redis(connection_pool=self._pool(o.max_waiters, None))
+        return self._commands, self._blocking
+
+    async def connect(self) -> None:
+        commands, _ = self._open()
+        await self._call("connect", lambda: commands.ping())
+
+    async def close(self) -> None:
+        commands, blocking = self._commands, self._blocking
+        self._commands = self._blocking = None
+        for client in (commands, blocking):
+            if client is not None:
+                await client.aclose(close_connection_pool=True)
+
+    # -- error handling --------------------------------------------------------------------------------------
+    def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
+        detail = str(exc) or type(exc).__name__
+        return BrokerUnavailable(f"redis result backend {_redact(self.url)} unavailable during {what}: {detail}")
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]], retry_for: float = 0.0) -> T:
+        """Run ``call`` within ``timeout``; a lost connection is retried at once, and with backoff for up to
+        ``retry_for`` seconds; then :class:`BrokerUnavailable`."""
+        o = self.options
+        deadline = time.monotonic() + retry_for
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with asyncio.timeout(o.timeout):
+                    return await call()
+            except AuthenticationError as exc:
+                raise self._unavailable(what, exc) from exc
+            except _RETRYABLE as exc:
+                if attempt > 1 and time.monotonic() >= deadline:
+                    raise self._unavailable(what, exc) from exc
+                if attempt > 1:
+                    await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, 2.0)
+
+    # -- the protocol ----------------------------------------------------------------------------------------
+    async def store(self, job_id: str, body: bytes, ttl: float | None) -> None:
+        ttl = self.options.ttl if ttl is None else ttl
+        if ttl <= 0:
+            return
+        commands, _ = self._open()
+        value, notify = result_keys(self.options.prefix, job_id)
+        notify_ms = _ms(min(ttl, self.options.notify_ttl))
+
+        async def run() -> None:
+            pipe = commands.pipeline(transaction=True)
+            pipe.set(value, body, px=_ms(ttl))
+            pipe.delete(notify)
+            pipe.rpush(notify, b"1")
+            pipe.pexpire(notify, notify_ms)
+            await pipe.execute()
+
+        await self._call("store", run, retry_for=self.options.retry_for)
+
+    async def get(self, job_id: str, wait: float | None = None) -> bytes | None:
+        commands, blocking = self._open()
+        value, notify = result_keys(self.options.prefix, job_id)
+        body: bytes | None = await self._call("get", lambda: commands.get(value))
+        if body is not None or not wait or wait <= 0:
+            return body
+        deadline = time.monotonic() + wait
+        lost = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining + self.options.timeout):
+                    await blocking.execute_command(
+                        "BLMOVE", notify, notify, "RIGHT", "LEFT", f"{max(remaining, _MIN_BLOCK):.3f}"
+                    )
+                break  # woken (the token is back in place for the other waiters), or Redis timed the wait out
+            except AuthenticationError as exc:
+                raise self._unavailable("wait", exc) from exc
+            except _RETRYABLE as exc:
+                lost += 1
+                if lost > 1:
+                    raise self._unavailable("wait", exc) from exc
+        return await self._call("get", lambda: commands.get(value))
+
+
+@hookimpl
+def bananas_register_result_backends(register: Register[ResultBackendSpec]) -> None:
+    register(
+        ResultBackendSpec(
+            schemes=("redis", "rediss"),
+            factory=RedisResultBackend,
+            summary="Redis results with a TTL; waiters block on a per-job completion list (BLMOVE), no polling",
+        )
+    )
