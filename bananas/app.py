@@ -120,7 +120,9 @@ class Bananas:
         self.settings: Settings = load_settings(
             config_path=config, overrides=values, override_sources=override_sources, env=env
         )
-        self.plugins: Plugins = load_plugins(plugins=plugins, entrypoints=entrypoints, env=env)
+        self.extra_plugins: tuple[object, ...] = tuple(plugins)
+        """The plugin objects passed as ``plugins=`` (the CLI rebuilds the app with them when flags override)."""
+        self.plugins: Plugins = load_plugins(plugins=self.extra_plugins, entrypoints=entrypoints, env=env)
         self.handlers: dict[str, HandlerSpec] = {}
 
         s = self.settings

@@ -52,7 +52,7 @@ def _app(ctx: click.Context, app_spec: str | None, overrides: dict[str, Any], so
             os.environ.update({"BANANAS_CONFIG": config} if config else {})
         app = load_app(app_spec)
         if overrides:  # flags win over the app's own configuration: rebuild with the same handlers
-            rebuilt = Bananas(config=config, overrides=overrides, override_sources=sources)
+            rebuilt = Bananas(config=config, overrides=overrides, override_sources=sources, plugins=app.extra_plugins)
             rebuilt.handlers.update(app.handlers)
             return rebuilt
         return app
@@ -73,6 +73,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 @click.option("--mode", help="Worker mode (WORKER_MODE).")
 @click.option("--concurrency", type=int, help="Job slots (WORKER_CONCURRENCY).")
 @click.option("--queues", help="Comma-separated queues to read (WORKER_QUEUES).")
+@click.option("--processes", type=int, help="Worker processes under one supervisor (WORKER_PROCESSES).")
 @click.option("--broker", help="Broker URL.")
 @click.option("--dry-run", is_flag=True, help="Print the worker plan as JSON and exit.")
 @click.pass_context
@@ -82,11 +83,13 @@ def worker(
     mode: str | None,
     concurrency: int | None,
     queues: str | None,
+    processes: int | None,
     broker: str | None,
     dry_run: bool,
 ) -> None:
-    """Run a worker for the app's handlers."""
+    """Run a worker for the app's handlers (--processes N: N worker processes under a supervisor)."""
     from bananas.logs import configure_logging
+    from bananas.worker.supervisor import is_child
 
     overrides: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -94,6 +97,7 @@ def worker(
         ("worker.mode", "--mode", mode),
         ("worker.concurrency", "--concurrency", concurrency),
         ("worker.queues", "--queues", queues),
+        ("worker.processes", "--processes", processes),
         ("broker", "--broker", broker),
     ):
         if value is not None:
@@ -106,7 +110,16 @@ def worker(
         return
     close = configure_logging(app.settings, app.plugins)
     try:
-        app.worker(plan).run_forever()
+        count = app.settings["worker.processes"]
+        if count > 1 and not is_child():  # the plan above was checked once here, before any child starts
+            from bananas.worker.supervisor import Supervisor, child_command
+
+            grace = app.settings["worker.shutdown_timeout"] + 10
+            status = Supervisor(child_command(), count, stop_timeout=grace).run()
+            if status:
+                sys.exit(status)
+        else:
+            app.worker(plan).run_forever()
     finally:
         close()
 

@@ -120,7 +120,8 @@ class Worker:
             "worker {id} started: mode {mode}, pools {pools}, scheduler {sched}",
             id=self.id,
             mode=self.plan.mode,
-            pools=", ".join(f"{p.name}×{p.concurrency} {list(p.queues)}" for p in self.plan.pools) or "none",
+            pools=", ".join(f"{p.worker_id or p.name}×{p.concurrency} {list(p.queues)}" for p in self.plan.pools)
+            or "none",
             sched="on" if self.plan.scheduler else "off",
         )
         self._observers.notify("bananas_worker_started", worker=self)

@@ -1,0 +1,277 @@
+"""End-to-end figures of the real runtime on a local Redis (printed, never asserted).
+
+    .venv/bin/python benchmarks/bench_redis_e2e.py [--n 20000] [--lat-n 2000] [--rate 200] [--idle 10] [--aof]
+                                                   [--modes thin,default] [--profile DIR]
+
+Starts its own redis-server on a free loopback port (``bananas_redis.testing.RedisServer``; persistence off like the
+peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, leases and job records on:
+
+* single enqueue: ``app.enqueue`` N times, one at a time;
+* batch enqueue: ``app.enqueue_many`` in batches of 1,000;
+* drain: N no-op jobs already queued, ONE ``bananas worker`` subprocess per mode; each job does one ``INCR`` on an
+  async redis client and the first and last job stamp the time (first → last job, like the peers' harness);
+* Redis commands per job during the drain (``INFO commandstats`` delta of the commands a client sends: EVALSHA,
+  BLPOP, HKEYS, HMGET, HSETNX, SCRIPT; the jobs' own INCR/SET and the commands scripts run inside are left out);
+* enqueue → start latency p50/p95/p99 of ``--lat-n`` jobs sent at ``--rate``/s to an idle worker;
+* idle worker cost: client commands per second over ``--idle`` seconds with nothing to do.
+
+``--profile DIR`` records a py-spy flame graph (``DIR/drain-<mode>.svg``) and a top-style text profile of the worker
+during each drain (needs ``pip install py-spy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import redis
+from bananas_redis.testing import RedisServer, find_redis_servers
+
+from bananas import Bananas
+
+TASKS = textwrap.dedent(
+    """
+    import os, time
+    import redis.asyncio as aredis
+    from bananas import Bananas
+
+    app = Bananas()
+    N = int(os.environ["BENCH_N"])
+    _url = os.environ["BENCH_REDIS"]
+    _r = None
+
+    def _conn():
+        global _r
+        if _r is None:
+            _r = aredis.Redis.from_url(_url)
+        return _r
+
+    @app.job("noop")
+    async def noop():
+        r = _conn()
+        n = await r.incr("bench:done")
+        if n == 1:
+            await r.set("bench:t_first", repr(time.time()))
+        if n == N:
+            await r.set("bench:t_last", repr(time.time()))
+
+    @app.job("lat")
+    async def lat(ts):
+        now = time.time()
+        await _conn().rpush("bench:lat", repr(now - float(ts)))
+    """
+)
+
+PLUGINS = "bananas-redis,bananas-mode-thin,bananas-mode-default"
+"""The entry points the bench loads (``BANANAS_LOAD_PLUGINS``): the broker and the two worker modes it runs."""
+
+CLIENT_COMMANDS = ("evalsha", "eval", "blpop", "hkeys", "hsetnx", "script", "ping")
+"""Commands the broker sends from Python. HMGET also runs inside scripts; the broker only sends it to look up queue
+numbers it has not cached, and the scripts' HMGETs are on job records of settle paths, so it is reported apart."""
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return math.nan
+    return values[max(0, math.ceil(p / 100 * len(values)) - 1)]
+
+
+def commandstats(client: redis.Redis) -> dict[str, int]:
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in client.info("commandstats").items()}
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+
+
+def client_commands(d: dict[str, int], *, with_hmget: bool = True) -> int:
+    names = CLIENT_COMMANDS if with_hmget else tuple(c for c in CLIENT_COMMANDS if c != "hmget")
+    return sum(d.get(name, 0) for name in names)
+
+
+class WorkerProc:
+    """``python -m bananas.cli worker`` as a subprocess, stopped by pid (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, workdir: str, env: dict[str, str], log_path: str) -> None:
+        self.workdir, self.env, self.log_path = workdir, env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProc:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        cmd = [sys.executable, "-m", "bananas.cli", "worker", "--app", "bench_tasks"]
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self.log.close()
+
+
+def wait_for(pred, timeout: float, interval: float = 0.005):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def main() -> None:  # noqa: PLR0915 - a linear script
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--lat-n", type=int, default=2_000)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--idle", type=float, default=10.0)
+    ap.add_argument("--batch", type=int, default=1_000)
+    ap.add_argument("--modes", default="thin,default")
+    ap.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY (default: the mode's)")
+    ap.add_argument("--aof", action="store_true", help="appendonly yes, appendfsync always")
+    ap.add_argument("--profile", metavar="DIR", help="py-spy the worker during each drain into DIR")
+    args = ap.parse_args()
+
+    binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
+    server = RedisServer(binary, appendonly=args.aof).start()
+    workdir = tempfile.mkdtemp(prefix="bananas-bench-")
+    rows: list[tuple[str, str]] = []
+    try:
+        with open(os.path.join(workdir, "bench_tasks.py"), "w") as f:
+            f.write(TASKS)
+        probe = redis.Redis.from_url(server.url)
+        env = dict(os.environ)
+        env.update(
+            BANANAS_BROKER=server.url,
+            BENCH_REDIS=server.url,
+            BENCH_N=str(args.n),
+            LOG_LEVEL="warning",
+            BANANAS_LOAD_PLUGINS=PLUGINS,
+            PYTHONPATH=workdir + os.pathsep + env.get("PYTHONPATH", ""),
+        )
+        env.pop("BANANAS_CONFIG", None)
+        if args.concurrency:
+            env["WORKER_CONCURRENCY"] = str(args.concurrency)
+        app = Bananas(broker=server.url, env={"BANANAS_LOAD_PLUGINS": PLUGINS})
+        print(f"redis {binary} on {server.url} (aof {'on' if args.aof else 'off'}), N={args.n}", flush=True)
+
+        # -- enqueue ----------------------------------------------------------------------------------------------
+        app.enqueue("noop", {})  # connect and load scripts outside the timing
+        probe.flushdb()
+        t0 = time.perf_counter()
+        for _ in range(args.n):
+            app.enqueue("noop", {})
+        single = args.n / (time.perf_counter() - t0)
+        rows.append(("single enqueue (app.enqueue)", f"{single:,.0f} jobs/s"))
+        print(rows[-1], flush=True)
+        probe.flushdb()
+        specs = [{"name": "noop", "payload": {}} for _ in range(args.batch)]
+        t0 = time.perf_counter()
+        for _ in range(args.n // args.batch):
+            app.enqueue_many(specs)
+        batch = (args.n // args.batch * args.batch) / (time.perf_counter() - t0)
+        rows.append((f"batch enqueue (enqueue_many × {args.batch})", f"{batch:,.0f} jobs/s"))
+        print(rows[-1], flush=True)
+
+        # -- drain + latency + idle, per mode -----------------------------------------------------------------------
+        for mode in args.modes.split(","):
+            probe.flushdb()
+            for _ in range(args.n // args.batch):
+                app.enqueue_many(specs)
+            wenv = dict(env, WORKER_MODE=mode)
+            before = commandstats(probe)
+            worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log")).start()
+            spy: subprocess.Popen[bytes] | None = None
+            try:
+                assert worker.proc is not None
+                first = wait_for(lambda: probe.get("bench:t_first"), 60)
+                if first is None:
+                    raise RuntimeError(f"{mode}: no job ran; see {worker.log_path}")
+                pyspy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+                if args.profile and pyspy:
+                    os.makedirs(args.profile, exist_ok=True)
+                    out = os.path.join(args.profile, f"drain-{mode}")
+                    spy = subprocess.Popen(
+                        [pyspy, "record", "-p", str(worker.proc.pid), "-o", out + ".txt", "-f", "raw", "-r", "200"],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                last = wait_for(lambda: probe.get("bench:t_last"), 300)
+                if last is None:
+                    raise RuntimeError(f"{mode}: drain incomplete: {probe.get('bench:done')} of {args.n}")
+                drain = (args.n - 1) / (float(last) - float(first))
+                if spy is not None:
+                    os.kill(spy.pid, signal.SIGINT)
+                    spy.wait(30)
+                    spy = None
+                wait_for(lambda: probe.zcard("{bananas:normal}:leases") == 0, 10)
+                used = delta(commandstats(probe), before)
+                per_job = client_commands(used) / args.n
+                detail = ", ".join(f"{k} {used.get(k, 0) / args.n:.3f}" for k in CLIENT_COMMANDS if used.get(k))
+                rows.append((f"drain, {mode} mode, 1 process", f"{drain:,.0f} jobs/s"))
+                print(rows[-1], flush=True)
+                rows.append((f"  client commands per job ({mode})", f"{per_job:.3f}  ({detail})"))
+                print(rows[-1], flush=True)
+
+                time.sleep(2.0)  # idle worker, then paced latency jobs
+                probe.delete("bench:lat")
+                t0 = time.perf_counter()
+                for i in range(args.lat_n):
+                    pause = t0 + i / args.rate - time.perf_counter()
+                    if pause > 0:
+                        time.sleep(pause)
+                    app.enqueue("lat", {"ts": time.time()})
+                wait_for(lambda: probe.llen("bench:lat") >= args.lat_n, 60, 0.01)
+                lat = sorted(float(x) * 1000 for x in probe.lrange("bench:lat", 0, -1))
+                rows.append(
+                    (
+                        f"  enqueue→start p50/p95/p99 ({mode})",
+                        f"{pct(lat, 50):.2f} / {pct(lat, 95):.2f} / {pct(lat, 99):.2f} ms  (max {lat[-1]:.1f}, "
+                        f"{len(lat)} jobs)",
+                    )
+                )
+                print(rows[-1], flush=True)
+
+                time.sleep(2.0)
+                before_idle = commandstats(probe)
+                time.sleep(args.idle)
+                idle = delta(commandstats(probe), before_idle)
+                detail = ", ".join(f"{k} {v}" for k, v in sorted(idle.items()) if k in CLIENT_COMMANDS)
+                rows.append(
+                    (f"  idle worker ({mode})", f"{client_commands(idle) / args.idle:.2f} commands/s  ({detail})")
+                )
+                print(rows[-1], flush=True)
+            finally:
+                if spy is not None and spy.poll() is None:
+                    os.kill(spy.pid, signal.SIGKILL)
+                worker.stop()
+        app.close()
+    finally:
+        server.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    width = max(len(k) for k, _ in rows)
+    print()
+    print(f"| {'measure':<{width}} | result |")
+    print(f"|{'-' * (width + 2)}|--------|")
+    for key, value in rows:
+        print(f"| {key:<{width}} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

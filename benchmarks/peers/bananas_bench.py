@@ -1,0 +1,80 @@
+"""Bananas in the peers' harness: ``app.enqueue()`` one at a time; ``app.enqueue_many()`` in batches of 1,000 as
+"bulk" (one round trip per batch). Worker = ``bananas worker --app bananas_tasks`` (one process, asyncio, acks after
+the run, leases renewed by a heartbeat, job records kept 24 h).
+
+Run it next to the other ``<lib>_bench.py`` files (the harness lives in ``$BENCH_PEERS``, default
+``/work/shared/bench/peers``), with a redis-server on the harness's port (6399, no persistence)::
+
+    BENCH_N=20000 BENCH_RUNS=1 .venv/bin/python benchmarks/peers/bananas_bench.py --variant thin
+"""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.environ.get("BENCH_PEERS", "/work/shared/bench/peers")
+sys.path[:0] = [HERE, PEERS]
+
+import bananas_tasks  # noqa: E402
+from common import dist_versions, run_bench  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+BATCH = 1_000
+
+
+class Client:
+    def enqueue_noop(self) -> None:
+        bananas_tasks.app.enqueue("noop")
+
+    def enqueue_lat(self, ts: float) -> None:
+        bananas_tasks.app.enqueue("lat", {"ts": ts})
+
+    def bulk(self, n: int) -> None:
+        for start in range(0, n, BATCH):
+            bananas_tasks.app.enqueue_many([{"name": "noop"}] * min(BATCH, n - start))
+
+    def close(self) -> None:
+        bananas_tasks.app.close()
+
+
+def queued(r) -> int:  # noqa: ANN001
+    return r.llen("{bananas:normal}:ready")
+
+
+def pending(r) -> int:  # noqa: ANN001
+    # a job is pending until its ack: ready list + running leases
+    return r.llen("{bananas:normal}:ready") + r.zcard("{bananas:normal}:leases")
+
+
+def variant(mode: str, concurrency: int | None) -> dict:
+    env = {"WORKER_MODE": mode, "LOG_LEVEL": "warning", "PYTHONPATH": os.pathsep.join([HERE, PEERS])}
+    label = f"bananas-{mode}"
+    if concurrency:
+        env["WORKER_CONCURRENCY"] = str(concurrency)
+        label += f"-c{concurrency}"
+    slots = concurrency or {"thin": 5, "default": 10}[mode]
+    return {
+        "label": label,
+        "worker_env": env,
+        "worker_config": f"bananas worker, {mode} mode, {slots} slots (asyncio), Redis broker: leases + heartbeat, "
+        "batched acks, job records kept",
+    }
+
+
+spec = {
+    "lib": "bananas",
+    "versions": lambda: dist_versions("bananas", "bananas-redis", "redis", "hiredis"),
+    "is_async": False,
+    "make_client": Client,
+    "enqueue_desc": "app.enqueue()",
+    "bulk": True,
+    "bulk_desc": "app.enqueue_many() in batches of 1,000 (one round trip per batch)",
+    "queued": queued,
+    "pending": pending,
+    "worker_cmd": [os.path.join(BIN, "bananas"), "worker", "--app", "bananas_tasks"],
+    "variants": {"thin": variant("thin", None), "default": variant("default", None), "c50": variant("default", 50)},
+}
+spec.update(variant("thin", None))
+
+if __name__ == "__main__":
+    run_bench(spec)
