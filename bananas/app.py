@@ -17,7 +17,10 @@ from bananas._manager import Plugins, load_plugins
 from bananas.broker import Broker, BrokerOptions, Envelope, JobRecord
 from bananas.config import Settings, load_settings
 from bananas.errors import ConfigError, JobFailed, JobNotFound, ResultTimeout, SerializationError, UsageError
-from bananas.job import Job, Priority, Status
+from bananas.job import Job, Priority, Status, new_job_id
+from bananas.job import _headers as _job_headers
+from bananas.job import _payload as _job_payload
+from bananas.job import _timeout as _job_timeout
 from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, decode_result, result_ttl_header
 from bananas.router import Router
 from bananas.serializer import JobCodec
@@ -30,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["Bananas", "HandlerSpec", "JobHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_set = object.__setattr__
+"""Write a field of a ``Job`` without its attrs converters/validators (only values already checked or made here)."""
 
 DEFAULTED_RETRIES_HEADER = "bananas-defaulted-retries"
 """Set on jobs whose ``max_retries`` came from the producer's config, so the worker's handler default wins."""
@@ -142,6 +148,9 @@ class Bananas:
         self._results: dict[asyncio.AbstractEventLoop, ResultBackend] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
+        # Read once: ``Settings.__getitem__`` deep-copies, and the producer's hot path needs these per job.
+        self._default_retries: int = s["jobs.max_retries"]
+        self._max_payload: int = s["max_payload_bytes"]
 
     # -- handlers ----------------------------------------------------------------------------------------------
     def job(
@@ -255,6 +264,29 @@ class Bananas:
 
         ``result_ttl`` (seconds or a duration; ``0`` stores no result) travels in the job's headers.
         """
+        return self._build(name, payload, priority, delay, at, max_retries, timeout, job_id, headers, result_ttl)[:2]
+
+    def _build(  # noqa: PLR0912, PLR0913 - the producer's hot path, kept in one frame
+        self,
+        name: str,
+        payload: Mapping[str, Any] | None = None,
+        priority: str | Priority | None = None,
+        delay: str | float | None = None,
+        at: datetime | float | None = None,
+        max_retries: int | None = None,
+        timeout: str | float | None = None,
+        job_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        result_ttl: str | float | None = None,
+    ) -> tuple[Job, Envelope, bool]:
+        """:meth:`build`, plus whether the id was generated here (a fresh uuid4 that no broker has seen).
+
+        Every user-supplied value goes through the job model's own converters and validators; the job itself is then
+        assembled without re-running them (the remaining fields are values this method produced), and its dict is
+        encoded directly instead of going through ``attrs.asdict``.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name: expected a non-empty string, got {name!r}")
         handler = self.handlers.get(name)
         now = time.time()
         eta: float | None = None
@@ -267,52 +299,102 @@ class Bananas:
                 raise ValueError(f"delay: {exc}") from None
         elif at is not None:
             eta = at.timestamp() if isinstance(at, datetime) else float(at)
-        headers = dict(headers or {})
+        hdrs = _job_headers(headers if isinstance(headers, Mapping) else dict(headers or {})) if headers else {}
         if result_ttl is not None:
-            headers[RESULT_TTL_HEADER] = result_ttl_header(result_ttl)
+            hdrs[RESULT_TTL_HEADER] = result_ttl_header(result_ttl)
         if max_retries is None:
-            has_own = handler is not None and handler.max_retries is not None
-            max_retries = handler.max_retries if has_own and handler else self.settings["jobs.max_retries"]
-            if handler is None:  # a producer without the handler: the worker's handler default wins
-                headers[DEFAULTED_RETRIES_HEADER] = "1"
-        fields: dict[str, Any] = {
-            "name": name,
-            "payload": payload if payload is not None else {},
-            "priority": priority or (handler.priority if handler and handler.priority else Priority.NORMAL),
-            "max_retries": max_retries,
-            "timeout": timeout if timeout is not None else (handler.timeout if handler else None),
-            "headers": headers,
-            "created_at": now,
-            "enqueued_at": now,
-        }
-        if job_id is not None:
-            fields["id"] = job_id
-        if eta is not None and eta > now:
-            fields["status"] = Status.SCHEDULED
-            fields["scheduled_at"] = eta
-        job = Job(**fields)
-        job.queue = self.router.route(job)
+            if handler is not None and handler.max_retries is not None:
+                max_retries = handler.max_retries
+            else:
+                max_retries = self._default_retries
+                if handler is None:  # a producer without the handler: the worker's handler default wins
+                    hdrs[DEFAULTED_RETRIES_HEADER] = "1"
+        elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries: expected a non-negative integer, got {max_retries!r}")
+        if priority:
+            prio = Priority.parse(priority)
+        else:
+            prio = handler.priority if handler is not None and handler.priority else Priority.NORMAL
+        if timeout is not None:
+            seconds = _job_timeout(timeout)
+        else:
+            seconds = handler.timeout if handler is not None else None
+        fresh = job_id is None
+        if fresh:
+            job_id = new_job_id()
+        elif not isinstance(job_id, str) or not job_id:
+            raise ValueError(f"id: expected a non-empty string, got {job_id!r}")
+        scheduled = eta is not None and eta > now
+        job = Job.__new__(Job)
+        _set(job, "name", name)
+        _set(job, "payload", _job_payload(payload) if payload is not None else {})
+        _set(job, "id", job_id)
+        _set(job, "priority", prio)
+        _set(job, "status", Status.SCHEDULED if scheduled else Status.PENDING)
+        _set(job, "attempts", 0)
+        _set(job, "max_retries", max_retries)
+        _set(job, "timeout", seconds)
+        _set(job, "queue", None)
+        _set(job, "last_error", None)
+        _set(job, "traceback", None)
+        _set(job, "headers", hdrs)
+        _set(job, "created_at", now)
+        _set(job, "enqueued_at", now)
+        _set(job, "scheduled_at", eta if scheduled else None)
+        _set(job, "started_at", None)
+        _set(job, "finished_at", None)
+        queue = self.router.route(job)
+        _set(job, "queue", queue)
         body = self.codec.encode(job)
-        limit = self.settings["max_payload_bytes"]
-        if len(body) > limit:
+        if len(body) > self._max_payload:
             raise SerializationError(
-                f"job {name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {limit}", job_id=job.id
+                f"job {name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {self._max_payload}",
+                job_id=job_id,
             )
-        return job, Envelope(job.id, job.queue, body, eta if job.status is Status.SCHEDULED else None)
+        return job, Envelope(job_id, queue, body, eta if scheduled else None), fresh
+
+    def _build_all(self, jobs: Sequence[Mapping[str, Any]]) -> tuple[list[Job], list[Envelope], set[str]]:
+        built_jobs: list[Job] = []
+        envelopes: list[Envelope] = []
+        generated: set[str] = set()
+        for spec in jobs:
+            job, env, fresh = self._build(**spec)
+            built_jobs.append(job)
+            envelopes.append(env)
+            if fresh:
+                generated.add(job.id)
+        return built_jobs, envelopes, generated
+
+    def _enqueued(self, jobs: list[Job]) -> list[JobHandle]:
+        if self.plugins.observers.has("bananas_job_enqueued"):
+            for job in jobs:
+                self.plugins.observers.notify("bananas_job_enqueued", job=job)
+        return [JobHandle(self, job) for job in jobs]
 
     async def enqueue_many_async(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobHandle]:
         """Enqueue several jobs in one broker call; each mapping holds :meth:`build`'s arguments."""
-        built = [self.build(**spec) for spec in jobs]
+        built, envelopes, generated = self._build_all(jobs)
         broker = await self.broker()
-        await broker.enqueue([env for _, env in built])
-        if self.plugins.observers.has("bananas_job_enqueued"):
-            for job, _ in built:
-                self.plugins.observers.notify("bananas_job_enqueued", job=job)
-        return [JobHandle(self, job) for job, _ in built]
+        hinted = getattr(broker, "enqueue_with_hints", None)
+        if hinted is not None and generated:
+            await hinted(envelopes, generated_ids=generated)
+        else:
+            await broker.enqueue(envelopes)
+        return self._enqueued(built)
 
     async def enqueue_async(self, name: str, payload: Mapping[str, Any] | None = None, **options: Any) -> JobHandle:
         """Async :meth:`enqueue`."""
         return (await self.enqueue_many_async([{"name": name, "payload": payload, **options}]))[0]
+
+    def _sync_broker(self) -> Broker:
+        """This thread's broker (on its private loop, connected on first use) for the blocking producer calls."""
+        if asyncio._get_running_loop() is not None:
+            raise UsageError("this call blocks and an event loop is running here; use the *_async variant instead")
+        loop = getattr(self._local, "loop", None)
+        broker = self._brokers.get(loop) if loop is not None else None
+        if broker is None:
+            broker = self.run_sync(self.broker)
+        return broker
 
     def enqueue(self, name: str, payload: Mapping[str, Any] | None = None, **options: Any) -> JobHandle:
         """Enqueue job ``name`` with ``payload`` (keyword arguments of the handler).
@@ -320,11 +402,21 @@ class Bananas:
         Options: ``priority``, ``delay`` (``"10s"``), ``at`` (datetime or Unix time), ``max_retries``, ``timeout``,
         ``job_id``, ``headers``. Returns a :class:`JobHandle`.
         """
-        return self.run_sync(lambda: self.enqueue_async(name, payload, **options))
+        return self.enqueue_many([{"name": name, "payload": payload, **options}])[0]
 
     def enqueue_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobHandle]:
-        """Enqueue several jobs in one broker round trip (where the broker allows)."""
-        return self.run_sync(lambda: self.enqueue_many_async(jobs))
+        """Enqueue several jobs in one broker round trip (where the broker allows).
+
+        A broker with the optional ``enqueue_sync`` capability (see :mod:`bananas.broker`) is called directly on
+        this thread, without an event-loop turn; any other runs on this thread's private loop.
+        """
+        broker = self._sync_broker()
+        send = getattr(broker, "enqueue_sync", None)
+        if send is None:
+            return self.run_sync(lambda: self.enqueue_many_async(jobs))
+        built, envelopes, generated = self._build_all(jobs)
+        send(envelopes, generated_ids=generated)
+        return self._enqueued(built)
 
     # -- inspecting --------------------------------------------------------------------------------------------
     async def get_job_async(self, job_id: str) -> Job:

@@ -28,6 +28,23 @@ Semantics every broker must have (the conformance suite in :mod:`bananas.testing
   recovered, redelivered or buried as ``crash_loop``.
 * **Order** of several jobs released, reaped, moved or requeued in one call is the broker's choice; a retry with
   ``at <= now`` goes to the tail of its queue. Enqueueing a dead id anew removes its dead letter.
+
+Optional capabilities (not part of :class:`Broker`; the kernel looks them up with ``getattr`` on the instance and
+falls back to the protocol without them; each keeps every rule above):
+
+* ``enqueue_sync(envelopes, *, generated_ids=()) -> None``: :meth:`Broker.enqueue` blocking the calling thread, with
+  no event loop. Thread-safe; raises :class:`~bananas.errors.BrokerUnavailable` like ``enqueue``. The blocking
+  producer calls (``app.enqueue``, ``app.enqueue_many``) use it instead of a turn of their private loop.
+* ``async enqueue_with_hints(envelopes, *, generated_ids=()) -> None``: :meth:`Broker.enqueue`; used by
+  ``app.enqueue_async`` / ``app.enqueue_many_async``.
+* ``async ack_and_fetch(deliveries, queues, limit) -> tuple[list[bool], list[Delivery]]``: :meth:`Broker.ack`, then
+  take up to ``limit`` ready jobs from ``queues`` without blocking (priority order as in ``fetch``), in one round
+  trip where the backend allows. The worker runtime sends the acks of finished jobs along with its next fetch.
+
+``generated_ids`` names the envelopes whose id the kernel generated for this call (a fresh ``uuid4`` hex, never one
+the producer gave): no copy of such an id can exist in any queue, so a broker may skip its cross-queue uniqueness
+work for them. Explicit ids never appear there and keep the full "one live copy per id" check, including an
+explicit re-enqueue of an id the kernel generated earlier. See ``docs/PLUGINS.md`` (Optional capabilities).
 """
 
 from __future__ import annotations

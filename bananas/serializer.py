@@ -231,10 +231,12 @@ class JobCodec:
     )
     old_signing_keys: tuple[bytes, ...] = attrs.field(default=(), converter=_keys, repr=False)
     _readers: dict[str, Serializer] = attrs.field(init=False, factory=dict, repr=False)
+    _heads: dict[tuple[str, bool], bytes] = attrs.field(init=False, factory=dict, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        _check_name(self.serializer.name)
+        raw = _check_name(self.serializer.name)
         self._readers[self.serializer.name] = self.serializer
+        self._heads[(self.serializer.name, False)] = MAGIC + bytes((ENVELOPE_VERSION, 0, len(raw))) + raw
 
     @classmethod
     def from_settings(cls, registry: Registry[SerializerSpec], settings: Settings) -> JobCodec:
@@ -273,7 +275,16 @@ class JobCodec:
             raise SerializationError(
                 f"serializer {self.serializer.name!r} returned {type(body).__name__}, not bytes", job_id=job_id
             )
-        return pack_envelope(self.serializer.name, body, key=self.signing_key)
+        key = self.signing_key
+        name = self.serializer.name
+        head = self._heads.get((name, key is not None))
+        if head is None:  # the header only depends on the name and the flags: checked and built once
+            raw = _check_name(name)
+            head = MAGIC + bytes((ENVELOPE_VERSION, FLAG_SIGNED if key is not None else 0, len(raw))) + raw
+            self._heads[(name, key is not None)] = head
+        if key is None:
+            return head + body
+        return head + _tag(key, head, body) + body
 
     def loads(self, data: bytes, *, require_signature: bool = False) -> dict[str, Any]:
         """Decode an enveloped mapping written by any installed serializer.
@@ -282,20 +293,26 @@ class JobCodec:
         ``require_signature`` (results written by a worker that has no key yet still read). :meth:`decode`
         requires signatures on jobs whenever this codec has a key.
         """
-        head = read_envelope(data)
-        body = memoryview(data)[head.body_offset :]
-        self._verify(head, body, data, self.signing if require_signature is None else require_signature)
-        reader = self._reader(head.serializer, data)
+        plain = self._heads.get((self.serializer.name, False))
+        if plain is not None and not require_signature and type(data) is bytes and data.startswith(plain):
+            # Fast path: the exact unsigned header this codec writes (magic, version, no flags, its serializer's
+            # name): nothing in it needs checking or verifying, so go straight to the body.
+            reader, body, name = self.serializer, data[len(plain) :], self.serializer.name
+        else:
+            head = read_envelope(data)
+            view = memoryview(data)[head.body_offset :]
+            self._verify(head, view, data, self.signing if require_signature is None else require_signature)
+            reader, body, name = self._reader(head.serializer, data), bytes(view), head.serializer
         try:
-            fields = reader.loads(bytes(body))
+            fields = reader.loads(body)
         except SerializationError as exc:
             if exc.data is None:
                 raise SerializationError(exc.reason, data, exc.job_id) from exc
             raise
         except Exception as exc:  # a third-party serializer broke its contract: still only a decoding failure
-            raise SerializationError(f"invalid {head.serializer} body: {type(exc).__name__}: {exc}", data) from exc
+            raise SerializationError(f"invalid {name} body: {type(exc).__name__}: {exc}", data) from exc
         if not isinstance(fields, dict):
-            raise SerializationError(f"decoded {head.serializer} body is not a mapping", data)
+            raise SerializationError(f"decoded {name} body is not a mapping", data)
         return fields
 
     # -- jobs ------------------------------------------------------------------------------------------------

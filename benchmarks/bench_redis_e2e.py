@@ -1,7 +1,7 @@
 """End-to-end figures of the real runtime on a local Redis (printed, never asserted).
 
-    .venv/bin/python benchmarks/bench_redis_e2e.py [--n 20000] [--lat-n 2000] [--rate 200] [--idle 10] [--aof]
-                                                   [--modes thin,default] [--profile DIR]
+    .venv/bin/python benchmarks/bench_redis_e2e.py [--n 20000] [--lat-n 2000] [--rate 200] [--idle 30] [--aof]
+                                                   [--modes thin,default] [--profile DIR] [--parts ...] [--repeat N]
 
 Starts its own redis-server on a free loopback port (``bananas_redis.testing.RedisServer``; persistence off like the
 peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, leases and job records on:
@@ -13,7 +13,11 @@ peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, l
 * Redis commands per job during the drain (``INFO commandstats`` delta of the commands a client sends: EVALSHA,
   BLPOP, HKEYS, HMGET, HSETNX, SCRIPT; the jobs' own INCR/SET and the commands scripts run inside are left out);
 * enqueue → start latency p50/p95/p99 of ``--lat-n`` jobs sent at ``--rate``/s to an idle worker;
-* idle worker cost: client commands per second over ``--idle`` seconds with nothing to do.
+* idle worker cost: client commands per second over ``--idle`` seconds with nothing to do, with one queue known and
+  again after a job went to ``high`` and to ``low`` (three queues).
+
+``--parts`` picks the measures (``enqueue,drain,latency,idle``); ``--repeat N`` repeats the enqueue figures and the
+drain (each drain with a fresh worker process).
 
 ``--profile DIR`` records a py-spy flame graph (``DIR/drain-<mode>.svg``) and a top-style text profile of the worker
 during each drain (needs ``pip install py-spy``).
@@ -139,12 +143,14 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--lat-n", type=int, default=2_000)
     ap.add_argument("--rate", type=float, default=200.0)
-    ap.add_argument("--idle", type=float, default=10.0)
+    ap.add_argument("--idle", type=float, default=30.0, help="seconds per idle window (>= the lease: 30 s)")
     ap.add_argument("--batch", type=int, default=1_000)
     ap.add_argument("--modes", default="thin,default")
     ap.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY (default: the mode's)")
     ap.add_argument("--aof", action="store_true", help="appendonly yes, appendfsync always")
     ap.add_argument("--profile", metavar="DIR", help="py-spy the worker during each drain into DIR")
+    ap.add_argument("--parts", default="enqueue,drain,latency,idle", help="which measures to take (comma-separated)")
+    ap.add_argument("--repeat", type=int, default=1, help="measure each enqueue figure and drain this many times")
     args = ap.parse_args()
 
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
@@ -171,34 +177,50 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         print(f"redis {binary} on {server.url} (aof {'on' if args.aof else 'off'}), N={args.n}", flush=True)
 
         # -- enqueue ----------------------------------------------------------------------------------------------
+        parts = set(args.parts.split(","))
         app.enqueue("noop", {})  # connect and load scripts outside the timing
-        probe.flushdb()
-        t0 = time.perf_counter()
-        for _ in range(args.n):
-            app.enqueue("noop", {})
-        single = args.n / (time.perf_counter() - t0)
-        rows.append(("single enqueue (app.enqueue)", f"{single:,.0f} jobs/s"))
-        print(rows[-1], flush=True)
-        probe.flushdb()
         specs = [{"name": "noop", "payload": {}} for _ in range(args.batch)]
-        t0 = time.perf_counter()
-        for _ in range(args.n // args.batch):
-            app.enqueue_many(specs)
-        batch = (args.n // args.batch * args.batch) / (time.perf_counter() - t0)
-        rows.append((f"batch enqueue (enqueue_many × {args.batch})", f"{batch:,.0f} jobs/s"))
-        print(rows[-1], flush=True)
+        for _ in range(args.repeat if "enqueue" in parts else 0):
+            probe.flushdb()
+            t0 = time.perf_counter()
+            for _ in range(args.n):
+                app.enqueue("noop", {})
+            single = args.n / (time.perf_counter() - t0)
+            rows.append(("single enqueue (app.enqueue)", f"{single:,.0f} jobs/s"))
+            print(rows[-1], flush=True)
+            probe.flushdb()
+            t0 = time.perf_counter()
+            for _ in range(args.n // args.batch):
+                app.enqueue_many(specs)
+            batch = (args.n // args.batch * args.batch) / (time.perf_counter() - t0)
+            rows.append((f"batch enqueue (enqueue_many × {args.batch})", f"{batch:,.0f} jobs/s"))
+            print(rows[-1], flush=True)
 
         # -- drain + latency + idle, per mode -----------------------------------------------------------------------
-        for mode in args.modes.split(","):
+        def measure(mode: str, *, drain: bool, latency: bool, idle: bool) -> None:
             probe.flushdb()
-            for _ in range(args.n // args.batch):
+            for _ in range(args.n // args.batch if drain else 0):
                 app.enqueue_many(specs)
             wenv = dict(env, WORKER_MODE=mode)
             before = commandstats(probe)
             worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log")).start()
-            spy: subprocess.Popen[bytes] | None = None
             try:
                 assert worker.proc is not None
+                if drain:
+                    take_drain(mode, worker, before)
+                else:
+                    time.sleep(1.0)  # the worker starts
+                if latency:
+                    take_latency(mode)
+                if idle:
+                    take_idle(mode)
+            finally:
+                worker.stop()
+
+        def take_drain(mode: str, worker: WorkerProc, before: dict[str, int]) -> None:
+            spy: subprocess.Popen[bytes] | None = None
+            assert worker.proc is not None
+            try:
                 first = wait_for(lambda: probe.get("bench:t_first"), 60)
                 if first is None:
                     raise RuntimeError(f"{mode}: no job ran; see {worker.log_path}")
@@ -227,39 +249,55 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 print(rows[-1], flush=True)
                 rows.append((f"  client commands per job ({mode})", f"{per_job:.3f}  ({detail})"))
                 print(rows[-1], flush=True)
+            finally:
+                if spy is not None and spy.poll() is None:
+                    os.kill(spy.pid, signal.SIGKILL)
 
-                time.sleep(2.0)  # idle worker, then paced latency jobs
-                probe.delete("bench:lat")
-                t0 = time.perf_counter()
-                for i in range(args.lat_n):
-                    pause = t0 + i / args.rate - time.perf_counter()
-                    if pause > 0:
-                        time.sleep(pause)
-                    app.enqueue("lat", {"ts": time.time()})
-                wait_for(lambda: probe.llen("bench:lat") >= args.lat_n, 60, 0.01)
-                lat = sorted(float(x) * 1000 for x in probe.lrange("bench:lat", 0, -1))
-                rows.append(
-                    (
-                        f"  enqueue→start p50/p95/p99 ({mode})",
-                        f"{pct(lat, 50):.2f} / {pct(lat, 95):.2f} / {pct(lat, 99):.2f} ms  (max {lat[-1]:.1f}, "
-                        f"{len(lat)} jobs)",
-                    )
+        def take_latency(mode: str) -> None:
+            time.sleep(2.0)  # idle worker, then paced latency jobs
+            probe.delete("bench:lat")
+            t0 = time.perf_counter()
+            for i in range(args.lat_n):
+                pause = t0 + i / args.rate - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                app.enqueue("lat", {"ts": time.time()})
+            wait_for(lambda: probe.llen("bench:lat") >= args.lat_n, 60, 0.01)
+            lat = sorted(float(x) * 1000 for x in probe.lrange("bench:lat", 0, -1))
+            rows.append(
+                (
+                    f"  enqueue→start p50/p95/p99 ({mode})",
+                    f"{pct(lat, 50):.2f} / {pct(lat, 95):.2f} / {pct(lat, 99):.2f} ms  (max {lat[-1]:.1f}, "
+                    f"{len(lat)} jobs)",
                 )
-                print(rows[-1], flush=True)
+            )
+            print(rows[-1], flush=True)
 
+        def take_idle(mode: str) -> None:
+            for label in ("one queue", "three queues"):
+                if label == "three queues":  # a job on high and low too: three queues to reap and schedule
+                    app.enqueue("noop", {}, priority="high")
+                    app.enqueue("noop", {}, priority="low")
                 time.sleep(2.0)
+                queues = len(probe.hkeys("bananas:queues"))
                 before_idle = commandstats(probe)
                 time.sleep(args.idle)
                 idle = delta(commandstats(probe), before_idle)
                 detail = ", ".join(f"{k} {v}" for k, v in sorted(idle.items()) if k in CLIENT_COMMANDS)
                 rows.append(
-                    (f"  idle worker ({mode})", f"{client_commands(idle) / args.idle:.2f} commands/s  ({detail})")
+                    (
+                        f"  idle worker, {label} ({mode})",
+                        f"{client_commands(idle) / args.idle:.2f} commands/s  ({detail}; {queues} known queues, "
+                        f"{args.idle:g} s)",
+                    )
                 )
                 print(rows[-1], flush=True)
-            finally:
-                if spy is not None and spy.poll() is None:
-                    os.kill(spy.pid, signal.SIGKILL)
-                worker.stop()
+
+        for mode in args.modes.split(","):
+            for run in range(args.repeat if "drain" in parts else 1):
+                last_run = run == args.repeat - 1 or "drain" not in parts
+                measure(mode, drain="drain" in parts, latency=last_run and "latency" in parts,
+                        idle=last_run and "idle" in parts)
         app.close()
     finally:
         server.cleanup()

@@ -12,7 +12,7 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import attrs
 
@@ -145,6 +145,11 @@ class MemoryBroker:
 
     # -- producer side -----------------------------------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
+        self.enqueue_sync(envelopes)
+
+    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
+        """Optional capability (see :mod:`bananas.broker`): :meth:`enqueue` without an event loop; thread-safe.
+        Ids are unique across queues here by construction, so ``generated_ids`` needs no special handling."""
         with self._s.lock:
             now = self._now()
             for env in envelopes:
@@ -229,6 +234,17 @@ class MemoryBroker:
                     self._retain(rec, now + self.options.completed_ttl)
                 out.append(rec is not None)
             return out
+
+    async def ack_and_fetch(
+        self, deliveries: Sequence[Delivery], queues: Sequence[str], limit: int
+    ) -> tuple[list[bool], list[Delivery]]:
+        """Optional capability (see :mod:`bananas.broker`): :meth:`ack`, then take up to ``limit`` ready jobs
+        without blocking."""
+        owned = await self.ack(deliveries)
+        if limit <= 0 or not queues:
+            return owned, []
+        with self._s.lock:
+            return owned, self._take(queues, limit)
 
     async def retry(self, delivery: Delivery, *, body: bytes, at: float) -> bool:
         with self._s.lock:

@@ -1074,3 +1074,74 @@ class BrokerConformance:
 
         # When / Then every queue is listed, sorted, even when empty
         assert await broker.known_queues() == ["alpha", "beta", "gamma"]
+
+    # -- optional capabilities (see bananas.broker): checked only on brokers that have them -------------------------
+    def _capability(self, broker: Broker, name: str) -> Callable[..., object]:
+        method = getattr(broker, name, None)
+        if method is None:
+            pytest.skip(f"{type(broker).__name__} has no optional {name}()")
+        return method
+
+    @pytest.mark.asyncio
+    async def test_enqueue_sync_stores_like_enqueue(self, broker_factory: MakeBroker) -> None:
+        # Given a broker with the optional blocking enqueue
+        broker, clock = await self._make(broker_factory)
+        enqueue_sync = self._capability(broker, "enqueue_sync")
+
+        # When jobs go in from another thread: two ready, one delayed, and a second copy of a live id
+        await asyncio.to_thread(
+            enqueue_sync, [_env("a"), _env("b"), _env("later", eta=clock.now + 60), _env("a", body=b"again")]
+        )
+
+        # Then they are stored as enqueue stores them: in order, the delayed one scheduled, one copy per id
+        got = await self._fetch(broker, ["q"], 10)
+        assert _ids(got) == ["a", "b"]
+        assert got[0].body == b"a"
+        assert (await broker.depths(["q"]))["q"] == QueueDepth(scheduled=1, running=2)
+
+    @pytest.mark.asyncio
+    async def test_generated_ids_hint_keeps_one_live_copy_of_explicit_ids(self, broker_factory: MakeBroker) -> None:
+        # Given a job whose id the kernel generated, enqueued with the hint, and still ready in "a"
+        from bananas.job import new_job_id
+
+        broker, _ = await self._make(broker_factory)
+        job_id = new_job_id()
+        hinted = getattr(broker, "enqueue_with_hints", None)
+        if hinted is not None:
+            await hinted([_env(job_id, "a")], generated_ids={job_id})
+        else:
+            sync = self._capability(broker, "enqueue_sync")
+            await asyncio.to_thread(sync, [_env(job_id, "a")], generated_ids={job_id})
+
+        # When a producer enqueues the same id explicitly (no hint) to another queue
+        await broker.enqueue([_env(job_id, "b")])
+
+        # Then only the first copy is live
+        assert _ids(await _drain(broker, ["a", "b"])) == [job_id]
+        record = await broker.lookup(job_id)
+        assert record is not None and record.queue == "a"
+
+    @pytest.mark.asyncio
+    async def test_ack_and_fetch_acks_then_takes_without_blocking(self, broker_factory: MakeBroker) -> None:
+        # Given two running jobs (one of them with a stale token) and jobs ready in a high and a low queue
+        broker, _ = await self._make(broker_factory)
+        ack_and_fetch = self._capability(broker, "ack_and_fetch")
+        await broker.enqueue([_env("x", "hi"), _env("y", "hi")])
+        x, y = await self._fetch(broker, ["hi"], 2)
+        stale = attrs.evolve(y, token=y.token + 1_000_003)
+        await broker.enqueue([_env("h1", "hi"), _env("l1", "lo"), _env("l2", "lo")])
+
+        # When the finished ones are acked and up to two jobs are taken, highest priority first
+        owned, got = await asyncio.wait_for(ack_and_fetch([x, stale], ["hi", "lo"], 2), self.block_timeout)
+
+        # Then the live ack counts, the stale one does not, and the take drains "hi" before "lo"
+        assert owned == [True, False]
+        assert await _state(broker, "x") == "completed"
+        assert await _state(broker, "y") == "running"
+        assert _ids(got) == ["h1", "l1"]
+        assert await broker.ack(got) == [True, True]
+
+        # And with nothing ready it returns at once, acks done
+        owned, got = await asyncio.wait_for(ack_and_fetch([y], ["hi"], 5), self.block_timeout)
+        assert (owned, got) == ([True], [])
+        assert await _state(broker, "y") == "completed"

@@ -1,7 +1,10 @@
 """One worker process: pools of job slots, heartbeat, scheduler and reaper, graceful shutdown.
 
 Per delivery the hot path is: decode → run (async task, or a thread for sync handlers) → settle. Acks are
-batched: while one ``ack`` call is in flight the next ones queue up and go in the following call.
+batched: while one ``ack`` call is in flight the next ones queue up and go in the following call. With a broker that
+has the optional ``ack_and_fetch`` (see :mod:`bananas.broker`), the acks of jobs that finish while their pool is
+about to fetch ride along with that fetch instead: one round trip for both. A pool blocked in an idle fetch (or a
+stopping worker) still acks at once.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acks: list[tuple[Delivery, Job, Any, float]] = []
         self._ack_task: asyncio.Task[None] | None = None
+        self._combined = False  # the broker has ack_and_fetch: pools take pending acks along with their fetches
+        self._blocked: set[str] = set()  # pools whose loop is inside a (possibly blocking) fetch
         self._broker: Broker | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._observers = app.plugins.observers
@@ -93,8 +98,21 @@ class Worker:
             loop.call_soon_threadsafe(stop.set)
 
     def run_forever(self) -> None:
-        """Run until SIGTERM/SIGINT; a second signal exits at once (the broker's lease recovers the jobs)."""
+        """Run until SIGTERM/SIGINT; a second signal exits at once (the broker's lease recovers the jobs).
+
+        Sync handlers still running after the grace period were interrupted and their jobs given back; one stuck
+        in C code (a blocking call that ignores the interrupt) must not hold the process, so after a short wait
+        the process exits without joining it.
+        """
         asyncio.run(self.run(install_signals=True))
+        deadline = time.monotonic() + 2.0
+        stuck = [t for t in threading.enumerate() if t.name.startswith("bananas-job") and t.is_alive()]
+        for thread in stuck:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in stuck):
+            log.warning("handler threads still running after shutdown; exiting without waiting for them")
+            logger.complete()
+            os._exit(0)
 
     def start_in_thread(self) -> threading.Thread:
         """Run in a daemon thread; returns once the pools have started."""
@@ -110,6 +128,7 @@ class Worker:
         if install_signals:
             self._install_signals()
         self._broker = await self.app.broker()
+        self._combined = getattr(self._broker, "ack_and_fetch", None) is not None
         total = sum(pool.concurrency for pool in self.plan.pools)
         self._executor = ThreadPoolExecutor(max_workers=total + 4, thread_name_prefix="bananas-job") if total else None
         heartbeat = _Heartbeat(self)
@@ -162,6 +181,11 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for slot in self.slots.values():  # sync handlers past the grace period: stop their threads too
+            if not slot.done and slot.thread_id is not None:
+                interrupt_thread(slot.thread_id)
+        if self._ack_task is not None and not self._ack_task.done():
+            await asyncio.gather(self._ack_task, return_exceptions=True)  # a finished job is acked, not released
         await self._flush_acks()
         unfinished = [slot.delivery for slot in self.slots.values() if not slot.done]
         if unfinished:
@@ -173,6 +197,7 @@ class Worker:
     async def _pool(self, pool: PoolPlan) -> None:
         assert self._broker is not None and self._stop is not None
         broker, stop = self._broker, self._stop
+        combined = getattr(broker, "ack_and_fetch", None)
         free = asyncio.Semaphore(pool.concurrency)
         in_use = 0
 
@@ -190,9 +215,29 @@ class Worker:
                 # (in_use == 0) fetches at once, so this costs no latency.
                 await asyncio.sleep(0)
             limit = pool.concurrency - in_use
+            acks: list[tuple[Delivery, Job, Any, float]] = []
             try:
-                deliveries = await broker.fetch(pool.queues, limit, self.fetch_wait)
+                if combined is not None and self._acks:
+                    # The acks of finished jobs ride along with the next take: one round trip for both.
+                    acks, self._acks = self._acks, []
+                    owned, deliveries = await combined([item[0] for item in acks], pool.queues, limit)
+                    self._settle(acks, owned)
+                    acks = []
+                else:
+                    deliveries = []
+                if not deliveries:
+                    self._blocked.add(pool.name)  # a job finishing now flushes its ack itself (see _process)
+                    if self._acks and (self._ack_task is None or self._ack_task.done()):
+                        self._ack_task = asyncio.create_task(self._flush_acks())  # finished meanwhile
+                    try:
+                        deliveries = await broker.fetch(pool.queues, limit, self.fetch_wait)
+                    finally:
+                        self._blocked.discard(pool.name)
             except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
+                if acks:
+                    log.error("ack of {n} job(s) failed: {e}; their leases will expire and they run again",
+                              n=len(acks), e=_error_text(exc))
+                    self._settle(acks, [False] * len(acks))
                 log.error("fetch from {q} failed: {e}; retrying in 1s", q=list(pool.queues), e=_error_text(exc))
                 await asyncio.sleep(1.0)
                 continue
@@ -266,12 +311,18 @@ class Worker:
         if ok:
             _set(job, "status", Status.COMPLETED)
             self._acks.append((delivery, job, value, duration))
-            if self._ack_task is None or self._ack_task.done():
+            # Its pool's loop fetches again as soon as this slot is free and takes the ack along (ack_and_fetch),
+            # unless that loop is blocked in a fetch already, is stopping, or the broker cannot combine: then ack now.
+            piggyback = self._combined and pool.name not in self._blocked and not self._stop_requested()
+            if not piggyback and (self._ack_task is None or self._ack_task.done()):
                 self._ack_task = asyncio.create_task(self._flush_acks())
         else:
             slot.done = True
             await self._fail(delivery, job, value)
             self.slots.pop(delivery.id, None)
+
+    def _stop_requested(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     async def _call(self, handler: HandlerSpec, job: Job, slot: _Slot) -> tuple[bool, Any]:
         timeout = job.timeout or handler.timeout or self.default_timeout
@@ -314,15 +365,18 @@ class Worker:
                 log.error("ack of {n} job(s) failed: {e}; their leases will expire and they run again",
                           n=len(batch), e=_error_text(exc))
                 owned = [False] * len(batch)
-            for (delivery, job, value, duration), mine in zip(batch, owned, strict=True):
-                slot = self.slots.pop(delivery.id, None)
-                if slot is not None:
-                    slot.done = True
-                self.processed += 1
-                if not mine:
-                    log.warning("job {id} finished but its lease was lost; it may run again", id=delivery.id)
-                    continue
-                self._observers.notify("bananas_job_succeeded", job=job, result=value, duration=duration)
+            self._settle(batch, owned)
+
+    def _settle(self, batch: list[tuple[Delivery, Job, Any, float]], owned: list[bool]) -> None:
+        for (delivery, job, value, duration), mine in zip(batch, owned, strict=True):
+            slot = self.slots.pop(delivery.id, None)
+            if slot is not None:
+                slot.done = True
+            self.processed += 1
+            if not mine:
+                log.warning("job {id} finished but its lease was lost; it may run again", id=delivery.id)
+                continue
+            self._observers.notify("bananas_job_succeeded", job=job, result=value, duration=duration)
 
     async def _fail(self, delivery: Delivery, job: Job, error: BaseException) -> None:
         assert self._broker is not None

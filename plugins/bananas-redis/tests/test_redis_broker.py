@@ -512,3 +512,135 @@ async def test_rediss_url_with_ca_and_client_certificate(redis_server, prefix, t
         await untrusted.close()
     finally:
         server.cleanup()
+
+
+# -- optional capabilities and lazy maintenance -------------------------------------------------------------------
+def _home_keys(url: str, prefix: str) -> list[str]:
+    client = redis.Redis.from_url(url)
+    try:
+        return sorted(k.decode() for k in client.scan_iter(match="{" + prefix + ":home:*"))
+    finally:
+        client.close()
+
+
+async def test_enqueue_sync_is_one_round_trip_and_claims_homes_only_for_explicit_ids(
+    make_broker, redis_url, prefix, monkeypatch
+):
+    # Given a connected broker (scripts loaded, queue registered)
+    from bananas.job import new_job_id
+
+    broker = await make_broker()
+    await asyncio.to_thread(broker.enqueue_sync, [_env("warm")])
+    calls: list[list[str]] = []
+    send = broker._send_sync
+
+    def counting(commands):
+        calls.append([c[0] for c in commands])
+        return send(commands)
+
+    monkeypatch.setattr(broker, "_send_sync", counting)
+
+    # When a batch of generated ids and one explicit id go in through the blocking lane
+    generated = [new_job_id() for _ in range(50)]
+    envs = [_env(i) for i in generated] + [_env("explicit")]
+    await asyncio.to_thread(broker.enqueue_sync, envs, generated_ids=set(generated))
+
+    # Then one round trip: one script call for the queue and one home claim, for the explicit id only
+    assert calls == [["EVALSHA", "EVALSHA"]]
+    assert [k.rsplit(":", 1)[-1] for k in _home_keys(redis_url, prefix)] == ["explicit", "warm"]
+    got = await broker.fetch(["q"], 100, 0)
+    assert [d.id for d in got] == ["warm", *generated, "explicit"]
+
+
+async def test_a_generated_id_enqueued_again_explicitly_elsewhere_stays_single(make_broker, redis_url, prefix):
+    # Given a job with a generated id (no home key) ready in "a"
+    from bananas.job import new_job_id
+
+    broker = await make_broker()
+    job_id = new_job_id()
+    await broker.enqueue_with_hints([_env(job_id, "a")], generated_ids={job_id})
+    assert _home_keys(redis_url, prefix) == []
+
+    # When a producer sends the same id explicitly to "b"
+    await broker.enqueue([_env(job_id, "b")])
+
+    # Then the copy in "b" was withdrawn, the home points at "a", and a later explicit enqueue is refused at once
+    assert [d.id for d in await broker.fetch(["b"], 10, 0)] == []
+    client = redis.Redis.from_url(redis_url)
+    try:
+        (key,) = _home_keys(redis_url, prefix)
+        assert client.get(key) == b"a"
+    finally:
+        client.close()
+    await broker.enqueue([_env(job_id, "b")])
+    assert [d.id for d in await broker.fetch(["a", "b"], 10, 0)] == [job_id]
+
+
+async def test_enqueue_sync_against_a_closed_port_raises_broker_unavailable():
+    broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0", RedisOptions(timeout=0.5, connect_timeout=0.5))
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="during enqueue"):
+        broker.enqueue_sync([_env("a")])
+    assert time.monotonic() - started < 3.0
+    await broker.close()
+
+
+async def test_ack_and_fetch_is_one_round_trip(make_broker, monkeypatch):
+    # Given two running jobs and more ready
+    broker = await make_broker()
+    await broker.enqueue([_env(f"j{i}") for i in range(6)])
+    running = await broker.fetch(["q"], 2, 0)
+    calls: list[int] = []
+    send = broker._send
+
+    async def counting(commands):
+        calls.append(len(commands))
+        return await send(commands)
+
+    monkeypatch.setattr(broker, "_send", counting)
+
+    # When they are acked and the next ones taken
+    owned, got = await broker.ack_and_fetch(running, ["q"], 4)
+
+    # Then one round trip did both
+    assert owned == [True, True] and [d.id for d in got] == ["j2", "j3", "j4", "j5"]
+    assert calls == [2]
+
+
+async def test_an_idle_reaper_sends_nothing_until_a_lease_can_expire(make_broker, redis_url):
+    # Given a running job (lease 30 s) in one queue and a reap that just ran
+    clock = FakeClock()
+    broker = await make_broker(clock=clock, lease=30.0)
+    await broker.enqueue([_env("a"), _env("b", "other")])
+    (job,) = await broker.fetch(["q"], 1, 0)
+    assert await broker.reap() == 0
+
+    # When reaps run again before the lease can have expired
+    before = _commands(redis_url)
+    clock.advance(29.0)
+    for _ in range(5):
+        assert await broker.reap() == 0
+
+    # Then they cost nothing, and once the lease expired the next reap recovers the job
+    assert _commands(redis_url) - before == 0
+    clock.advance(2.0)
+    assert await broker.reap() == 1
+    assert [d.id for d in await broker.fetch(["q"], 1, 0)] == ["a"]
+    assert await broker.ack([job]) == [False]
+
+
+async def test_the_lazy_reaper_notices_leases_taken_by_other_workers(make_broker):
+    # Given a reaper that looked at an empty queue, then another worker (same lease) that took a job there
+    clock = FakeClock()
+    reaper = await make_broker(clock=clock, lease=10.0)
+    other = await make_broker(clock=clock, lease=10.0)
+    await other.enqueue([_env("a", "fresh")])
+    assert await reaper.reap() == 0
+    clock.advance(5.0)
+    assert [d.id for d in await other.fetch(["fresh"], 1, 0)] == ["a"]
+
+    # When that worker dies and its lease expires
+    clock.advance(10.5)
+
+    # Then the reaper recovers the job on its next call
+    assert await reaper.reap() == 1

@@ -7,7 +7,8 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``). A call touches the keys of one queue only, all under one hash
   tag, so the layout is cluster-ready; calls for several queues are pipelined into one round trip. A second small
   script (``home.lua``) keeps each id's home queue, so an id has one live copy across queues.
-* **Batches.** ``enqueue`` sends one script call per queue (plus one home claim per id bucket) in one round trip;
+* **Batches.** ``enqueue`` sends one script call per queue (plus one home claim per id bucket, for ids the
+  producer chose: ids in ``generated_ids`` are fresh uuid4s and claim none) in one round trip;
   ``fetch`` leases up to ``limit`` jobs per script call; ``ack``, ``renew`` and ``release`` settle a list per queue
   in one round trip.
 * **Blocking fetch without polling.** Every script that makes jobs ready also keeps the queue's ``signal`` list
@@ -16,8 +17,11 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   pushed; since signals are list items, not pub/sub messages, a job enqueued between the empty take and the
   ``BLPOP`` is never missed. A fetcher whose last call ended empty goes straight to ``BLPOP`` (the signal list
   says whether work exists), so an idle worker costs one command per fetch timeout. ``reap`` repairs a signal
-  lost with a fetcher that died between its ``BLPOP`` and its take. On a Redis Cluster ``BLPOP`` over queues of
-  different slots would need one blocking connection per queue; this client targets a single node (or a proxy).
+  lost with a fetcher that died between its ``BLPOP`` and its take (within ``lease + reaper_interval``: the
+  reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` over queues of different slots
+  would need one blocking connection per queue; this client targets a single node (or a proxy).
+* **Optional capabilities** (see :mod:`bananas.broker`): ``enqueue_sync`` (redis-py's blocking client, same
+  commands, for ``app.enqueue``), ``enqueue_with_hints`` and ``ack_and_fetch`` (acks pipelined with the next take).
 * **Fencing tokens** are ``(per-queue counter << 16) | queue number`` (the number comes from the queue registry),
   so they are unique across queues while each script only touches its own queue's counter.
 * **Time** comes from ``options.clock()`` and is passed to the scripts, so tests can move it.
@@ -32,21 +36,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
+import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 from loguru import logger
-from redis.asyncio import ConnectionPool, Redis
+from redis import ConnectionPool as SyncConnectionPool
+from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 from bananas.broker import BrokerOptions, DeadLetter, Delivery, Envelope, JobRecord, QueueDepth
 from bananas.errors import BrokerUnavailable, ConfigError
@@ -57,6 +65,8 @@ __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
 
 T = TypeVar("T")
 Command = tuple[Any, ...]
+Steps = Generator[list[Command], list[Any], None]
+"""A multi-round-trip operation: yields each round trip's commands, receives their replies."""
 
 _LUA = resources.files("bananas_redis").joinpath("lua")
 SCRIPT: bytes = _LUA.joinpath("dispatch.lua").read_bytes()
@@ -76,6 +86,16 @@ _ENQUEUE_CHUNK = 250  # envelopes per enqueue script call: small enough to overl
 _MIN_BLOCK = 0.001  # BLPOP timeout resolution (seconds); 0 would mean "forever"
 _DUE_SAFETY = 30.0  # an idle scheduler still does a full move_due pass this often (seconds, see move_due)
 _INF = float("inf")
+_GENERATED_ID = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
+"""What ``bananas.job.new_job_id`` makes (``uuid4().hex``): explicit ids of this shape get the adoption check."""
+
+
+def _first_per_id(envelopes: Sequence[Envelope]) -> list[Envelope]:
+    """Within one call only the first envelope of an id can be stored: any later one meets it as a live copy."""
+    first: dict[str, Envelope] = {}
+    for env in envelopes:
+        first.setdefault(env.id, env)
+    return list(first.values()) if len(first) != len(envelopes) else list(envelopes)
 
 
 def _str(value: bytes | str) -> str:
@@ -189,7 +209,7 @@ class RedisBroker:
         self.options: RedisOptions = _as_redis_options(options)
         self._tls = scheme == "rediss"
         self._pool: _Pool | None = None
-        self._blocking: Redis | None = None
+        self._blocking: _Pool | None = None
         self._hot: dict[tuple[str, ...], bool] = {}
         self._numbers: dict[str, int] = {}  # queue -> its number in the registry (low bits of every token)
         self._registry = registry_key(self.options.prefix)
@@ -202,6 +222,14 @@ class RedisBroker:
         self._due_dirty = True  # a token arrived (or a local retry / delayed enqueue) since the last full pass
         self._due_checked = 0.0  # monotonic time of the last full pass
         self._watching = 0  # BLPOPs in flight that include the due-signal key
+        # Lazy reaper (see reap): per queue, (clock, monotonic) times before which a reap cannot find anything.
+        self._reap_due: dict[str, tuple[float, float]] = {}
+        self._reap_list: tuple[list[str], float, float] | None = None  # known queues, valid until (clock, mono)
+        # enqueue_sync's connections (redis-py's blocking client), shared by every thread that enqueues.
+        self._sync_lock = threading.Lock()
+        self._sync_config: SyncConnectionPool | None = None
+        self._sync_idle: list[Any] = []
+        self._sync_all: set[Any] = set()
 
     def __repr__(self) -> str:
         return f"RedisBroker({_redact(self.url)!r})"
@@ -228,10 +256,10 @@ class RedisBroker:
             # runs under one asyncio.timeout(socket_timeout) in _send, which disconnects on expiry.
             config = ConnectionPool.from_url(self.url, socket_timeout=None, **self._pool_kwargs())
             self._pool = _Pool(config.make_connection, self.options.pool_size)
-            # Blocked fetches get their own pool, so a long BLPOP never holds a connection acks are waiting for.
-            # Each BLPOP is bounded by asyncio.timeout() too.
+            # Blocked fetches get their own lean pool, so a long BLPOP never holds a connection acks are waiting
+            # for. Each BLPOP is bounded by asyncio.timeout() too.
             blocking = ConnectionPool.from_url(self.url, socket_timeout=None, **self._pool_kwargs())
-            self._blocking = Redis(connection_pool=blocking)
+            self._blocking = _Pool(blocking.make_connection, self.options.pool_size)
         return self._pool
 
     async def connect(self) -> None:
@@ -239,12 +267,13 @@ class RedisBroker:
         await self._produce("connect", self._load_scripts)
 
     async def close(self) -> None:
+        self._close_sync()
         pool, blocking = self._pool, self._blocking
         self._pool = self._blocking = None
         if pool is not None:
             await pool.close()
         if blocking is not None:
-            await blocking.aclose(close_connection_pool=True)
+            await blocking.close()
 
     # -- error handling --------------------------------------------------------------------------------------
     def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
@@ -343,23 +372,36 @@ class RedisBroker:
         return queue_keys(self.options.prefix, queue)
 
     # -- queue registry and tokens ---------------------------------------------------------------------------
-    async def _register(self, queues: Sequence[str]) -> None:
+    # Multi-step operations shared by the async and the sync (``enqueue_sync``) paths are generators: each
+    # ``yield`` hands a list of commands (one round trip) to a driver, which sends back the replies.
+    def _register_steps(self, queues: Sequence[str]) -> Steps:
         """Give each queue a number in the registry (first come wins) and cache it."""
-        current = await self._call1(("HMGET", self._registry, *queues))
+        (current,) = yield [("HMGET", self._registry, *queues)]
         missing = [q for q, n in zip(queues, current, strict=True) if n is None]
         for q, n in zip(queues, current, strict=True):
             if n is not None:
                 self._numbers[q] = int(n)
         if not missing:
             return
-        numbers = await self._call([("INCR", self._queue_seq)] * len(missing))
+        numbers = yield [("INCR", self._queue_seq)] * len(missing)
         if max(numbers) > _TOKEN_MASK:
             prefix = self.options.prefix
             raise BrokerUnavailable(f"redis broker: more than {_TOKEN_MASK} queues under prefix {prefix!r}")
         commands: list[Command] = [("HSETNX", self._registry, q, n) for q, n in zip(missing, numbers, strict=True)]
-        *_, final = await self._call([*commands, ("HMGET", self._registry, *missing)])
+        *_, final = yield [*commands, ("HMGET", self._registry, *missing)]
         for q, n in zip(missing, final, strict=True):
             self._numbers[q] = int(n)
+
+    async def _drive(self, steps: Steps) -> None:
+        try:
+            commands = next(steps)
+            while True:
+                commands = steps.send(await self._call(commands))
+        except StopIteration:
+            return
+
+    async def _register(self, queues: Sequence[str]) -> None:
+        await self._drive(self._register_steps(queues))
 
     async def _number(self, queue: str) -> int:
         number = self._numbers.get(queue)
@@ -389,13 +431,36 @@ class RedisBroker:
 
     # -- producer side ---------------------------------------------------------------------------------------
     async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
+        await self.enqueue_with_hints(envelopes)
+
+    async def enqueue_with_hints(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
+        """:meth:`enqueue`; ids in ``generated_ids`` were made by the kernel for this call (fresh uuid4s), so they
+        need no cross-queue home claim (optional capability, see :mod:`bananas.broker`)."""
         if not envelopes:
             return
-        # Within one call only the first envelope of an id can be stored: any later one meets it as a live copy.
-        first: dict[str, Envelope] = {}
-        for env in envelopes:
-            first.setdefault(env.id, env)
-        await self._produce("enqueue", lambda: self._enqueue(list(first.values())))
+        envs = _first_per_id(envelopes)
+        await self._produce("enqueue", lambda: self._drive(self._enqueue_steps(envs, generated_ids)))
+
+    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
+        """Blocking :meth:`enqueue_with_hints` on this broker's own synchronous connections (optional capability:
+        ``app.enqueue`` / ``app.enqueue_many`` call it instead of running a coroutine on their private loop).
+
+        Thread-safe; same script, same commands, one round trip in the common case. Fails with
+        :class:`~bananas.errors.BrokerUnavailable` when a connect or a reply takes longer than ``options.timeout``
+        (each socket operation is bounded by it), after one immediate retry on a stale pooled connection.
+        """
+        if not envelopes:
+            return
+        envs = _first_per_id(envelopes)
+        try:
+            try:
+                self._drive_sync(self._enqueue_steps(envs, generated_ids))
+            except AuthenticationError:
+                raise
+            except RedisConnectionError:  # a stale pooled connection: once more on a fresh one
+                self._drive_sync(self._enqueue_steps(envs, generated_ids))
+        except _RETRYABLE as exc:
+            raise self._unavailable("enqueue", exc) from exc
 
     def _home_ttl(self, env: Envelope, now: float) -> int:
         o = self.options
@@ -416,7 +481,7 @@ class RedisBroker:
         calls = [("EVALSHA", _HOME_SHA, len(keys), *keys, *args) for keys, args, _ in buckets.values()]
         return calls, [index for _, _, index in buckets.values()]
 
-    async def _enqueue(self, envelopes: list[Envelope]) -> None:
+    def _enqueue_steps(self, envelopes: list[Envelope], generated_ids: Collection[str]) -> Steps:
         nowf = self.options.clock()
         now = _num(nowf)
         groups: dict[str, list[Envelope]] = {}
@@ -425,17 +490,21 @@ class RedisBroker:
         commands: list[Command] = []
         chunks: list[list[Envelope]] = []
         for queue, envs in groups.items():
+            keys = self._keys(queue)
             for i in range(0, len(envs), _ENQUEUE_CHUNK):
                 chunk = envs[i : i + _ENQUEUE_CHUNK]
                 args: list[Any] = []
                 for env in chunk:
                     args += (env.id, env.body, "" if env.eta is None else _num(env.eta))
-                commands.append(_dispatch(self._keys(queue), "enqueue", now, *args))
+                commands.append(_dispatch(keys, "enqueue", now, *args))
                 chunks.append(chunk)
         # The id's home queue is claimed in the same round trip; only an id that already lives in another queue
-        # costs more round trips (vacate there, then withdraw here or move the home).
-        if self.options.unique_across_queues:
-            home_calls, home_index = self._home_calls("claim", envelopes, nowf)
+        # costs more round trips (vacate there, then withdraw here or move the home). Ids the kernel generated for
+        # this call are fresh uuid4s: no other copy can exist, so they claim no home (half of a batch's Redis
+        # work). An explicit id shaped like a generated one may be a re-enqueue of such a job: see _adopt_steps.
+        claiming = [env for env in envelopes if env.id not in generated_ids] if generated_ids else envelopes
+        if self.options.unique_across_queues and claiming:
+            home_calls, home_index = self._home_calls("claim", claiming, nowf)
         else:
             home_calls, home_index = [], []
         delayed = any(env.eta is not None and env.eta > nowf for env in envelopes)
@@ -443,49 +512,79 @@ class RedisBroker:
         due = self._due_token() if delayed else []
         if delayed:
             self._due_dirty = True
-        results = await self._call([*commands, *home_calls, *due])
+        results = yield [*commands, *home_calls, *due]
         if due:
             results = results[: -len(due)]
         stored: dict[str, bool] = {}
         for envs, reply in zip(chunks, results[: len(commands)], strict=True):
             for env, flag in zip(envs, reply, strict=True):
                 stored[env.id] = flag == 1
-        homes: list[str] = [""] * len(envelopes)
+        homes: list[str] = [""] * len(claiming)
         for index, reply in zip(home_index, results[len(commands) :], strict=True):
             for i, home in zip(index, reply, strict=True):
                 homes[i] = _str(home)
-        moving = [(env, home) for env, home in zip(envelopes, homes, strict=True) if home and home != env.queue]
+        moving = [(env, home) for env, home in zip(claiming, homes, strict=True) if home and home != env.queue]
+        adopted = [
+            env
+            for env, home in zip(claiming, homes, strict=True)
+            if not home and home_calls and stored.get(env.id) and _GENERATED_ID.fullmatch(env.id)
+        ]
+        if adopted:
+            moving += yield from self._adopt_steps(adopted)
         if moving:
-            await self._resolve_homes(moving, stored, nowf)
+            yield from self._resolve_steps(moving, stored, nowf, {env.id for env in adopted})
         new = sorted({env.queue for env in envelopes if stored.get(env.id)} - self._numbers.keys())
         if new:
-            await self._register(new)
+            yield from self._register_steps(new)
 
-    async def _resolve_homes(self, moving: list[tuple[Envelope, str]], stored: dict[str, bool], now: float) -> None:
+    def _adopt_steps(self, adopted: list[Envelope]) -> Generator[list[Command], list[Any], list[tuple[Envelope, str]]]:
+        """Explicit ids shaped like generated ones whose home claim was new: the id may be a job enqueued earlier
+        with a generated id (which claims no home) and still live in another queue. Look in every other known
+        queue; a live copy there becomes that id's home (the caller then withdraws the new copy)."""
+        (names,) = yield [("HKEYS", self._registry)]
+        queues = sorted(_str(q) for q in names)
+        checks: list[tuple[Envelope, str]] = [(env, q) for env in adopted for q in queues if q != env.queue]
+        if not checks:
+            return []
+        replies = yield [("HGET", self._keys(q).job(env.id), "state") for env, q in checks]
+        live: list[tuple[Envelope, str]] = []
+        seen: set[str] = set()
+        for (env, q), state in zip(checks, replies, strict=True):
+            if state is not None and _str(state) in ("ready", "scheduled", "running") and env.id not in seen:
+                seen.add(env.id)
+                live.append((env, q))
+        return live
+
+    def _resolve_steps(
+        self, moving: list[tuple[Envelope, str]], stored: dict[str, bool], now: float, adopted: set[str]
+    ) -> Steps:
         """Enforce one live copy per id across queues for ids whose home is another queue."""
         by_home: dict[str, list[Envelope]] = {}
         for env, home in moving:
             by_home.setdefault(home, []).append(env)
         homes = list(by_home)
-        replies = await self._call(
-            [_dispatch(self._keys(h), "vacate", _num(now), *(env.id for env in by_home[h])) for h in homes]
-        )
+        replies = yield [_dispatch(self._keys(h), "vacate", _num(now), *(env.id for env in by_home[h])) for h in homes]
         withdraw: dict[str, list[str]] = {}
         rehome: list[Envelope] = []
+        keep: list[tuple[Envelope, str]] = []  # the live copy stays where it is: its queue is the id's home
         for home, reply in zip(homes, replies, strict=True):
             for env, live in zip(by_home[home], reply, strict=True):
                 if live == 1:
                     if stored.get(env.id):
                         withdraw.setdefault(env.queue, []).append(env.id)
                     stored[env.id] = False
+                    if env.id in adopted:
+                        keep.append((env, home))
                 elif stored.get(env.id):
                     rehome.append(env)
         queues = list(withdraw)
         commands = [_dispatch(self._keys(q), "withdraw", _num(now), *withdraw[q]) for q in queues]
         commands += self._home_calls("set", rehome, now)[0]
+        # An id adopted by a new claim (see _adopt_steps) points at the new queue: point it at the live copy.
+        commands += self._home_calls("set", [attrs.evolve(env, queue=home) for env, home in keep], now)[0]
         if not commands:
             return
-        results = await self._call(commands)
+        results = yield commands
         for q, reply in zip(queues, results, strict=False):
             for job_id, done in zip(withdraw[q], reply, strict=True):
                 if done != 1:
@@ -495,6 +594,71 @@ class RedisBroker:
                         job_id,
                         q,
                     )
+
+    # -- synchronous lane (enqueue_sync) ---------------------------------------------------------------------
+    def _sync_conn(self) -> Any:
+        with self._sync_lock:
+            if self._sync_idle:
+                return self._sync_idle.pop()
+            if self._sync_config is None:
+                o = self.options
+                kwargs = self._pool_kwargs()
+                kwargs["retry"] = SyncRetry(NoBackoff(), 0)
+                kwargs["socket_connect_timeout"] = min(o.connect_timeout, o.timeout)
+                self._sync_config = SyncConnectionPool.from_url(self.url, socket_timeout=o.timeout, **kwargs)
+            conn = self._sync_config.make_connection()
+            self._sync_all.add(conn)
+        return conn
+
+    def _send_sync(self, commands: Sequence[Command]) -> list[Any]:
+        conn = self._sync_conn()
+        try:
+            conn.send_packed_command([_pack(commands)], check_health=False)
+            out: list[Any] = []
+            for _ in commands:
+                try:
+                    out.append(conn.read_response())
+                except ResponseError as exc:
+                    out.append(exc)
+        except BaseException:
+            conn.disconnect()
+            with self._sync_lock:
+                self._sync_all.discard(conn)
+            raise
+        with self._sync_lock:
+            if conn in self._sync_all:  # not closed meanwhile
+                self._sync_idle.append(conn)
+            else:
+                conn.disconnect()
+        return out
+
+    def _call_sync(self, commands: Sequence[Command]) -> list[Any]:
+        results = self._send_sync(commands)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            for reply in self._send_sync([("SCRIPT", "LOAD", SCRIPT), ("SCRIPT", "LOAD", HOME_SCRIPT)]):
+                if isinstance(reply, Exception):
+                    raise reply
+            for i, r in zip(missing, self._send_sync([commands[i] for i in missing]), strict=True):
+                results[i] = r
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results
+
+    def _drive_sync(self, steps: Steps) -> None:
+        try:
+            commands = next(steps)
+            while True:
+                commands = steps.send(self._call_sync(commands))
+        except StopIteration:
+            return
+
+    def _close_sync(self) -> None:
+        with self._sync_lock:
+            conns, self._sync_all, self._sync_idle = self._sync_all, set(), []
+        for conn in conns:
+            conn.disconnect()
 
     def _due_token(self) -> list[Command]:
         """Commands that leave a wake-up token (at most 4) for schedulers blocked in an idle fetch."""
@@ -512,13 +676,23 @@ class RedisBroker:
         # Weighted random permutation (Efraimidis-Spirakis): P(first) is proportional to the weight.
         return tuple(sorted(queues, key=lambda q: random.random() ** (1.0 / weight(q)), reverse=True))
 
-    async def _take(self, queues: tuple[str, ...], limit: int) -> list[Delivery]:
+    async def _take(
+        self, queues: tuple[str, ...], limit: int, head: Sequence[Command] = ()
+    ) -> tuple[list[Any], list[Delivery]]:
+        """Lease up to ``limit`` jobs, queue by queue in priority order (one round trip per queue looked at).
+        ``head`` commands go first in the first round trip; their replies come back first."""
         out: list[Delivery] = []
+        head_replies: list[Any] = []
         for queue in self._order(queues):
             qk = self._keys(queue)
             now = self.options.clock()
             command = _dispatch(qk, "take", _num(now), _num(now + self.options.lease), limit - len(out))
-            reply = await self._work("fetch", lambda command=command: self._call1(command))
+            if head:
+                commands = [*head, command]
+                *head_replies, reply = await self._work("fetch", lambda commands=commands: self._call(commands))
+                head = ()
+            else:
+                reply = await self._work("fetch", lambda command=command: self._call1(command))
             if reply:
                 number = self._numbers.get(queue)
                 if number is None:
@@ -530,7 +704,7 @@ class RedisBroker:
                     )
             if len(out) >= limit:
                 break
-        return out
+        return head_replies, out
 
     async def _wait(self, queues: tuple[str, ...], deadline: float) -> bool | None:
         """Block until a signal of one of ``queues`` arrives (``True``) or ``deadline`` (loop time) passes
@@ -539,15 +713,25 @@ class RedisBroker:
         if remaining < _MIN_BLOCK:
             return None
         self._open()
-        assert self._blocking is not None
+        pool = self._blocking
+        assert pool is not None
         keys = [self._keys(q).signal for q in queues]
         watch = self._scheduler
         if watch:
             keys.append(self._due_key)
             self._watching += 1
         try:
-            async with asyncio.timeout(remaining + self.options.socket_timeout):
-                reply = await self._blocking.blpop(keys, timeout=max(round(remaining, 3), _MIN_BLOCK))
+            conn = await pool.get()
+            try:
+                async with asyncio.timeout(remaining + self.options.socket_timeout):
+                    block = max(round(remaining, 3), _MIN_BLOCK)
+                    await conn.send_packed_command(_pack([("BLPOP", *keys, block)]), check_health=False)
+                    reply = await conn.read_response()
+            except BaseException:  # cancelled or timed out mid-BLPOP: the connection is out of sync
+                await conn.disconnect()
+                raise
+            finally:
+                pool.put(conn)
         finally:
             if watch:
                 self._watching -= 1
@@ -569,7 +753,7 @@ class RedisBroker:
         take_first = timeout <= 0 or self._hot.get(names, True)
         while True:
             if take_first:
-                got = await self._take(names, limit)
+                _, got = await self._take(names, limit)
                 if got:
                     self._hot[names] = True
                     return got
@@ -584,31 +768,64 @@ class RedisBroker:
                 return []
             take_first = woke  # a due token is no work for this fetch: block again
 
-    async def _settle_many(self, what: str, deliveries: Sequence[Delivery], head: Sequence[Any]) -> list[bool]:
-        if not deliveries:
-            return []
-        await self._load_numbers(what, {d.queue for d in deliveries})
+    def _settle_commands(
+        self, what: str, deliveries: Sequence[Delivery], head: Sequence[Any]
+    ) -> tuple[list[Command], list[list[int]]]:
+        """One dispatcher call per queue settling its ``deliveries``, and the delivery indexes each covers."""
         index: dict[str, list[int]] = {}
         pairs: dict[str, list[Any]] = {}
         for i, d in enumerate(deliveries):
             index.setdefault(d.queue, []).append(i)
             pairs.setdefault(d.queue, []).extend((d.id, self._local_token(d)))
-        queues = list(index)
         now = _num(self.options.clock())
-        commands = [_dispatch(self._keys(q), what, now, *head, *pairs[q]) for q in queues]
-        results = await self._work(what, lambda: self._call(commands))
-        out = [False] * len(deliveries)
-        for q, reply in zip(queues, results, strict=True):
-            for i, flag in zip(index[q], reply, strict=True):
+        commands = [_dispatch(self._keys(q), what, now, *head, *pairs[q]) for q in index]
+        return commands, list(index.values())
+
+    @staticmethod
+    def _settled(count: int, index: list[list[int]], replies: Sequence[Any]) -> list[bool]:
+        out = [False] * count
+        for positions, reply in zip(index, replies, strict=True):
+            for i, flag in zip(positions, reply, strict=True):
                 out[i] = flag == 1
         return out
+
+    async def _settle_many(self, what: str, deliveries: Sequence[Delivery], head: Sequence[Any]) -> list[bool]:
+        if not deliveries:
+            return []
+        await self._load_numbers(what, {d.queue for d in deliveries})
+        commands, index = self._settle_commands(what, deliveries, head)
+        results = await self._work(what, lambda: self._call(commands))
+        return self._settled(len(deliveries), index, results)
+
+    def _ack_head(self) -> list[Any]:
+        o = self.options
+        return [_ttl(o.completed_ttl), _num(o.clock() + o.completed_ttl)]
+
+    async def ack_and_fetch(
+        self, deliveries: Sequence[Delivery], queues: Sequence[str], limit: int
+    ) -> tuple[list[bool], list[Delivery]]:
+        """:meth:`ack` ``deliveries``, then lease up to ``limit`` ready jobs from ``queues`` without blocking, in
+        one round trip (optional capability, see :mod:`bananas.broker`): the acks and the take of the first queue
+        are pipelined; lower-priority queues are looked at only if the first one did not fill ``limit``, as in
+        :meth:`fetch`. Returns the ack flags and the deliveries. When nothing was ready, the next :meth:`fetch` on
+        these queues blocks straight away (one ``BLPOP``), as after an empty fetch."""
+        if not deliveries:
+            return [], await self.fetch(queues, limit, 0.0) if limit > 0 and queues else []
+        await self._load_numbers("ack", {d.queue for d in deliveries})
+        commands, index = self._settle_commands("ack", deliveries, self._ack_head())
+        if limit <= 0 or not queues:
+            results = await self._work("ack", lambda: self._call(commands))
+            return self._settled(len(deliveries), index, results), []
+        names = tuple(queues)
+        replies, got = await self._take(names, limit, commands)
+        self._hot[names] = bool(got)
+        return self._settled(len(deliveries), index, replies), got
 
     async def renew(self, deliveries: Sequence[Delivery]) -> list[bool]:
         return await self._settle_many("renew", deliveries, [_num(self.options.clock() + self.options.lease)])
 
     async def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
-        o = self.options
-        return await self._settle_many("ack", deliveries, [_ttl(o.completed_ttl), _num(o.clock() + o.completed_ttl)])
+        return await self._settle_many("ack", deliveries, self._ack_head())
 
     async def release(self, deliveries: Sequence[Delivery]) -> list[bool]:
         return await self._settle_many("release", deliveries, [])
@@ -684,16 +901,45 @@ class RedisBroker:
         return moved
 
     async def reap(self) -> int:
+        """Recover expired leases; lazily: a queue is only looked at once one of its leases may have expired.
+
+        Each reap of a queue learns its earliest lease expiry ``e``; the queue is skipped until the clock reaches
+        ``min(e, reap time + options.lease)`` (a lease taken later by a worker with this lease length cannot expire
+        sooner) or ``options.lease`` seconds of monotonic time have passed (a clock step backwards). The queue list
+        (``HKEYS``) is refreshed on the same rule. So an idle worker reaps each queue about once per lease instead of
+        once per ``reaper_interval``; an expired lease is still recovered within ``reaper_interval`` of its expiry,
+        and a wake-up token lost with a crashed fetcher is restored within ``lease + reaper_interval``. (A job leased
+        by a worker configured with a *shorter* lease may wait up to this broker's ``lease`` for this reaper; that
+        worker's own peers reap it on their schedule.)
+        """
         o = self.options
-        pending = await self._work("reap", self._queues)
+        mono, clock = time.monotonic(), o.clock()
+        stale = self._reap_list is None or clock >= self._reap_list[1] or mono >= self._reap_list[2]
+        if stale:
+            names = await self._work("reap", self._queues)
+            self._reap_list = (names, clock + o.lease, mono + o.lease)
+        else:
+            assert self._reap_list is not None
+            names = self._reap_list[0]
+        known = set(names)
+        names = names + sorted(q for q in self._numbers if q not in known)  # queues this broker used meanwhile
+        pending = [q for q in names if clock >= self._reap_due.get(q, (0.0, 0.0))[0]
+                   or mono >= self._reap_due.get(q, (0.0, 0.0))[1]]
         recovered = 0
         while pending:  # every queue in one round trip; again for queues with more than a batch expired
             now = o.clock()
+            mono = time.monotonic()
             args = (_num(now), o.max_crash_deliveries, _ttl(o.dead_ttl), _num(now + o.dead_ttl), _REAP_BATCH)
             commands = [_dispatch(self._keys(q), "reap", *args) for q in pending]
-            counts = [int(n) for n in await self._work("reap", lambda commands=commands: self._call(commands))]
-            recovered += sum(counts)
-            pending = [q for q, n in zip(pending, counts, strict=True) if n >= _REAP_BATCH]
+            replies = await self._work("reap", lambda commands=commands: self._call(commands))
+            again = []
+            for q, (count, nxt) in zip(pending, replies, strict=True):
+                recovered += int(count)
+                if int(count) >= _REAP_BATCH:
+                    again.append(q)
+                due = now + o.lease if not nxt else min(float(nxt), now + o.lease)
+                self._reap_due[q] = (due, mono + o.lease)
+            pending = again
         return recovered
 
     # -- inspection ------------------------------------------------------------------------------------------

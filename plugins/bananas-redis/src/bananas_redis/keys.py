@@ -35,8 +35,10 @@ and tokens stay unique across queues.
 commands from Python (``HSETNX``/``HMGET``/``HKEYS``/``INCR``), never by a script. The home keys carry their own
 bucket hash tag and are only touched by ``home.lua``, one bucket per call, never together with queue keys. They
 enforce "one live copy per id" across queues: an enqueue claims the id's home (``SET NX``) in the same round trip as
-the queue script; when the id already lives in another queue, the ``vacate`` command there says whether that copy is
-live, and if so the new copy is withdrawn (``withdraw``) before anyone takes it. That cross-queue check is not
+the queue script (only for ids the producer chose: an id the kernel generated for the call is a fresh uuid4 and has
+no home key; an explicit uuid4-shaped id whose claim is new is looked up in the other known queues); when the id
+already lives in another queue, the ``vacate`` command there says whether that copy is live, and if so the new copy
+is withdrawn (``withdraw``) before anyone takes it. That cross-queue check is not
 atomic: two producers sending one id to two queues at the same instant may both store it. Within a queue, uniqueness
 is atomic.
 """

@@ -75,8 +75,9 @@ class RedisOptions(BrokerOptions):
         ssl_cert_reqs: ``"required"`` (default), ``"optional"`` or ``"none"``.
         protocol: RESP version, 2 or 3; replies are parsed the same either way.
         unique_across_queues: Keep one live copy per id across all queues (the protocol's rule) with a home key
-            per id. ``False`` halves the Redis work of an enqueue but only keeps ids unique within a queue; safe
-            when an id always goes to the same queue (the router is a pure function of the job).
+            per id the producer chose (ids the kernel generates, passed as ``generated_ids``, need none). ``False``
+            skips the home keys of explicit ids too but only keeps them unique within a queue; safe when an id
+            always goes to the same queue (the router is a pure function of the job).
     """
 
     prefix: str = attrs.field(default="bananas", validator=_prefix)

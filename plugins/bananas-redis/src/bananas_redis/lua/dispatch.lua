@@ -335,8 +335,9 @@ elseif cmd == 'move_due' then
     return { #ready, nxt[2] or '' }
 
 elseif cmd == 'reap' then
-    -- ARGV[4] max_crash_deliveries, [5] dead ttl (s), [6] dead expires_at, [7] limit. Returns how many recovered.
-    -- Also repairs the wake-up list, so a token lost with a crashed fetcher is restored within reaper_interval.
+    -- ARGV[4] max_crash_deliveries, [5] dead ttl (s), [6] dead expires_at, [7] limit. Returns {how many recovered,
+    -- earliest lease expiry still in the queue or '' when none}, so a reaper knows when the queue next needs it.
+    -- Also repairs the wake-up list, so a token lost with a crashed fetcher is restored by the next reap.
     local max_crashes = tonumber(ARGV[4])
     local ids = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
     local expired = {}
@@ -362,7 +363,8 @@ elseif cmd == 'reap' then
         end
     end
     sync_signal()
-    return #expired
+    local nxt = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+    return { #expired, nxt[2] or '' }
 
 elseif cmd == 'dead_list' then
     -- ARGV[4] limit, ARGV[5] dead cutoff. Returns id, body, reason, dead_at per letter, newest first.
