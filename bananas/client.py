@@ -94,7 +94,7 @@ class AsyncClient:
     :param result_backend: Result backend URL; default: ``url`` when its scheme has a result backend installed,
         else the configured ``result_backend``.
     :param config: Config file to read (default: ``bananas.toml`` / ``[tool.bananas]`` discovery).
-    :param serializer: Serializer name; must match the workers' (default: configured, else ``json``).
+    :param serializer: Serializer name (default: configured, else ``json``); workers read any installed one.
     :param overrides: More dotted config keys (``{"broker_options.prefix": "myapp"}``).
     :param plugins: Extra plugin objects; ``entrypoints``/``env`` as for :class:`~bananas.app.Bananas`.
     :param app: Wrap this existing app instead of building one (every other argument is ignored).
