@@ -42,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 from loguru import logger
@@ -57,6 +57,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
 from bananas.broker import BrokerOptions, DeadLetter, Delivery, Envelope, JobRecord, QueueDepth
+from bananas.config import redact_url
 from bananas.errors import BrokerUnavailable, ConfigError
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
@@ -117,17 +118,6 @@ def _as_redis_options(options: BrokerOptions | None) -> RedisOptions:
         return options
     common = {a.name: getattr(options, a.name) for a in attrs.fields(BrokerOptions)}
     return RedisOptions(**common)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 def _pack(commands: Sequence[Command]) -> bytes:
@@ -232,7 +222,7 @@ class RedisBroker:
         self._sync_all: set[Any] = set()
 
     def __repr__(self) -> str:
-        return f"RedisBroker({_redact(self.url)!r})"
+        return f"RedisBroker({redact_url(self.url)!r})"
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def _pool_kwargs(self) -> dict[str, Any]:
@@ -277,7 +267,7 @@ class RedisBroker:
 
     # -- error handling --------------------------------------------------------------------------------------
     def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
-        return BrokerUnavailable(f"redis broker {_redact(self.url)} unavailable during {what}: {exc}")
+        return BrokerUnavailable(f"redis broker {redact_url(self.url)} unavailable during {what}: {exc}")
 
     async def _produce(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a producer-side call within ``options.timeout``; retried once at once (a stale pooled connection)."""

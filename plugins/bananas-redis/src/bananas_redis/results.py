@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -40,10 +40,12 @@ from redis.exceptions import AuthenticationError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bananas.config import redact_url
 from bananas.errors import BrokerUnavailable, ConfigError
 from bananas.hookspecs import hookimpl
 from bananas.registry import Register
 from bananas.result_backend import DEFAULT_RESULT_TTL, ResultBackendSpec, parse_ttl
+from bananas_redis.options import _positive, _positive_int, _prefix
 
 __all__ = ["RedisResultBackend", "RedisResultOptions", "bananas_register_result_backends", "result_keys"]
 
@@ -52,24 +54,9 @@ _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, T
 _MIN_BLOCK = 0.001  # BLMOVE timeout resolution (seconds); 0 would mean "forever"
 
 
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{attribute.name}: expected a positive number, got {value!r}")
-
-
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or not math.isfinite(value):
         raise ValueError(f"{attribute.name}: expected a duration of 0 or more, got {value!r}")
-
-
-def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{attribute.name}: expected a positive integer, got {value!r}")
-
-
-def _prefix(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value or any(c in value for c in "{}"):
-        raise ValueError(f"{attribute.name}: expected a non-empty string without '{{' or '}}', got {value!r}")
 
 
 def _optional_path(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -140,17 +127,6 @@ def result_keys(prefix: str, job_id: str) -> tuple[str, str]:
     return tag + ":value", tag + ":notify"
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -173,7 +149,7 @@ class RedisResultBackend:
         self._blocking: Redis | None = None
 
     def __repr__(self) -> str:
-        return f"RedisResultBackend({_redact(self.url)!r})"
+        return f"RedisResultBackend({redact_url(self.url)!r})"
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def _pool(self, size: int, socket_timeout: float | None) -> BlockingConnectionPool:
@@ -216,7 +192,7 @@ class RedisResultBackend:
     # -- error handling --------------------------------------------------------------------------------------
     def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
         detail = str(exc) or type(exc).__name__
-        return BrokerUnavailable(f"redis result backend {_redact(self.url)} unavailable during {what}: {detail}")
+        return BrokerUnavailable(f"redis result backend {redact_url(self.url)} unavailable during {what}: {detail}")
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]], retry_for: float = 0.0) -> T:
         """Run ``call`` within ``timeout``; a lost connection is retried at once, and with backoff for up to
