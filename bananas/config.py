@@ -186,12 +186,24 @@ _KNOWN_TIERS = ("file", "elasticsearch")
 _TIER_ENABLED = _k("logging.<tier>.enabled", "bool", False, "Enable this log tier (sink plugins).")
 _SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):[^@/\s]*@")
+_URL_PASSWORD = (
+    # password=, pass=, pwd=, token=, secret=, auth=, api_key=… query parameters (any case, any prefix such as
+    # sentinel_password=): the value up to the next "&" or whitespace. First, so that an "@" in such a value is gone
+    # before the userinfo rule looks for the last "@".
+    re.compile(r"(?P<head>[?&;][^=&\s?;]*(?:pass|pwd|token|secret|auth|api_?key)[^=&\s?;]*=)[^&\s]*", re.IGNORECASE),
+    # userinfo: the user name (kept) up to the first ":", the password up to the LAST "@" of the URL (greedy, so an
+    # unencoded "@", "/", "?" or ":" in a password never leaks its tail); a URL ends at whitespace.
+    re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:\s/]*:)\S*(?P<tail>@)"),
+)
 
 
 def redact_url(text: str) -> str:
-    """Replace passwords in URLs (``redis://user:pw@host`` → ``redis://user:***@host``) anywhere in ``text``."""
-    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{REDACTED}@", text)
+    """Replace passwords in URLs anywhere in ``text`` (any scheme, several URLs, comma-separated hosts):
+    ``redis://user:pw@host`` → ``redis://user:***@host`` (the user name stays), ``redis://:p@ss@host`` →
+    ``redis://:***@host``, ``unix:///s.sock?password=pw`` → ``unix:///s.sock?password=***``."""
+    for pattern in _URL_PASSWORD:
+        text = pattern.sub(lambda m: f"{m.group('head')}{REDACTED}{m.groupdict().get('tail') or ''}", text)
+    return text
 
 
 def _is_secret(key: str) -> bool:
