@@ -25,10 +25,17 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
 * **Fencing tokens** are ``(per-queue counter << 16) | queue number`` (the number comes from the queue registry),
   so they are unique across queues while each script only touches its own queue's counter.
 * **Time** comes from ``options.clock()`` and is passed to the scripts, so tests can move it.
-* **Connections.** Producer-side calls (``enqueue``, inspection, dead-letter commands) fail with
-  :class:`~bananas.errors.BrokerUnavailable` within ``options.timeout``. Worker-side calls retry lost connections
-  with exponential backoff for up to ``options.retry_for`` seconds, logging the outage once and the recovery; jobs
-  a worker holds keep their leases meanwhile (it renews them once Redis is back).
+* **Connections.** Producer-side calls (``enqueue``, ``enqueue_sync``, inspection, dead-letter commands) fail with
+  :class:`~bananas.errors.BrokerUnavailable` within ``options.timeout`` (also when Redis is out of memory, or a
+  password is missing or wrong: :meth:`RedisBroker.connect` and every new ``enqueue_sync`` connection start with a
+  ``PING``), or another :class:`~bananas.errors.BrokerError`; never a redis-py exception. Both lanes keep at most
+  ``pool_size`` connections and recover after any outage. Worker-side calls retry lost connections with exponential
+  backoff for up to ``options.retry_for`` seconds; the outage state is broker-wide: the loss is logged once per
+  outage, and the recovery only when a round trip gets a reply from Redis again. Jobs a worker holds keep their
+  leases meanwhile (it renews them once Redis is back).
+* **Faults.** ``take`` checks every ready entry before it pops anything: malformed records (a hash without a body,
+  a string) are dead-lettered, stale entries (no record, another state, a key of another type) dropped; one warning
+  per entry is logged (see the header of ``lua/dispatch.lua``).
 """
 
 from __future__ import annotations
@@ -51,14 +58,22 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoScriptError, ReadOnlyError, ResponseError
+from redis.connection import parse_url
+from redis.exceptions import (
+    AuthenticationError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
 from bananas.broker import BrokerOptions, DeadLetter, Delivery, Envelope, JobRecord, QueueDepth
 from bananas.config import redact_url
-from bananas.errors import BrokerUnavailable, ConfigError
+from bananas.errors import BrokerError, BrokerUnavailable, ConfigError
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
 
@@ -91,6 +106,11 @@ _GENERATED_ID = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
 """What ``bananas.job.new_job_id`` makes (``uuid4().hex``): explicit ids of this shape get the adoption check."""
 
 
+def _is_oom(exc: BaseException) -> bool:
+    """Redis refused a write because ``maxmemory`` is reached (also when a script's write was refused)."""
+    return isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError) and "OOM " in str(exc))
+
+
 def _first_per_id(envelopes: Sequence[Envelope]) -> list[Envelope]:
     """Within one call only the first envelope of an id can be stored: any later one meets it as a live copy."""
     first: dict[str, Envelope] = {}
@@ -121,18 +141,22 @@ def _as_redis_options(options: BrokerOptions | None) -> RedisOptions:
 
 
 def _pack(commands: Sequence[Command]) -> bytes:
-    """RESP-encode ``commands`` (str as UTF-8, bytes as is, int and float in decimal); faster than redis-py's."""
+    """RESP-encode ``commands`` (str as UTF-8, bytes as is, int and float in decimal); faster than redis-py's.
+
+    ``None`` is a :class:`TypeError` (naming the argument), never ``float(None)``."""
     parts: list[bytes] = []
     append = parts.append
     for command in commands:
         append(b"*%d\r\n" % len(command))
-        for arg in command:
+        for position, arg in enumerate(command):
             if isinstance(arg, bytes):
                 data = arg
             elif isinstance(arg, str):
                 data = arg.encode()
             elif isinstance(arg, int):
                 data = b"%d" % arg
+            elif arg is None:
+                raise TypeError(f"cannot send None to Redis: argument {position} of a {_str(command[0])} command")
             else:
                 data = repr(float(arg)).encode()
             append(b"$%d\r\n" % len(data))
@@ -156,6 +180,7 @@ class _Pool:
 
     async def get(self) -> AbstractConnection:
         await self._slots.acquire()
+        conn: AbstractConnection | None = None
         try:
             if self._idle:
                 conn = self._idle.pop()
@@ -166,11 +191,23 @@ class _Pool:
                 await conn.connect()
             return conn
         except BaseException:
+            # A connection whose connect() failed goes back (disconnected) for the next caller to reuse, so a
+            # long outage never piles up connection objects: there are at most ``size`` of them.
+            if conn is not None:
+                await self._discard(conn)
             self._slots.release()
             raise
 
+    async def _discard(self, conn: AbstractConnection) -> None:
+        try:
+            await conn.disconnect()
+        finally:
+            if conn in self._all:
+                self._idle.append(conn)
+
     def put(self, conn: AbstractConnection) -> None:
-        self._idle.append(conn)
+        if conn in self._all:  # not closed meanwhile
+            self._idle.append(conn)
         self._slots.release()
 
     async def close(self) -> None:
@@ -220,6 +257,9 @@ class RedisBroker:
         self._sync_config: SyncConnectionPool | None = None
         self._sync_idle: list[Any] = []
         self._sync_all: set[Any] = set()
+        self._sync_slots = threading.BoundedSemaphore(self.options.pool_size)
+        # Outage state, broker-wide (see _work): monotonic start of the current outage, None while Redis answers.
+        self._outage: float | None = None
 
     def __repr__(self) -> str:
         return f"RedisBroker({redact_url(self.url)!r})"
@@ -253,8 +293,18 @@ class RedisBroker:
         return self._pool
 
     async def connect(self) -> None:
+        """Open the pools, check the server with a ``PING`` (a missing or wrong password fails here with a clear
+        :class:`~bananas.errors.BrokerUnavailable`: Redis drops an unauthenticated client that sends a 17 KB
+        ``SCRIPT LOAD``), then load the scripts."""
         self._open()
-        await self._produce("connect", self._load_scripts)
+
+        async def run() -> None:
+            (pong,) = await self._send([("PING",)])
+            if isinstance(pong, Exception):
+                raise pong
+            await self._load_scripts()
+
+        await self._produce("connect", run)
 
     async def close(self) -> None:
         self._close_sync()
@@ -266,11 +316,48 @@ class RedisBroker:
             await blocking.close()
 
     # -- error handling --------------------------------------------------------------------------------------
-    def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
-        return BrokerUnavailable(f"redis broker {redact_url(self.url)} unavailable during {what}: {exc}")
+    def _describe(self, exc: BaseException) -> str:
+        """The exception's type and text; a timeout without text says how long it waited for a reply."""
+        name = type(exc).__name__
+        if isinstance(exc, RedisTimeoutError | RedisConnectionError | ResponseError):
+            name = "redis." + name
+        text = str(exc).strip()
+        if isinstance(exc, TimeoutError | RedisTimeoutError) and not text:
+            text = f"no reply within {self.options.socket_timeout:g}s"
+        return f"{name}: {text}" if text else name
 
-    async def _produce(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run a producer-side call within ``options.timeout``; retried once at once (a stale pooled connection)."""
+    def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
+        detail = self._describe(exc)
+        return BrokerUnavailable(f"redis broker {redact_url(self.url)} unavailable during {what}: {detail}")
+
+    def _auth_failed(self, what: str, exc: AuthenticationError) -> BrokerUnavailable:
+        """A clear message for NOAUTH / WRONGPASS, without the password."""
+        url = redact_url(self.url)
+        if not parse_url(self.url).get("password"):
+            return BrokerUnavailable(
+                f"redis broker {url} refused {what}: authentication required (the server has a password and the URL "
+                f"gives none: redis://:PASSWORD@host or redis://USER:PASSWORD@host)"
+            )
+        return BrokerUnavailable(
+            f"redis broker {url} refused {what}: invalid password (or user name) in the URL: {exc}"
+        )
+
+    def _fail(self, what: str, exc: BaseException, jobs: int = 0) -> BrokerError:
+        """The Bananas error for a failed producer-side call (never a redis-py exception type)."""
+        if isinstance(exc, AuthenticationError):
+            return self._auth_failed(what, exc)
+        if _is_oom(exc):
+            lost = "" if not jobs else "; the job was not enqueued" if jobs == 1 else "; the jobs were not enqueued"
+            return BrokerUnavailable(
+                f"redis broker {redact_url(self.url)} is out of memory (maxmemory reached): {exc}{lost}"
+            )
+        if isinstance(exc, (*_RETRYABLE, TimeoutError)):
+            return self._unavailable(what, exc)
+        return BrokerError(f"redis broker {redact_url(self.url)} failed during {what}: {self._describe(exc)}")
+
+    async def _produce(self, what: str, call: Callable[[], Awaitable[T]], jobs: int = 0) -> T:
+        """Run a producer-side call within ``options.timeout``; retried once at once (a stale pooled connection).
+        Every failure is a :class:`~bananas.errors.BrokerError` (see :meth:`_fail`)."""
         try:
             async with asyncio.timeout(self.options.timeout):
                 try:
@@ -279,40 +366,47 @@ class RedisBroker:
                     raise
                 except RedisConnectionError:
                     return await call()
-        except (*_RETRYABLE, TimeoutError) as exc:
-            raise self._unavailable(what, exc) from exc
+        except (RedisError, OSError) as exc:
+            raise self._fail(what, exc, jobs) from exc
+
+    def _replied(self) -> None:
+        """A round trip got a reply from Redis: an outage (see :meth:`_work`) is over."""
+        if self._outage is not None:
+            since, self._outage = self._outage, None
+            logger.info("redis broker {}: connection back after {:.1f}s", self, time.monotonic() - since)
 
     async def _work(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run a worker-side call, retrying lost connections with exponential backoff for ``retry_for`` s."""
+        """Run a worker-side call, retrying lost connections with exponential backoff for ``retry_for`` s.
+
+        The outage is broker-wide: the first failed call logs the loss once, and "connection back" is logged by
+        the first round trip that gets a reply from Redis afterwards (:meth:`_replied`), not by a call that
+        returned without any I/O."""
         o = self.options
         delay = o.retry_backoff
         start = time.monotonic()
-        failing = False
         while True:
             try:
-                result = await call()
+                return await call()
             except AuthenticationError as exc:
-                raise self._unavailable(what, exc) from exc
+                raise self._auth_failed(what, exc) from exc
             except _RETRYABLE as exc:
                 elapsed = time.monotonic() - start
                 if elapsed >= o.retry_for:
-                    logger.error("redis broker {}: gave up on {} after {:.1f}s: {}", self, what, elapsed, exc)
+                    logger.error(
+                        "redis broker {}: gave up on {} after {:.1f}s: {}", self, what, elapsed, self._describe(exc)
+                    )
                     raise self._unavailable(what, exc) from exc
-                if not failing:
+                if self._outage is None:
+                    self._outage = time.monotonic()
                     logger.warning(
                         "redis broker {}: connection lost during {} ({}); retrying with backoff for up to {:.0f}s",
                         self,
                         what,
-                        exc,
+                        self._describe(exc),
                         o.retry_for,
                     )
-                    failing = True
                 await asyncio.sleep(min(delay * (0.5 + random.random() / 2), o.retry_for - elapsed))
                 delay = min(delay * 2, o.retry_backoff_max)
-                continue
-            if failing:
-                logger.info("redis broker {}: connection back after {:.1f}s", self, time.monotonic() - start)
-            return result
 
     # -- round trips -----------------------------------------------------------------------------------------
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
@@ -330,6 +424,7 @@ class RedisBroker:
                         out.append(await conn.read_response())
                     except ResponseError as exc:  # the reply was read whole: the connection stays in sync
                         out.append(exc)
+            self._replied()
             return out
         except BaseException:
             await conn.disconnect()
@@ -429,7 +524,7 @@ class RedisBroker:
         if not envelopes:
             return
         envs = _first_per_id(envelopes)
-        await self._produce("enqueue", lambda: self._drive(self._enqueue_steps(envs, generated_ids)))
+        await self._produce("enqueue", lambda: self._drive(self._enqueue_steps(envs, generated_ids)), len(envs))
 
     def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
         """Blocking :meth:`enqueue_with_hints` on this broker's own synchronous connections (optional capability:
@@ -449,8 +544,8 @@ class RedisBroker:
                 raise
             except RedisConnectionError:  # a stale pooled connection: once more on a fresh one
                 self._drive_sync(self._enqueue_steps(envs, generated_ids))
-        except _RETRYABLE as exc:
-            raise self._unavailable("enqueue", exc) from exc
+        except (RedisError, OSError) as exc:
+            raise self._fail("enqueue", exc, len(envs)) from exc
 
     def _home_ttl(self, env: Envelope, now: float) -> int:
         o = self.options
@@ -587,40 +682,71 @@ class RedisBroker:
 
     # -- synchronous lane (enqueue_sync) ---------------------------------------------------------------------
     def _sync_conn(self) -> Any:
+        """A connected connection of the blocking lane; at most ``pool_size`` exist at once (callers wait for a free
+        one up to ``options.timeout``). Connections are made from the config pool's class and arguments, never by
+        ``make_connection()``, whose counter never gets discarded connections back (after ``pool_size`` failures
+        during an outage it would refuse every later call with "Too many connections")."""
+        o = self.options
+        if not self._sync_slots.acquire(timeout=o.timeout):
+            raise BrokerUnavailable(
+                f"redis broker {redact_url(self.url)} unavailable during enqueue: all {o.pool_size} connections of "
+                f"the blocking lane stayed busy for {o.timeout:g}s"
+            )
+        try:
+            with self._sync_lock:
+                if self._sync_idle:
+                    return self._sync_idle.pop()
+                if self._sync_config is None:
+                    kwargs = self._pool_kwargs()
+                    kwargs["retry"] = SyncRetry(NoBackoff(), 0)
+                    kwargs["socket_connect_timeout"] = min(o.connect_timeout, o.timeout)
+                    self._sync_config = SyncConnectionPool.from_url(self.url, socket_timeout=o.timeout, **kwargs)
+                config = self._sync_config
+                conn = config.connection_class(**config.connection_kwargs)
+                self._sync_all.add(conn)
+            try:
+                # A cheap first command: an unauthenticated client gets a clear NOAUTH here, where a script call
+                # (more than 10 arguments, or 17 KB of SCRIPT LOAD) would make Redis drop the connection.
+                conn.connect()
+                conn.send_command("PING", check_health=False)
+                conn.read_response()
+            except BaseException:
+                self._drop_sync(conn)
+                raise
+            return conn
+        except BaseException:
+            self._sync_slots.release()
+            raise
+
+    def _drop_sync(self, conn: Any) -> None:
+        conn.disconnect()
         with self._sync_lock:
-            if self._sync_idle:
-                return self._sync_idle.pop()
-            if self._sync_config is None:
-                o = self.options
-                kwargs = self._pool_kwargs()
-                kwargs["retry"] = SyncRetry(NoBackoff(), 0)
-                kwargs["socket_connect_timeout"] = min(o.connect_timeout, o.timeout)
-                self._sync_config = SyncConnectionPool.from_url(self.url, socket_timeout=o.timeout, **kwargs)
-            conn = self._sync_config.make_connection()
-            self._sync_all.add(conn)
-        return conn
+            self._sync_all.discard(conn)
 
     def _send_sync(self, commands: Sequence[Command]) -> list[Any]:
         conn = self._sync_conn()
         try:
-            conn.send_packed_command([_pack(commands)], check_health=False)
-            out: list[Any] = []
-            for _ in commands:
-                try:
-                    out.append(conn.read_response())
-                except ResponseError as exc:
-                    out.append(exc)
-        except BaseException:
-            conn.disconnect()
+            try:
+                conn.send_packed_command([_pack(commands)], check_health=False)
+                out: list[Any] = []
+                for _ in commands:
+                    try:
+                        out.append(conn.read_response())
+                    except ResponseError as exc:
+                        out.append(exc)
+            except BaseException:
+                self._drop_sync(conn)
+                raise
+            self._replied()
             with self._sync_lock:
-                self._sync_all.discard(conn)
-            raise
-        with self._sync_lock:
-            if conn in self._sync_all:  # not closed meanwhile
-                self._sync_idle.append(conn)
-            else:
+                if conn in self._sync_all:  # not closed meanwhile
+                    self._sync_idle.append(conn)
+                    conn = None
+            if conn is not None:
                 conn.disconnect()
-        return out
+            return out
+        finally:
+            self._sync_slots.release()
 
     def _call_sync(self, commands: Sequence[Command]) -> list[Any]:
         results = self._send_sync(commands)
@@ -670,27 +796,42 @@ class RedisBroker:
         self, queues: tuple[str, ...], limit: int, head: Sequence[Command] = ()
     ) -> tuple[list[Any], list[Delivery]]:
         """Lease up to ``limit`` jobs, queue by queue in priority order (one round trip per queue looked at).
-        ``head`` commands go first in the first round trip; their replies come back first."""
+        ``head`` commands go first in the first round trip; their replies come back first.
+
+        Ready entries the script did not hand out (malformed records it dead-lettered, stale ids it dropped: see
+        the header of ``lua/dispatch.lua``) are logged, one warning per entry."""
+        o = self.options
         out: list[Delivery] = []
         head_replies: list[Any] = []
         for queue in self._order(queues):
             qk = self._keys(queue)
-            now = self.options.clock()
-            command = _dispatch(qk, "take", _num(now), _num(now + self.options.lease), limit - len(out))
+            now = o.clock()
+            command = _dispatch(
+                qk, "take", _num(now), _num(now + o.lease), limit - len(out), _ttl(o.dead_ttl), _num(now + o.dead_ttl)
+            )
             if head:
                 commands = [*head, command]
                 *head_replies, reply = await self._work("fetch", lambda commands=commands: self._call(commands))
                 head = ()
             else:
                 reply = await self._work("fetch", lambda command=command: self._call1(command))
-            if reply:
+            handed, notes = reply
+            for i in range(0, len(notes), 2):
+                logger.warning(
+                    "redis broker {}: ready entry {} of queue {!r} was not handed out: {}",
+                    self,
+                    _str(notes[i]),
+                    queue,
+                    _str(notes[i + 1]),
+                )
+            if handed:
                 number = self._numbers.get(queue)
                 if number is None:
                     number = await self._work("fetch", lambda queue=queue: self._number(queue))
-                for i in range(0, len(reply), 5):
-                    token = (int(reply[i + 2]) << _TOKEN_BITS) | number
+                for i in range(0, len(handed), 5):
+                    token = (int(handed[i + 2]) << _TOKEN_BITS) | number
                     out.append(
-                        Delivery(_str(reply[i]), queue, reply[i + 1], token, int(reply[i + 3]), int(reply[i + 4]))
+                        Delivery(_str(handed[i]), queue, handed[i + 1], token, int(handed[i + 3]), int(handed[i + 4]))
                     )
             if len(out) >= limit:
                 break
@@ -717,6 +858,7 @@ class RedisBroker:
                     block = max(round(remaining, 3), _MIN_BLOCK)
                     await conn.send_packed_command(_pack([("BLPOP", *keys, block)]), check_health=False)
                     reply = await conn.read_response()
+                self._replied()
             except BaseException:  # cancelled or timed out mid-BLPOP: the connection is out of sync
                 await conn.disconnect()
                 raise
@@ -821,6 +963,8 @@ class RedisBroker:
         return await self._settle_many("release", deliveries, [])
 
     async def retry(self, delivery: Delivery, *, body: bytes, at: float) -> bool:
+        if body is None:  # never float(None) in _pack: store an empty body
+            body = b""
         await self._load_numbers("retry", {delivery.queue})
         now = _num(self.options.clock())
         command = _dispatch(
@@ -831,6 +975,8 @@ class RedisBroker:
         return replies[0] == 1
 
     async def dead_letter(self, delivery: Delivery, *, body: bytes, reason: str) -> bool:
+        if body is None:  # never float(None) in _pack: store an empty body
+            body = b""
         o = self.options
         await self._load_numbers("dead_letter", {delivery.queue})
         now = o.clock()

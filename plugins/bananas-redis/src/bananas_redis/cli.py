@@ -1,9 +1,9 @@
 """``bananas dlq list|show|requeue|purge``: the dead letters from the command line.
 
 Added to the ``bananas`` CLI through the ``bananas_add_commands`` hook. It uses only the :class:`bananas.broker.Broker`
-protocol (``known_queues``, ``dead_letters``, ``lookup``, ``requeue_dead``, ``purge_dead``), so it works for any
-broker the app is configured with; it ships here because the Redis broker is the production one. Bodies are decoded
-with the app's own codec (``Bananas()`` from the configuration, or ``--app`` for an app module).
+protocol (``known_queues``, ``dead_letters``, ``depths``, ``lookup``, ``requeue_dead``, ``purge_dead``), so it works
+for any broker the app is configured with; it ships here because the Redis broker is the production one. Bodies are
+decoded with the app's own codec (``Bananas()`` from the configuration, or ``--app`` for an app module).
 """
 
 from __future__ import annotations
@@ -97,16 +97,24 @@ def _state(ctx: click.Context) -> _Dlq:
 @click.option("--limit", default=100, show_default=True, help="Newest dead letters per queue.")
 @click.pass_context
 def list_(ctx: click.Context, limit: int) -> None:
-    """List dead letters: id, queue, reason and when the job died (newest first)."""
+    """List dead letters: id, queue, reason and when the job died (newest first).
+
+    When ``--limit`` cuts a queue's list, a last line says how many of how many are shown."""
     state = _state(ctx)
 
-    async def work(broker: Broker) -> list[DeadLetter]:
+    async def work(broker: Broker) -> tuple[list[DeadLetter], list[tuple[str, int, int]]]:
         out: list[DeadLetter] = []
+        cut: list[tuple[str, int, int]] = []  # (queue, shown, total) of every queue the limit cut
         for queue in await state.queues(broker):
-            out += await broker.dead_letters(queue, limit)
-        return sorted(out, key=lambda d: d.dead_at, reverse=True)
+            letters = await broker.dead_letters(queue, limit)
+            out += letters
+            if len(letters) >= limit:  # maybe cut: the dead count of depths() says by how much
+                total = (await broker.depths([queue]))[queue].dead
+                if total > len(letters):
+                    cut.append((queue, len(letters), total))
+        return sorted(out, key=lambda d: d.dead_at, reverse=True), cut
 
-    letters = state.run(work)
+    letters, cut = state.run(work)
     if not letters:
         click.echo("no dead letters")
         return
@@ -115,6 +123,8 @@ def list_(ctx: click.Context, limit: int) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    for queue, shown, total in cut:
+        click.echo(f"showing {shown} of {total} dead letters in {queue!r} (use --limit N to see more)")
 
 
 @dlq.command()

@@ -36,6 +36,7 @@ import attrs
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.exceptions import AuthenticationError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -191,8 +192,22 @@ class RedisResultBackend:
 
     # -- error handling --------------------------------------------------------------------------------------
     def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
+        if isinstance(exc, AuthenticationError):
+            return self._auth_failed(what, exc)
         detail = str(exc) or type(exc).__name__
         return BrokerUnavailable(f"redis result backend {redact_url(self.url)} unavailable during {what}: {detail}")
+
+    def _auth_failed(self, what: str, exc: AuthenticationError) -> BrokerUnavailable:
+        """A clear message for NOAUTH / WRONGPASS, without the password."""
+        url = redact_url(self.url)
+        if not parse_url(self.url).get("password"):
+            return BrokerUnavailable(
+                f"redis result backend {url} refused {what}: authentication required (the server has a password and "
+                f"the URL gives none: redis://:PASSWORD@host or redis://USER:PASSWORD@host)"
+            )
+        return BrokerUnavailable(
+            f"redis result backend {url} refused {what}: invalid password (or user name) in the URL: {exc}"
+        )
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]], retry_for: float = 0.0) -> T:
         """Run ``call`` within ``timeout``; a lost connection is retried at once, and with backoff for up to

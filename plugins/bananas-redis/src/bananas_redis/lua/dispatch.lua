@@ -6,7 +6,8 @@ Called as  EVALSHA <sha> 6 <ready> <scheduled> <leases> <dead> <seq> <signal>  <
 Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one call touches one cluster slot):
 
   KEYS[1] {p:q}:ready      LIST    ids ready to run; head = next out. enqueue/retry/move_due RPUSH, release and
-                                   crash recovery LPUSH to the head, take LPOPs.
+                                   crash recovery LPUSH to the head, take LRANGEs the head, checks every entry,
+                                   then LPOPs exactly the entries it examined (see "Malformed entries").
   KEYS[2] {p:q}:scheduled  ZSET    id -> eta; delayed jobs and retries. move_due moves due ones to ready.
   KEYS[3] {p:q}:leases     ZSET    id -> lease expiry of every running job. renew rescores, reap recovers.
   KEYS[4] {p:q}:dead       ZSET    id -> dead_at; the dead letters of the queue.
@@ -24,6 +25,17 @@ Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one c
                                      reason, dead_at   when dead
                                      updated_at   last transition;  expires_at  retention deadline (client clock)
                                    completed and dead records also carry a Redis EXPIRE (completed_ttl / dead_ttl).
+
+Malformed entries. take never fails half-way: it examines every entry of a batch (TYPE, HMGET) before it pops
+or writes anything, and only writes keys whose type it checked. An entry of the ready list whose record is
+  a hash in state ready with a body       is handed out;
+  a hash in state ready without a body    is dead-lettered (reason 'malformed record: no body');
+  a STRING                                is dead-lettered losing nothing: its value becomes the body of a new dead
+                                          record (reason 'malformed record: a string, not a hash');
+  a list, set, zset or stream             is dropped from the ready list; the key is left alone;
+  missing, or in another state            is dropped (a stale entry), as is a second entry of the same id.
+take reports each entry it did not hand out ({id, what} notes), and the client logs one warning per entry.
+dead_list shows a letter without a body with an empty one; requeue_dead leaves such a letter dead.
 
 Times are Unix seconds from the client's clock (ARGV[3] = now), never Redis TIME, so tests can move time. Numbers
 that go back to the client as floats are returned as strings (Redis truncates Lua numbers to integers).
@@ -62,6 +74,11 @@ local function sync_signal()
     elseif have > ready then
         redis.call('LTRIM', K_SIGNAL, 0, ready - 1)
     end
+end
+
+-- The type of a key as a string ('none', 'string', 'hash', 'list', ...).
+local function type_of(key)
+    return redis.call('TYPE', key)['ok']
 end
 
 local function is_live(key, token)
@@ -198,34 +215,89 @@ elseif cmd == 'withdraw' then
     return out
 
 elseif cmd == 'take' then
-    -- ARGV[4] lease_until, ARGV[5] limit. Returns id, body, token, deliveries, crashes for each hand-out.
-    local lease_until = ARGV[4]
+    -- ARGV[4] lease_until, [5] limit, [6] dead ttl (s), [7] dead expires_at. Returns {hand-outs, notes}:
+    -- hand-outs are id, body, token, deliveries, crashes per leased job; notes are id, what per ready entry that was
+    -- not handed out (see the header: malformed records are dead-lettered, stale entries dropped).
+    -- Every entry is examined (LRANGE, TYPE, HMGET) before anything is popped or written, and every write below
+    -- works on a key whose type was checked, so the script cannot fail half-way and lose popped ids.
+    local lease_until, dead_ttl, dead_expires = ARGV[4], ARGV[6], ARGV[7]
     local want = tonumber(ARGV[5])
-    local out = {}
+    local out, notes = {}, {}
+    for _, k in ipairs({ K_LEASES, K_DEAD }) do
+        local t = type_of(k)
+        if t ~= 'none' and t ~= 'zset' then
+            return redis.error_reply('bananas-redis: ' .. k .. ' is a ' .. t .. ', not a zset; nothing was taken')
+        end
+    end
+    local t = type_of(K_SIGNAL)
+    if t ~= 'none' and t ~= 'list' then
+        return redis.error_reply('bananas-redis: ' .. K_SIGNAL .. ' is a ' .. t .. ', not a list; nothing was taken')
+    end
+    local seen = {}
     while want > 0 do
-        local ids = redis.call('LPOP', K_READY, want)
-        if not ids then break end
-        local base = redis.call('INCRBY', K_SEQ, #ids) - #ids
+        local ids = redis.call('LRANGE', K_READY, 0, want - 1)
+        if #ids == 0 then break end
+        local plan, ready = {}, 0
         for j, id in ipairs(ids) do
             local key = JOB .. id
-            local f = redis.call('HMGET', key, 'state', 'body', 'deliveries', 'crashes')
-            if f[1] == 'ready' then
-                local token = base + j
-                local deliveries = (tonumber(f[3]) or 0) + 1
-                redis.call('HSET', key, 'state', 'running', 'token', token, 'deliveries', deliveries,
+            local kind = type_of(key)
+            local p = { id = id, key = key }
+            if seen[id] then
+                p.act, p.what = 'drop', 'dropped from the ready list: a duplicate entry'
+            elseif kind == 'hash' then
+                local f = redis.call('HMGET', key, 'state', 'body', 'deliveries', 'crashes')
+                if f[1] == 'ready' and f[2] then
+                    p.act, p.body, p.deliveries, p.crashes = 'run', f[2], (tonumber(f[3]) or 0) + 1, tonumber(f[4]) or 0
+                    ready = ready + 1
+                elseif f[1] == 'ready' then
+                    p.act, p.what = 'bury', 'malformed record: no body'
+                elseif f[1] then
+                    p.act, p.what = 'drop', 'dropped from the ready list: the record is ' .. f[1] .. ', not ready'
+                else
+                    p.act, p.what = 'drop', 'dropped from the ready list: the record has no state'
+                end
+            elseif kind == 'string' then
+                p.act, p.what, p.body = 'bury_string', 'malformed record: a string, not a hash', redis.call('GET', key)
+            elseif kind == 'none' then
+                p.act, p.what = 'drop', 'dropped from the ready list: no record'
+            else
+                p.act, p.what = 'drop', 'dropped from the ready list: the record is a ' .. kind ..
+                    ', not a hash (key left alone)'
+            end
+            seen[id] = true
+            plan[j] = p
+        end
+        -- INCRBY first: a counter that is not an integer fails here, before anything was popped.
+        local base = redis.call('INCRBY', K_SEQ, ready) - ready
+        redis.call('LPOP', K_READY, #ids)
+        for _, p in ipairs(plan) do
+            if p.act == 'run' then
+                base = base + 1
+                redis.call('HSET', p.key, 'state', 'running', 'token', base, 'deliveries', p.deliveries,
                     'lease_until', lease_until, 'updated_at', now)
-                redis.call('ZADD', K_LEASES, lease_until, id)
-                out[#out + 1] = id
-                out[#out + 1] = f[2]
-                out[#out + 1] = token
-                out[#out + 1] = deliveries
-                out[#out + 1] = tonumber(f[4]) or 0
+                redis.call('ZADD', K_LEASES, lease_until, p.id)
+                out[#out + 1] = p.id
+                out[#out + 1] = p.body
+                out[#out + 1] = base
+                out[#out + 1] = p.deliveries
+                out[#out + 1] = p.crashes
                 want = want - 1
+            else
+                if p.act == 'bury_string' then
+                    redis.call('DEL', p.key)
+                    fresh(p.key, p.body, 'ready')
+                end
+                if p.act ~= 'drop' then
+                    bury(p.key, p.id, p.what, dead_ttl, dead_expires)
+                    p.what = 'dead-lettered: ' .. p.what
+                end
+                notes[#notes + 1] = p.id
+                notes[#notes + 1] = p.what
             end
         end
     end
     sync_signal()
-    return out
+    return { out, notes }
 
 elseif cmd == 'renew' then
     -- ARGV[4] lease_until, ARGV[5..] pairs id, token. Returns 1/0 per pair.
@@ -371,9 +443,9 @@ elseif cmd == 'dead_list' then
     local out = {}
     for _, e in ipairs(ordered(K_DEAD, '(' .. ARGV[5], '+inf', tonumber(ARGV[4]), true)) do
         local f = redis.call('HMGET', JOB .. e[1], 'body', 'reason', 'dead_at')
-        if f[1] then
+        if f[1] or f[2] then -- a malformed record buried by take may have no body: listed with an empty one
             out[#out + 1] = e[1]
-            out[#out + 1] = f[1]
+            out[#out + 1] = f[1] or ''
             out[#out + 1] = f[2] or ''
             out[#out + 1] = f[3] or tostring(e[2])
         end
@@ -393,14 +465,17 @@ elseif cmd == 'requeue_dead' then
     end
     local ready = {}
     for _, id in ipairs(ids) do
-        if redis.call('ZREM', K_DEAD, id) == 1 then
-            local key = JOB .. id
-            local body = redis.call('HGET', key, 'body')
-            if body then
+        local key = JOB .. id
+        if redis.call('ZSCORE', K_DEAD, id) then
+            local f = redis.call('HMGET', key, 'state', 'body')
+            if f[2] then
+                redis.call('ZREM', K_DEAD, id)
                 redis.call('DEL', key)
-                fresh(key, body, 'ready')
+                fresh(key, f[2], 'ready')
                 ready[#ready + 1] = id
-            end
+            elseif not f[1] then -- the record is gone
+                redis.call('ZREM', K_DEAD, id)
+            end -- else a letter without a body (a malformed record buried by take): nothing to run, it stays
         end
     end
     if #ready > 0 then
