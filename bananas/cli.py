@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from bananas.errors import BananasError, UsageError
+from bananas.errors import BananasError, BrokerError, UsageError
 
 __all__ = ["cli", "main"]
 
@@ -342,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
+    except BrokerError as exc:  # not a usage error: the same command may work once the broker is back
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
     except BananasError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)

@@ -124,6 +124,8 @@ SETTINGS_KEYS: list[KeySpec] = [
     _k("worker.processes", "int", 1, "Worker processes to start.", "WORKER_PROCESSES", minimum=1, maximum=64),
     _k("worker.shutdown_timeout", "duration", 30.0, "Grace period for running jobs on shutdown.", "SHUTDOWN_TIMEOUT",
        minimum=0),
+    _k("worker.broker_wait", "duration", 0.0, "How long a starting worker waits for an unreachable broker, retrying "
+       "with backoff (0: no limit).", "WORKER_BROKER_WAIT", minimum=0),
     _k("worker.priority_concurrency", "int", 10, "Slots of the priority pool (thin_plus).",
        "WORKER_PRIORITY_CONCURRENCY", **_SLOTS),
     _k("worker.priority_queues", "list", ("high", "normal", "low"), "Queues of the priority pool (thin_plus).",

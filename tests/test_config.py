@@ -253,6 +253,7 @@ SEED_ENV = [
     # Bananas-only names
     ("WORKER_PROCESSES", "4", "worker.processes", 4),
     ("SHUTDOWN_TIMEOUT", "1m", "worker.shutdown_timeout", 60.0),
+    ("WORKER_BROKER_WAIT", "2m", "worker.broker_wait", 120.0),
     ("WORKER_QUEUES", "emails, reports", "worker.queues", ("emails", "reports")),
     ("MAX_PAYLOAD_BYTES", "2048", "max_payload_bytes", 2048),
 ]
@@ -451,7 +452,7 @@ def test_unknown_key_with_suggestion(tmp_path):
     message = str(info.value)
     assert message.startswith(
         "invalid worker.concurency = 5 (from file bananas.toml): unknown key; did you mean 'worker.concurrency'? "
-        "allowed keys in [worker]: concurrency, enable_scheduler,"
+        "allowed keys in [worker]: broker_wait, concurrency, enable_scheduler,"
     )
     assert info.value.key == "worker.concurency"
 

@@ -26,7 +26,7 @@ from loguru import logger
 
 from bananas.app import DEFAULTED_RETRIES_HEADER
 from bananas.broker import Broker, Delivery
-from bananas.errors import SerializationError
+from bananas.errors import BrokerUnavailable, SerializationError
 from bananas.job import Job, Status
 from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
 from bananas.serializer import SignatureError
@@ -41,6 +41,13 @@ __all__ = ["Worker"]
 FETCH_WAIT = 2.0
 """Seconds one blocking fetch waits; also the longest a stop request waits for an idle pool."""
 
+SETTLE_GRACE = 3.0
+"""Seconds a stopping worker spends on its last acks and releases; a broker that does not answer by then (an
+outage) leaves those jobs to their leases, so the stop never waits out the broker's retry loops."""
+
+CONNECT_BACKOFF = (0.5, 10.0)
+"""First and longest delay between two attempts to reach the broker at start-up."""
+
 log = logger.bind(component="worker", log_source="bananas_internal")
 
 
@@ -50,6 +57,8 @@ class _Slot:
     job: Job | None = None
     thread_id: int | None = None
     done: bool = False
+    settling: bool = False  # finished; its ack is queued or in flight (a lost renewal then is no news)
+    solo: bool = False  # a job recovered from a dead worker, running alone in this process
 
 
 _set = object.__setattr__
@@ -74,6 +83,7 @@ class Worker:
         s = app.settings
         self.default_timeout: float = s["jobs.timeout"]
         self.shutdown_timeout: float = s["worker.shutdown_timeout"]
+        self.broker_wait: float = s["worker.broker_wait"]
         self.backoff = (s["jobs.retry_backoff_base"], s["jobs.retry_backoff_factor"], s["jobs.retry_backoff_max"])
         self.slots: dict[str, _Slot] = {}
         self.processed = 0
@@ -89,6 +99,13 @@ class Worker:
         self._observers = app.plugins.observers
         self._started = threading.Event()
         self.fetch_wait = FETCH_WAIT
+        # Crash isolation (see _screen): jobs recovered from a dead worker run one at a time in this process.
+        self._inflight = 0  # job tasks running in this process, all pools
+        self._idle: asyncio.Event | None = None  # set while _inflight == 0
+        self._solo: asyncio.Lock | None = None  # held by the pool running (or about to run) a job alone
+        self._isolating = False  # a suspect was seen: fetch one job at a time, alone, until a clean one comes
+        self._heartbeat: _Heartbeat | None = None
+        self._paused = False  # not taking work: leases cannot be renewed (see _Heartbeat.healthy)
 
     # -- control -----------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -125,14 +142,22 @@ class Worker:
     async def run(self, *, install_signals: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._solo = asyncio.Lock()
         if install_signals:
             self._install_signals()
-        self._broker = await self.app.broker()
+        broker = await self._connect()
+        if broker is None:  # asked to stop while waiting for the broker
+            log.info("worker {id} stopped before the broker was reachable", id=self.id)
+            return
+        self._broker = broker
         self._combined = getattr(self._broker, "ack_and_fetch", None) is not None
         total = sum(pool.concurrency for pool in self.plan.pools)
         self._executor = ThreadPoolExecutor(max_workers=total + 4, thread_name_prefix="bananas-job") if total else None
-        heartbeat = _Heartbeat(self)
+        self._heartbeat = heartbeat = _Heartbeat(self)
         heartbeat.start()
+        await asyncio.to_thread(heartbeat.first_beat.wait, 6.0)  # pools start knowing whether leases can be renewed
         tasks = [asyncio.create_task(self._pool(pool), name=f"pool-{pool.name}") for pool in self.plan.pools]
         tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
         log.info(
@@ -157,6 +182,42 @@ class Worker:
             self._observers.notify("bananas_worker_stopped", worker=self)
             log.info("worker {id} stopped after {n} job(s)", id=self.id, n=self.processed)
 
+    async def _connect(self) -> Broker | None:
+        """The app's connected broker; waits for it with backoff while it is unreachable (``worker.broker_wait``
+        bounds the wait, 0 = no bound, like Celery's broker retry on start-up). ``None`` if asked to stop first."""
+        assert self._stop is not None
+        started = time.monotonic()
+        delay, cap = CONNECT_BACKOFF
+        attempt = 0
+        while True:
+            try:
+                broker = await self.app.broker()
+            except BrokerUnavailable as exc:
+                attempt += 1
+                waited = time.monotonic() - started
+                if self.broker_wait and waited >= self.broker_wait:
+                    log.error("broker still unreachable after {w:.1f}s (worker.broker_wait): {e}", w=waited, e=exc)
+                    raise
+                pause = min(delay, self.broker_wait - waited) if self.broker_wait else delay
+                log.warning("waiting for the broker (attempt {n}, {w:.1f}s so far; next in {d:.1f}s): {e}",
+                            n=attempt, w=waited, d=pause, e=exc)
+                if await self._sleep(pause):
+                    return None
+                delay = min(delay * 2, cap)
+                continue
+            if attempt:
+                log.info("broker reachable after {w:.1f}s; starting", w=time.monotonic() - started)
+            return broker
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until a stop request; ``True`` when stopping."""
+        assert self._stop is not None
+        try:
+            await asyncio.wait_for(self._stop.wait(), max(seconds, 0.0))
+        except TimeoutError:
+            pass
+        return self._stop.is_set()
+
     def _install_signals(self) -> None:
         assert self._loop is not None and self._stop is not None
         stop = self._stop
@@ -174,23 +235,36 @@ class Worker:
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         assert self._broker is not None
-        await asyncio.gather(*tasks, return_exceptions=True)  # pools return within FETCH_WAIT of the stop
+        grace_ends = time.monotonic() + self.shutdown_timeout  # running jobs get SHUTDOWN_TIMEOUT from the stop on
+        # Pools return within FETCH_WAIT of the stop, unless a broker call is retrying through an outage: those
+        # are cancelled (a take whose reply is lost leaves leases that simply expire).
+        _, stuck = await asyncio.wait(tasks, timeout=self.fetch_wait + 1.0)
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         running = [t for t in asyncio.all_tasks() if t.get_name().startswith("job-")]
         if running:
-            _, pending = await asyncio.wait(running, timeout=self.shutdown_timeout)
+            _, pending = await asyncio.wait(running, timeout=max(0.0, grace_ends - time.monotonic()))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         for slot in self.slots.values():  # sync handlers past the grace period: stop their threads too
             if not slot.done and slot.thread_id is not None:
                 interrupt_thread(slot.thread_id)
-        if self._ack_task is not None and not self._ack_task.done():
-            await asyncio.gather(self._ack_task, return_exceptions=True)  # a finished job is acked, not released
-        await self._flush_acks()
-        unfinished = [slot.delivery for slot in self.slots.values() if not slot.done]
-        if unfinished:
-            await self._broker.release(unfinished)
-            log.warning("gave {n} unfinished job(s) back to the broker", n=len(unfinished))
+        try:
+            async with asyncio.timeout(SETTLE_GRACE):
+                if self._ack_task is not None and not self._ack_task.done():
+                    await asyncio.gather(self._ack_task, return_exceptions=True)  # finished: acked, not released
+                await self._flush_acks()
+                unfinished = [slot.delivery for slot in self.slots.values() if not slot.done]
+                if unfinished:
+                    await self._broker.release(unfinished)
+                    log.warning("gave {n} unfinished job(s) back to the broker", n=len(unfinished))
+        except (TimeoutError, BrokerUnavailable) as exc:
+            left = len(self._acks) + sum(1 for slot in self.slots.values() if not slot.done)
+            log.error("broker did not answer while stopping ({e}); {n} job(s) left to their leases: they run again "
+                      "once the leases expire", e=_error_text(exc) if str(exc) else f"no reply in {SETTLE_GRACE:g}s",
+                      n=left)
         self.slots.clear()
 
     # -- pools ---------------------------------------------------------------------------------------------------
@@ -206,9 +280,24 @@ class Worker:
             in_use -= 1
             free.release()
 
+        def start(delivery: Delivery, *, solo: bool = False) -> asyncio.Task[None]:
+            nonlocal in_use
+            in_use += 1
+            self.slots[delivery.id] = slot = _Slot(delivery, solo=solo)
+            task = asyncio.create_task(self._process(slot, pool), name=f"job-{delivery.id}")
+            self._track(task)
+            task.add_done_callback(release)
+            return task
+
         while not stop.is_set():
             await free.acquire()
             free.release()
+            if self._paused or (self._heartbeat is not None and not self._heartbeat.healthy()):
+                await self._pause_while_unhealthy()
+                continue
+            if self._isolating or (self._solo is not None and self._solo.locked()):
+                await self._isolated_turn(pool, start)
+                continue
             if in_use:
                 # Jobs finishing in the same loop iteration free their slots together: one more turn lets them, so
                 # a busy pool fetches (and later acks) in batches instead of one job per round trip. An idle pool
@@ -244,19 +333,132 @@ class Worker:
             if stop.is_set() and deliveries:  # stopping: start nothing new, give them straight back
                 await broker.release(deliveries)
                 break
+            if deliveries and self._solo is not None and self._solo.locked():
+                # another pool runs (or is about to run) a job alone: these may not run beside it
+                await broker.release(deliveries)
+                continue
+            if len(deliveries) == 1 and self._suspect(deliveries[0]) and self._inflight == 0:
+                await self._run_alone(deliveries[0], start)  # nothing runs here: no need to give it back
+                continue
+            if deliveries:
+                deliveries = await self._screen(deliveries)
             for delivery in deliveries:
                 await free.acquire()
-                in_use += 1
-                self.slots[delivery.id] = slot = _Slot(delivery)
-                task = asyncio.create_task(self._process(slot, pool), name=f"job-{delivery.id}")
-                task.add_done_callback(release)
+                start(delivery)
+
+    # -- crash isolation ---------------------------------------------------------------------------------------
+    # A job that kills its process (os._exit, a segfault, the OOM killer) takes the leases of every job running
+    # beside it; the broker charges each a crash when it recovers them, and dead-letters a job as crash_loop after
+    # max_crash_deliveries. So that only a real culprit gets there, a job on its last chance (one crash short of
+    # the limit: a "suspect") never runs beside another job: it goes back to the head of its queue, this process
+    # drains, then fetches one job at a time and runs each suspect alone until a clean job comes. A job can so only
+    # be dead-lettered for a crash it had alone. Earlier recoveries run at full concurrency, so an ordinary crash
+    # (a deploy's SIGKILL, a lost node) costs no throughput.
+    def _suspect(self, delivery: Delivery) -> bool:
+        assert self._broker is not None
+        return delivery.crashes > 0 and delivery.crashes >= self._broker.options.max_crash_deliveries - 1
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        assert self._idle is not None
+        self._inflight += 1
+        self._idle.clear()
+
+        def done(_: object) -> None:
+            self._inflight -= 1
+            if self._inflight == 0 and self._idle is not None:
+                self._idle.set()
+
+        task.add_done_callback(done)
+
+    async def _screen(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries to start now; suspects go back to the broker and switch this process to isolation."""
+        assert self._broker is not None
+        suspects = [d for d in deliveries if self._suspect(d)]
+        if not suspects:
+            return deliveries
+        try:
+            await self._broker.release(suspects)
+        except Exception as exc:  # noqa: BLE001 - their leases expire; they come back as suspects again
+            log.error("could not give back {n} recovered job(s): {e}", n=len(suspects), e=_error_text(exc))
+        if not self._isolating:
+            log.info("{n} job(s) recovered from dead workers on their last chance: running them one at a time, "
+                     "alone, in this process", n=len(suspects))
+        self._isolating = True
+        return [d for d in deliveries if not self._suspect(d)]
+
+    async def _isolated_turn(self, pool: PoolPlan, start: Callable[..., asyncio.Task[None]]) -> None:
+        """Wait until nothing runs in this process, fetch one job; run a suspect alone to its end."""
+        assert self._broker is not None and self._solo is not None and self._idle is not None
+        async with self._solo:
+            if not await self._until(self._idle) or not self._isolating:
+                return
+            try:
+                got = await self._broker.fetch(pool.queues, 1, self.fetch_wait)
+            except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
+                log.error("fetch from {q} failed: {e}; retrying in 1s", q=list(pool.queues), e=_error_text(exc))
+                await self._sleep(1.0)
+                return
+            if not got:
+                self._isolating = False  # nothing waits in this pool's queues (others find their own suspects)
+                return
+            delivery = got[0]
+            if self._stop_requested():
+                await self._broker.release(got)
+                return
+            if not self._suspect(delivery):
+                self._isolating = False
+                log.info("no more recovered jobs at the head of {q}: back to normal fetching", q=list(pool.queues))
+                start(delivery)
+                return
+            await self._run_alone(delivery, start, locked=True)
+
+    async def _run_alone(
+        self, delivery: Delivery, start: Callable[..., asyncio.Task[None]], *, locked: bool = False
+    ) -> None:
+        """Run a suspect with nothing beside it in this process, to its end (its ack included)."""
+        assert self._solo is not None and self._broker is not None
+        if not locked:
+            async with self._solo:  # free here (the caller checked): taken without yielding to other pools
+                return await self._run_alone(delivery, start, locked=True)
+        log.info("running recovered job {id} alone: {c} crash(es) so far, one more makes it crash_loop",
+                 id=delivery.id, c=delivery.crashes)
+        # Awaited with asyncio.wait: cancelling this pool at shutdown does not cancel the job itself.
+        await asyncio.wait({start(delivery, solo=True)})
+
+    async def _until(self, event: asyncio.Event) -> bool:
+        """Wait for ``event`` or a stop request; ``True`` if the event came first."""
+        assert self._stop is not None
+        if event.is_set():
+            return True
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._stop.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return event.is_set() and not self._stop_requested()
+
+    async def _pause_while_unhealthy(self) -> None:
+        """Take no work while this process cannot renew leases: jobs it started would run twice."""
+        assert self._heartbeat is not None
+        if not self._paused:
+            self._paused = True
+            log.error("leases cannot be renewed ({r}): taking no new jobs until renewal works again; jobs already "
+                      "running may be recovered by other workers", r=self._heartbeat.problem or "unknown")
+        while not self._stop_requested() and not self._heartbeat.healthy():
+            await self._sleep(0.2)
+        if self._paused and self._heartbeat.healthy():
+            self._paused = False
+            log.info("lease renewal works again: taking jobs")
 
     async def _maintenance(self) -> None:
         assert self._broker is not None and self._stop is not None
         broker = self._broker
         reap_every = broker.options.reaper_interval
         tick = min(self.plan.scheduler_interval, reap_every) if self.plan.scheduler else reap_every
-        next_reap = time.monotonic() + reap_every
+        # The first reap runs at start: recovery must not wait for a worker that lives reaper_interval (in a crash
+        # loop none might), and a worker starting after a crash recovers the dead one's expired leases at once.
+        next_reap = time.monotonic()
         while not self._stop.is_set():
             try:
                 if self.plan.scheduler:
@@ -276,6 +478,17 @@ class Worker:
 
     # -- one job -------------------------------------------------------------------------------------------------
     async def _process(self, slot: _Slot, pool: PoolPlan) -> None:
+        try:
+            await self._run_job(slot, pool)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - settling failed (broker outage past retry_for): the lease decides
+            log.error("job {id}: could not settle it with the broker ({e}); its lease will expire and it runs again",
+                      id=slot.delivery.id, e=_error_text(exc))
+            slot.done = True
+            self.slots.pop(slot.delivery.id, None)
+
+    async def _run_job(self, slot: _Slot, pool: PoolPlan) -> None:
         assert self._broker is not None
         broker, delivery = self._broker, slot.delivery
         try:
@@ -310,7 +523,11 @@ class Worker:
             ok, value = await self._store_result(job, value)
         if ok:
             _set(job, "status", Status.COMPLETED)
+            slot.settling = True
             self._acks.append((delivery, job, value, duration))
+            if slot.solo:  # a recovered job's ack lands before anything else runs in this process
+                await self._flush_acks()
+                return
             # Its pool's loop fetches again as soon as this slot is free and takes the ack along (ack_and_fetch),
             # unless that loop is blocked in a fetch already, is stopping, or the broker cannot combine: then ack now.
             piggyback = self._combined and pool.name not in self._blocked and not self._stop_requested()
@@ -441,11 +658,21 @@ def _run_sync(func: Callable[..., Any], payload: dict[str, Any], slot: _Slot) ->
 
 class _Heartbeat:
     """Renews the leases of running jobs from its own thread and event loop (a blocked worker loop cannot stop
-    it), with its own broker connection."""
+    it), with its own broker connection.
+
+    It never dies of a broker error: connecting and renewing are retried every beat. While it cannot renew the
+    leases of the jobs this process holds (or cannot reach the broker at all), :meth:`healthy` is false and the
+    worker takes no new jobs: a job started then would lose its lease and run twice.
+    """
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.interval = max(worker.app.broker_options.lease / 3, 0.05)
+        self.lease = worker.app.broker_options.lease
+        self.interval = max(self.lease / 3, 0.05)
+        self.problem: str | None = "not connected yet"
+        self._connected = False
+        self._renewed = True  # the last renewal of held leases succeeded (or nothing was held)
+        self.first_beat = threading.Event()  # the first connect attempt is over (pools start after it)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bananas-heartbeat", daemon=True)
 
@@ -454,25 +681,84 @@ class _Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=2)
+
+    def healthy(self) -> bool:
+        """Leases of this process can be renewed: the heartbeat runs, is connected and its last renewal worked."""
+        return self._thread.is_alive() and self._connected and self._renewed
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
-        broker = self.worker.app.new_broker()
         try:
-            loop.run_until_complete(broker.connect())
-            while not self._stop.wait(self.interval):
-                held = [slot.delivery for slot in list(self.worker.slots.values()) if not slot.done]
-                if not held:
-                    continue
-                try:
-                    owned = loop.run_until_complete(broker.renew(held))
-                except Exception as exc:  # noqa: BLE001 - try again next beat
-                    log.error("lease renewal failed: {e}", e=_error_text(exc))
-                    continue
-                for delivery, mine in zip(held, owned, strict=True):
-                    if not mine:
-                        log.warning("lease of job {id} was lost; another worker may run it", id=delivery.id)
+            self._beat_forever(loop)
+        except BaseException as exc:  # noqa: BLE001 - say so loudly: without it the worker must not take work
+            self.problem = f"heartbeat thread died: {_error_text(exc)}"
+            log.opt(exception=exc).critical("lease heartbeat stopped unexpectedly: {e}", e=_error_text(exc))
         finally:
-            loop.run_until_complete(broker.close())
+            self.first_beat.set()
             loop.close()
+
+    def _beat_forever(self, loop: asyncio.AbstractEventLoop) -> None:
+        broker: Broker | None = None
+        # A renewal that takes longer than this is of no use (the lease may be gone): give up, try the next beat.
+        bound = max(self.interval, 0.5)
+        failing_since: float | None = None
+        try:
+            wait = 0.0
+            while not self._stop.wait(wait):
+                wait = self.interval
+                try:
+                    if broker is None:
+                        fresh = self.worker.app.new_broker()
+                        try:
+                            loop.run_until_complete(asyncio.wait_for(fresh.connect(), max(bound, 5.0)))
+                        except BaseException:
+                            loop.run_until_complete(fresh.close())
+                            raise
+                        broker = fresh
+                        self._connected = True
+                    held = [s.delivery for s in list(self.worker.slots.values()) if not s.done]
+                    if not held:
+                        self._renewed = True
+                        ok = True
+                    else:
+                        owned = loop.run_until_complete(asyncio.wait_for(broker.renew(held), bound))
+                        self._renewed = ok = True
+                        self._report_lost(held, owned)
+                except Exception as exc:  # noqa: BLE001 - try again next beat
+                    ok = False
+                    text = _error_text(exc) if str(exc) else f"{type(exc).__name__}: no reply within {bound:g}s"
+                    self.problem = text
+                    if broker is None:
+                        self._connected = False
+                    else:
+                        self._renewed = False
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.error("lease renewal failed: {e}; retrying every {i:g}s", e=text, i=self.interval)
+                if ok and failing_since is not None:
+                    log.info("lease renewal works again after {s:.1f}s", s=time.monotonic() - failing_since)
+                    failing_since = None
+                    self.problem = None
+                elif ok:
+                    self.problem = None
+                self.first_beat.set()
+        finally:
+            if broker is not None:
+                try:
+                    loop.run_until_complete(asyncio.wait_for(broker.close(), 2.0))
+                except Exception:  # noqa: BLE001 - closing a dead connection
+                    pass
+
+    def _report_lost(self, held: list[Delivery], owned: list[bool]) -> None:
+        """Warn about leases the broker says this process lost, except for jobs settled since the snapshot (their
+        record is completed, retried or dead, so the renewal found no live lease: no news)."""
+        slots = self.worker.slots
+        for delivery, mine in zip(held, owned, strict=True):
+            if mine:
+                continue
+            slot = slots.get(delivery.id)
+            if slot is None or slot.delivery is not delivery or slot.done or slot.settling:
+                continue
+            log.warning("lease of job {id} was lost while it runs here; another worker may run it too",
+                        id=delivery.id)
