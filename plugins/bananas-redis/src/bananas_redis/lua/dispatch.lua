@@ -26,7 +26,7 @@ Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one c
                                      updated_at   last transition;  expires_at  retention deadline (client clock)
                                    completed and dead records also carry a Redis EXPIRE (completed_ttl / dead_ttl).
 
-Malformed entries. take never fails half-way: it examines every entry of a batch (TYPE, HMGET) before it pops
+Malformed entries. take never fails half-way: it examines every entry of a batch (HMGET, and TYPE where that fails) before it pops
 or writes anything, and only writes keys whose type it checked. An entry of the ready list whose record is
   a hash in state ready with a body       is handed out;
   a hash in state ready without a body    is dead-lettered (reason 'malformed record: no body');
@@ -218,8 +218,9 @@ elseif cmd == 'take' then
     -- ARGV[4] lease_until, [5] limit, [6] dead ttl (s), [7] dead expires_at. Returns {hand-outs, notes}:
     -- hand-outs are id, body, token, deliveries, crashes per leased job; notes are id, what per ready entry that was
     -- not handed out (see the header: malformed records are dead-lettered, stale entries dropped).
-    -- Every entry is examined (LRANGE, TYPE, HMGET) before anything is popped or written, and every write below
-    -- works on a key whose type was checked, so the script cannot fail half-way and lose popped ids.
+    -- Every entry is examined (LRANGE, HMGET; TYPE only where that is not a ready hash with a body) before anything
+    -- is popped or written, and every write below works on a key whose type was checked, so the script cannot fail
+    -- half-way and lose popped ids.
     local lease_until, dead_ttl, dead_expires = ARGV[4], ARGV[6], ARGV[7]
     local want = tonumber(ARGV[5])
     local out, notes = {}, {}
@@ -240,29 +241,33 @@ elseif cmd == 'take' then
         local plan, ready = {}, 0
         for j, id in ipairs(ids) do
             local key = JOB .. id
-            local kind = type_of(key)
             local p = { id = id, key = key }
+            -- The common case costs one HMGET; pcall, because HMGET on a key of another type is an error reply.
+            local f = (not seen[id]) and redis.pcall('HMGET', key, 'state', 'body', 'deliveries', 'crashes')
             if seen[id] then
                 p.act, p.what = 'drop', 'dropped from the ready list: a duplicate entry'
-            elseif kind == 'hash' then
-                local f = redis.call('HMGET', key, 'state', 'body', 'deliveries', 'crashes')
-                if f[1] == 'ready' and f[2] then
-                    p.act, p.body, p.deliveries, p.crashes = 'run', f[2], (tonumber(f[3]) or 0) + 1, tonumber(f[4]) or 0
-                    ready = ready + 1
-                elseif f[1] == 'ready' then
-                    p.act, p.what = 'bury', 'malformed record: no body'
-                elseif f[1] then
-                    p.act, p.what = 'drop', 'dropped from the ready list: the record is ' .. f[1] .. ', not ready'
-                else
-                    p.act, p.what = 'drop', 'dropped from the ready list: the record has no state'
-                end
-            elseif kind == 'string' then
-                p.act, p.what, p.body = 'bury_string', 'malformed record: a string, not a hash', redis.call('GET', key)
-            elseif kind == 'none' then
-                p.act, p.what = 'drop', 'dropped from the ready list: no record'
+            elseif f.err == nil and f[1] == 'ready' and f[2] then
+                p.act, p.body, p.deliveries, p.crashes = 'run', f[2], (tonumber(f[3]) or 0) + 1, tonumber(f[4]) or 0
+                ready = ready + 1
             else
-                p.act, p.what = 'drop', 'dropped from the ready list: the record is a ' .. kind ..
-                    ', not a hash (key left alone)'
+                local kind = type_of(key)
+                if kind == 'hash' then
+                    if f[1] == 'ready' then
+                        p.act, p.what = 'bury', 'malformed record: no body'
+                    elseif f[1] then
+                        p.act, p.what = 'drop', 'dropped from the ready list: the record is ' .. f[1] .. ', not ready'
+                    else
+                        p.act, p.what = 'drop', 'dropped from the ready list: the record has no state'
+                    end
+                elseif kind == 'string' then
+                    p.act, p.what, p.body = 'bury_string', 'malformed record: a string, not a hash',
+                        redis.call('GET', key)
+                elseif kind == 'none' then
+                    p.act, p.what = 'drop', 'dropped from the ready list: no record'
+                else
+                    p.act, p.what = 'drop', 'dropped from the ready list: the record is a ' .. kind ..
+                        ', not a hash (key left alone)'
+                end
             end
             seen[id] = true
             plan[j] = p
