@@ -1,18 +1,26 @@
-"""The job model: what a producer asks for and what a worker runs."""
+"""The job model: what a producer asks for and what a worker runs, and its wire format.
+
+:data:`JOB_FIELDS` is the one table of the fields a job carries between processes: which are required, how a
+value read from a body is validated and converted, how it is written. :meth:`Job.to_dict`, :meth:`Job.from_dict`
+and :meth:`Job._trusted` are generated from it. Fields a body carries that the table does not know (written by a
+newer Bananas) are kept in :attr:`Job.extra` and written back unchanged; ``docs/SERIALIZERS.md`` ("Evolving the job
+format") has the rules.
+"""
 
 from __future__ import annotations
 
 import enum
+import linecache
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from bananas.units import parse_duration
 
-__all__ = ["Job", "Priority", "Status", "new_job_id"]
+__all__ = ["JOB_FIELDS", "REQUIRED_FIELDS", "Job", "JobField", "Priority", "Status", "new_job_id"]
 
 
 class Priority(enum.StrEnum):
@@ -62,6 +70,9 @@ def new_job_id() -> str:
     return raw.hex()
 
 
+_set = object.__setattr__
+
+
 def _payload(value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"payload: expected a mapping of keyword arguments, got {type(value).__name__}")
@@ -71,11 +82,24 @@ def _payload(value: object) -> dict[str, Any]:
     return dict(value)
 
 
+_PRIORITIES = {p.value: p for p in Priority}
+_STATUSES = {s.value: s for s in Status}
+_PRIORITY_VALUES = {p: p.value for p in Priority}
+_STATUS_VALUES = {s: s.value for s in Status}
+
+
 def _priority(value: str | Priority) -> Priority:
-    return Priority.parse(value)
+    try:
+        return _PRIORITIES[value]  # an exact value or a member (members hash and compare as their values)
+    except (KeyError, TypeError):
+        return Priority.parse(value)
 
 
 def _status(value: str | Status) -> Status:
+    try:
+        return _STATUSES[value]
+    except (KeyError, TypeError):
+        pass
     try:
         return Status(value)
     except ValueError:
@@ -84,8 +108,8 @@ def _status(value: str | Status) -> Status:
 
 
 def _timeout(value: str | float | None) -> float | None:
-    if value is None:
-        return None
+    if value is None or (type(value) is float and value > 0):
+        return value
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
@@ -95,20 +119,39 @@ def _timeout(value: str | float | None) -> float | None:
     return seconds
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+def _check_count(field: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name}: expected a non-negative integer, got {value!r}")
+        raise ValueError(f"{field}: expected a non-negative integer, got {value!r}")
+
+
+def _check_text(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field}: expected a non-empty string, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    _check_count(attribute.name, value)
 
 
 def _name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{attribute.name}: expected a non-empty string, got {value!r}")
+    _check_text(attribute.name, value)
 
 
 def _headers(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValueError(f"headers: expected a mapping of strings, got {type(value).__name__}")
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _extra(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"extra: expected a mapping of job fields this version does not know, got {value!r}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ValueError(f"extra: job field names must be strings, got {key!r}")
+        if key in _WIRE_NAMES:
+            raise ValueError(f"extra: {key!r} is a field this version knows, not an unknown one: set Job.{key}")
+    return dict(value)
 
 
 @attrs.define(kw_only=True)
@@ -129,6 +172,9 @@ class Job:
         traceback: Text of the last failure's traceback.
         headers: Free-form string headers (trace ids and the like).
         created_at / enqueued_at / scheduled_at / started_at / finished_at: Unix timestamps or ``None``.
+        extra: Fields the job's body carried that this version does not know (a newer producer wrote them), by
+            name: not validated, not used, written back unchanged by :meth:`to_dict` (so a retry or a dead letter
+            keeps them). Names must be strings and must not be fields of this model. Usually empty.
     """
 
     name: str = attrs.field(validator=_name)
@@ -148,38 +194,221 @@ class Job:
     scheduled_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    extra: dict[str, Any] = attrs.field(factory=dict, converter=_extra)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Job:  # noqa: ARG004 - __init__ takes them
+        # A job assembled field by field from ``Job.__new__(Job)`` (the producer's hot path does that) still has
+        # ``extra``: to_dict, __eq__ and __repr__ read it.
+        self = object.__new__(cls)
+        _set(self, "extra", {})
+        return self
+
+    # The three methods below are replaced by code generated from JOB_FIELDS (see _install at the end of the module).
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible mapping of every field (enums as their string values)."""
-        return {  # field order, as attrs.asdict would give it (built directly: this is on every enqueue)
-            "name": self.name,
-            "payload": self.payload,
-            "id": self.id,
-            "priority": self.priority.value,
-            "status": self.status.value,
-            "attempts": self.attempts,
-            "max_retries": self.max_retries,
-            "timeout": self.timeout,
-            "queue": self.queue,
-            "last_error": self.last_error,
-            "traceback": self.traceback,
-            "headers": self.headers,
-            "created_at": self.created_at,
-            "enqueued_at": self.enqueued_at,
-            "scheduled_at": self.scheduled_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
+        """A JSON-compatible mapping of every field of :data:`JOB_FIELDS` (enums as their string values), followed
+        by the :attr:`extra` fields, unchanged (a field of the table always wins over an ``extra`` of its name)."""
+        raise NotImplementedError  # pragma: no cover
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
-        """Rebuild a job from :meth:`to_dict` output; unknown keys raise ``ValueError`` naming them."""
-        known = _FIELD_NAMES
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown job field(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        """Rebuild a job from :meth:`to_dict` output, written by this version or any other.
+
+        Every field of :data:`JOB_FIELDS` is validated and converted as ``Job(...)`` does (``ValueError`` naming the
+        field). A missing required field (:data:`REQUIRED_FIELDS`: ``name``, ``id``) raises ``ValueError``; a
+        missing optional field takes its default. Keys the table does not know are kept in :attr:`extra`; one that
+        is not a string raises ``ValueError``.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    @classmethod
+    def _trusted(cls, *, name: str, **fields: Any) -> Job:
+        """``Job(...)`` without converters or validators, for values that already have the model's types (the
+        kernel's own hot paths): same keywords and defaults, nothing is checked or copied."""
+        raise NotImplementedError  # pragma: no cover
 
 
-_FIELD_NAMES = frozenset(a.name for a in attrs.fields(Job))
-assert len(_FIELD_NAMES) == 17, "Job.to_dict lists every field: update it with the model"  # noqa: PLR2004
+@attrs.frozen
+class JobField:
+    """One field of the job format, as it travels between processes.
+
+    Attributes:
+        name: The key in :meth:`Job.to_dict` and the attribute of :class:`Job`.
+        required: Whether a body without it is malformed. An optional field missing from a body takes
+            :attr:`default`, so a field added in a later version must be optional.
+        default: The attrs default of the attribute (a value, an ``attrs.Factory``, or ``attrs.NOTHING`` for
+            ``name``), filled in from :class:`Job` when the table is built.
+        decode: Wire value → model value, validating it (``ValueError`` naming the field); ``None``: taken as is.
+        encode: Model value → wire value; ``None``: written as is.
+    """
+
+    name: str
+    required: bool = False
+    default: Any = attrs.field(default=None, kw_only=True)
+    decode: Callable[[Any], Any] | None = attrs.field(default=None, eq=False)
+    encode: Callable[[Any], Any] | None = attrs.field(default=None, eq=False)
+
+
+def _text(field: str) -> Callable[[Any], str]:
+    def decode(value: Any) -> str:
+        if type(value) is not str or not value:
+            _check_text(field, value)
+        return value
+
+    return decode
+
+
+def _count(field: str) -> Callable[[Any], int]:
+    def decode(value: Any) -> int:
+        if type(value) is not int or value < 0:
+            _check_count(field, value)
+        return value
+
+    return decode
+
+
+def _wire_headers(value: Any) -> dict[str, str]:
+    if type(value) is dict:
+        for key, text in value.items():
+            if type(key) is not str or type(text) is not str:
+                return _headers(value)
+        return value.copy()
+    return _headers(value)
+
+
+def _table(*fields: JobField) -> tuple[JobField, ...]:
+    defaults = attrs.fields_dict(Job)
+    return tuple(attrs.evolve(f, default=defaults[f.name].default) for f in fields)
+
+
+JOB_FIELDS: tuple[JobField, ...] = _table(
+    JobField("name", required=True, decode=_text("name")),
+    JobField("payload", decode=_payload),
+    JobField("id", required=True, decode=_text("id")),
+    JobField("priority", decode=_priority, encode=_PRIORITY_VALUES.__getitem__),
+    JobField("status", decode=_status, encode=_STATUS_VALUES.__getitem__),
+    JobField("attempts", decode=_count("attempts")),
+    JobField("max_retries", decode=_count("max_retries")),
+    JobField("timeout", decode=_timeout),
+    JobField("queue"),
+    JobField("last_error"),
+    JobField("traceback"),
+    JobField("headers", decode=_wire_headers),
+    JobField("created_at"),
+    JobField("enqueued_at"),
+    JobField("scheduled_at"),
+    JobField("started_at"),
+    JobField("finished_at"),
+)
+"""The job format, in :meth:`Job.to_dict` order: every attribute of :class:`Job` but :attr:`Job.extra`. Add a field
+here and to :class:`Job` together; a field added after 0.1 must be optional (``docs/SERIALIZERS.md``)."""
+REQUIRED_FIELDS: tuple[str, ...] = tuple(f.name for f in JOB_FIELDS if f.required)
+"""``("name", "id")``: a body without one of them is malformed."""
+_WIRE_NAMES = frozenset(f.name for f in JOB_FIELDS)
+if [f.name for f in JOB_FIELDS] != [a.name for a in attrs.fields(Job) if a.name != "extra"]:  # pragma: no cover
+    raise AssertionError("JOB_FIELDS must list every attribute of Job but extra, in order")
+
+
+def _unknown(data: Mapping[Any, Any]) -> dict[str, Any]:
+    """The keys of ``data`` that are not in :data:`JOB_FIELDS`, with their values."""
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _WIRE_NAMES:
+            continue
+        if not isinstance(key, str):
+            raise ValueError(f"unknown job field {key!r}: job field names must be strings")
+        extra[key] = value
+    return extra
+
+
+def _complete(cls: type[Job], data: Mapping[str, Any]) -> Job:
+    """``from_dict`` of a body that lacks some fields: required ones are an error, optional ones take defaults."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a job is a mapping of its fields, got {type(data).__name__}")
+    missing = [f.name for f in JOB_FIELDS if f.required and f.name not in data]
+    if missing:
+        raise ValueError(
+            f"missing required job field(s): {', '.join(missing)} (every job carries {', '.join(REQUIRED_FIELDS)})"
+        )
+    full = dict(data)
+    for f in JOB_FIELDS:
+        if f.name not in full:
+            full[f.name] = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default  # type: ignore[attr-defined]
+    return cls.from_dict(full)
+
+
+_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
+
+
+def _install(cls: type[Job], fields: tuple[JobField, ...]) -> None:
+    """Generate ``to_dict``, ``from_dict`` and ``_trusted`` from ``fields``: straight-line code, one line per
+    field, as fast as writing them out by hand (they run on every enqueue, fetch, retry and dead letter)."""
+    ns: dict[str, Any] = {"_new": object.__new__, "_set": _set, "_MISSING": _MISSING}
+    ns |= {"_unknown": _unknown, "_complete": _complete}
+    dump, read, store, params, build = [], [], [], [], []
+    for i, f in enumerate(fields):
+        n = f.name
+        if f.encode is None:
+            dump.append(f"        {n!r}: self.{n},")
+        else:
+            ns[f"_encode_{n}"] = f.encode
+            dump.append(f"        {n!r}: _encode_{n}(self.{n}),")
+        read.append(f"        v{i} = data[{n!r}]")
+        if f.decode is None:
+            store.append(f"    _set(self, {n!r}, v{i})")
+        else:
+            ns[f"_decode_{n}"] = f.decode
+            store.append(f"    _set(self, {n!r}, _decode_{n}(v{i}))")
+        if f.default is attrs.NOTHING:
+            params.append(n)
+            build.append(f"    _set(self, {n!r}, {n})")
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            ns[f"_default_{n}"] = f.default.factory
+            params.append(f"{n}=_MISSING")
+            build.append(f"    _set(self, {n!r}, _default_{n}() if {n} is _MISSING else {n})")
+        else:
+            ns[f"_default_{n}"] = f.default
+            params.append(f"{n}=_default_{n}")
+            build.append(f"    _set(self, {n!r}, {n})")
+    nl = "\n"
+    source = f"""\
+def to_dict(self):
+    data = {{
+{nl.join(dump)}
+    }}
+    extra = self.extra
+    if extra:
+        for key, value in extra.items():
+            data.setdefault(key, value)
+    return data
+
+
+def from_dict(cls, data):
+    try:
+{nl.join(read)}
+    except KeyError:
+        return _complete(cls, data)
+    self = _new(cls)
+{nl.join(store)}
+    _set(self, "extra", {{}} if len(data) == {len(fields)} else _unknown(data))
+    return self
+
+
+def _trusted(cls, *, {", ".join(params)}, extra=_MISSING):
+    self = _new(cls)
+{nl.join(build)}
+    _set(self, "extra", {{}} if extra is _MISSING else extra)
+    return self
+"""
+    filename = f"<generated {__name__}.{cls.__name__} methods>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), ns)  # noqa: S102 - our own source, built from the table above
+    for name, wrap in (("to_dict", None), ("from_dict", classmethod), ("_trusted", classmethod)):
+        function = ns[name]
+        placeholder = cls.__dict__[name]
+        function.__doc__ = getattr(placeholder, "__func__", placeholder).__doc__
+        function.__qualname__ = f"{cls.__qualname__}.{name}"
+        function.__module__ = cls.__module__
+        setattr(cls, name, function if wrap is None else wrap(function))
+
+
+_install(Job, JOB_FIELDS)

@@ -67,7 +67,9 @@ class Serializer(Protocol):
 
     Implementations must never execute code while decoding (no pickle), and must raise
     :class:`bananas.errors.SerializationError` for any bytes they cannot decode. They see only the body: the
-    envelope header is the codec's business.
+    envelope header is the codec's business. A job's mapping may hold keys that this version's job model does not
+    know (fields a newer producer wrote, see :attr:`bananas.job.Job.extra`) or lack optional ones (an older
+    producer): a serializer must write and read back every key it is given, with its value, and never require one.
     """
 
     name: str
@@ -317,11 +319,17 @@ class JobCodec:
 
     # -- jobs ------------------------------------------------------------------------------------------------
     def encode(self, job: Job) -> bytes:
-        """The job's fields, enveloped (and signed when a key is set)."""
+        """The job's fields, enveloped (and signed when a key is set): :meth:`Job.to_dict`, so the fields this
+        version does not know (:attr:`Job.extra`) are written back as they were read."""
         return self.dumps(job.to_dict(), job_id=job.id)
 
     def decode(self, data: bytes) -> Job:
-        """A job from bytes that :meth:`encode` (of any app with the same serializers installed) wrote."""
+        """A job from bytes that :meth:`encode` (of any app with the same serializers installed) wrote.
+
+        :meth:`Job.from_dict` reads the fields: fields this version does not know are kept in :attr:`Job.extra`,
+        missing optional ones take their defaults; a missing required field (``name``, ``id``) or a bad value is a
+        ``SerializationError`` whose reason starts with ``malformed job:``.
+        """
         fields = self.loads(data, require_signature=self.signing)
         job_id = fields.get("id") if isinstance(fields.get("id"), str) else None
         try:

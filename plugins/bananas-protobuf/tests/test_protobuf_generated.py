@@ -45,7 +45,7 @@ def test_the_comparison_notices_a_changed_schema(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
     (tmp_path / "in" / "bananas_protobuf").mkdir(parents=True)
     changed = PROTO.read_text(encoding="utf-8").replace("optional double finished_at = 17;",
-                                                         "optional double finished_at = 17;\n  string extra = 18;")
+                                                         "optional double finished_at = 17;\n  string later = 99;")
     (tmp_path / "in" / "bananas_protobuf" / "job.proto").write_text(changed, encoding="utf-8")
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp_path / 'in'}", f"--python_out={tmp_path}",

@@ -46,7 +46,7 @@ class Body(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., json: _Optional[bytes] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "name", "payload", "priority", "status", "attempts", "max_retries", "timeout", "queue", "last_error", "traceback", "headers", "created_at", "enqueued_at", "scheduled_at", "started_at", "finished_at")
+    __slots__ = ("id", "name", "payload", "priority", "status", "attempts", "max_retries", "timeout", "queue", "last_error", "traceback", "headers", "created_at", "enqueued_at", "scheduled_at", "started_at", "finished_at", "extra")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Job(_message.Message):
     SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     payload: bytes
@@ -88,4 +89,5 @@ class Job(_message.Message):
     scheduled_at: float
     started_at: float
     finished_at: float
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[_Union[Priority, str]] = ..., status: _Optional[_Union[Status, str]] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., queue: _Optional[str] = ..., last_error: _Optional[str] = ..., traceback: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[float] = ..., enqueued_at: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
+    extra: bytes
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[_Union[Priority, str]] = ..., status: _Optional[_Union[Status, str]] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., queue: _Optional[str] = ..., last_error: _Optional[str] = ..., traceback: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[float] = ..., enqueued_at: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., extra: _Optional[bytes] = ...) -> None: ...
