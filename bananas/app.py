@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,7 +15,17 @@ from urllib.parse import urlsplit
 import attrs
 
 from bananas._manager import Plugins, load_plugins
-from bananas.broker import Broker, BrokerOptions, Envelope, JobRecord
+from bananas.broker import (
+    Broker,
+    BrokerCapabilities,
+    BrokerOptions,
+    Envelope,
+    JobRecord,
+    RecordState,
+    SupportsAdmin,
+    capabilities,
+    require_admin,
+)
 from bananas.config import Settings, load_settings
 from bananas.errors import ConfigError, JobFailed, JobNotFound, ResultTimeout, SerializationError, UsageError
 from bananas.job import Job, Priority, Status, new_job_id
@@ -41,11 +52,11 @@ DEFAULTED_RETRIES_HEADER = "bananas-defaulted-retries"
 """Set on jobs whose ``max_retries`` came from the producer's config, so the worker's handler default wins."""
 
 _STATE_TO_STATUS = {
-    "ready": Status.PENDING,
-    "scheduled": Status.SCHEDULED,
-    "running": Status.RUNNING,
-    "completed": Status.COMPLETED,
-    "dead": Status.DEAD,
+    RecordState.READY: Status.PENDING,
+    RecordState.SCHEDULED: Status.SCHEDULED,
+    RecordState.RUNNING: Status.RUNNING,
+    RecordState.COMPLETED: Status.COMPLETED,
+    RecordState.DEAD: Status.DEAD,
 }
 
 
@@ -145,6 +156,8 @@ class Bananas:
             scheme = _url_scheme(self.result_backend_url, "result_backend", s.source("result_backend"))
             self._result_spec = self.plugins.result_backends.get(scheme)
         self._brokers: dict[asyncio.AbstractEventLoop, Broker] = {}
+        # Capabilities of every broker built here, resolved once in new_broker (weak: a dropped broker goes).
+        self._capabilities: weakref.WeakKeyDictionary[Broker, BrokerCapabilities] = weakref.WeakKeyDictionary()
         self._results: dict[asyncio.AbstractEventLoop, ResultBackend] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -182,7 +195,24 @@ class Bananas:
     def new_broker(self, **overrides: Any) -> Broker:
         """A new, unconnected broker for the configured URL (``overrides`` replace option fields)."""
         options = attrs.evolve(self.broker_options, **overrides) if overrides else self.broker_options
-        return self._broker_spec.factory(self.broker_url, options)
+        broker = self._broker_spec.factory(self.broker_url, options)
+        self._remember_capabilities(broker)
+        return broker
+
+    def _remember_capabilities(self, broker: Broker) -> BrokerCapabilities:
+        caps = capabilities(broker)
+        try:
+            self._capabilities[broker] = caps
+        except TypeError:  # not weak-referenceable (__slots__ without __weakref__): resolved again when asked
+            pass
+        return caps
+
+    def capabilities(self, broker: Broker) -> BrokerCapabilities:
+        """The optional capabilities of ``broker`` (see :mod:`bananas.broker`), resolved once when it was built."""
+        try:
+            return self._capabilities[broker]
+        except (KeyError, TypeError):
+            return self._remember_capabilities(broker)
 
     async def broker(self) -> Broker:
         """The connected broker of the running event loop (created on first use)."""
@@ -375,7 +405,7 @@ class Bananas:
         """Enqueue several jobs in one broker call; each mapping holds :meth:`build`'s arguments."""
         built, envelopes, generated = self._build_all(jobs)
         broker = await self.broker()
-        hinted = getattr(broker, "enqueue_with_hints", None)
+        hinted = self.capabilities(broker).enqueue_with_hints
         if hinted is not None and generated:
             await hinted(envelopes, generated_ids=generated)
         else:
@@ -411,7 +441,7 @@ class Bananas:
         this thread, without an event-loop turn; any other runs on this thread's private loop.
         """
         broker = self._sync_broker()
-        send = getattr(broker, "enqueue_sync", None)
+        send = self.capabilities(broker).enqueue_sync
         if send is None:
             return self.run_sync(lambda: self.enqueue_many_async(jobs))
         built, envelopes, generated = self._build_all(jobs)
@@ -425,10 +455,14 @@ class Bananas:
         Raises :class:`JobNotFound` when the broker has no record of ``job_id`` (never enqueued, or its record
         expired: ``completed_ttl`` / ``dead_ttl``).
         """
-        record = await (await self.broker()).lookup(job_id)
+        record = await self._admin(await self.broker(), "get_job").lookup(job_id)
         if record is None:
             raise JobNotFound(f"no job with id {job_id!r} (never enqueued here, or its record expired)")
         return self._job_from_record(record)
+
+    def _admin(self, broker: Broker, what: str) -> SupportsAdmin:
+        """``broker`` as :class:`SupportsAdmin`; :class:`UsageError` naming the capability if it has none."""
+        return require_admin(broker, self.capabilities(broker), what)
 
     def _job_from_record(self, record: JobRecord) -> Job:
         job = self.codec.decode(record.body)
@@ -482,7 +516,16 @@ class Bananas:
     ) -> bytes | None:
         """No result was stored: return one stored meanwhile, ``None`` if waiting makes sense, else raise what the
         broker's record explains (:class:`JobNotFound`, :class:`JobFailed` or :class:`ResultTimeout`)."""
-        record = await (await self.broker()).lookup(job_id)
+        admin = self.capabilities(broker := await self.broker()).admin
+        if admin is None:  # no record to explain a missing result: keep waiting on the backend, or say so
+            body = await backend.get(job_id)
+            if body is not None or can_wait:
+                return body
+            raise ResultTimeout(
+                f"no result for job {job_id}{f' within {waited:g}s' if waited else ' yet'} (broker "
+                f"{type(broker).__name__} has no 'admin' capability to tell whether it is still running)"
+            )
+        record = await admin.lookup(job_id)
         body = await backend.get(job_id)  # the worker stores before it settles: look again after the lookup
         if body is not None:
             return body

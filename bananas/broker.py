@@ -29,34 +29,55 @@ Semantics every broker must have (the conformance suite in :mod:`bananas.testing
 * **Order** of several jobs released, reaped, moved or requeued in one call is the broker's choice; a retry with
   ``at <= now`` goes to the tail of its queue. Enqueueing a dead id anew removes its dead letter.
 
-Optional capabilities (not part of :class:`Broker`; the kernel looks them up with ``getattr`` on the instance and
-falls back to the protocol without them; each keeps every rule above):
+Protocol 0.2: a small **core** (:class:`Broker`) plus **optional capabilities**, each its own
+:class:`typing.Protocol`. The kernel resolves them once, when it builds the broker (:func:`capabilities`, stored with
+the broker by ``app.new_broker()`` / ``app.broker()``), never per call; every capability keeps every rule above:
 
-* ``enqueue_sync(envelopes, *, generated_ids=()) -> None``: :meth:`Broker.enqueue` blocking the calling thread, with
-  no event loop. Thread-safe; raises :class:`~bananas.errors.BrokerUnavailable` like ``enqueue``. The blocking
-  producer calls (``app.enqueue``, ``app.enqueue_many``) use it instead of a turn of their private loop.
-* ``async enqueue_with_hints(envelopes, *, generated_ids=()) -> None``: :meth:`Broker.enqueue`; used by
-  ``app.enqueue_async`` / ``app.enqueue_many_async``.
-* ``async ack_and_fetch(deliveries, queues, limit) -> tuple[list[bool], list[Delivery]]``: :meth:`Broker.ack`, then
-  take up to ``limit`` ready jobs from ``queues`` without blocking (priority order as in ``fetch``), in one round
-  trip where the backend allows. The worker runtime sends the acks of finished jobs along with its next fetch.
+* **maintenance** (:class:`SupportsMaintenance`: ``reap``, ``move_due``): crash recovery and delayed jobs. A broker
+  without it is usable, but nothing recovers the jobs of a worker that died (their leases never expire into the
+  queue again) and jobs with an ``eta`` or a retry delay only become ready if the broker moves them by itself. The
+  worker logs this at start instead of failing.
+* **admin** (:class:`SupportsAdmin`: ``known_queues``, ``lookup``, ``dead_letters``, ``requeue_dead``,
+  ``purge_dead``): inspection and dead-letter handling (``app.get_job``, ``app.get_result``'s explanations, the CLI).
+  Without it those calls raise :class:`~bananas.errors.UsageError` naming the capability (:func:`require_admin`).
+* **fast lanes**, each optional on its own; without them the kernel uses the core ``enqueue`` / ``ack`` + ``fetch``:
+
+  - ``enqueue_sync(envelopes, *, generated_ids=()) -> None`` (:class:`SupportsEnqueueSync`): ``enqueue`` blocking
+    the calling thread, with no event loop. Thread-safe; raises :class:`~bananas.errors.BrokerUnavailable` like
+    ``enqueue``. The blocking producer calls (``app.enqueue``, ``app.enqueue_many``) use it.
+  - ``async enqueue_with_hints(envelopes, *, generated_ids=()) -> None`` (:class:`SupportsEnqueueWithHints`):
+    ``enqueue``; used by ``app.enqueue_async`` / ``app.enqueue_many_async`` when the kernel generated some ids.
+  - ``async ack_and_fetch(deliveries, queues, limit) -> tuple[list[bool], list[Delivery]]``
+    (:class:`SupportsAckAndFetch`): ``ack``, then take up to ``limit`` ready jobs from ``queues`` without blocking
+    (priority order as in ``fetch``), in one round trip where the backend allows. The worker runtime sends the acks
+    of finished jobs along with its next fetch.
+
+A capability counts only when *every* method of it is present; a broker with some of them is reported as partial
+(:attr:`BrokerCapabilities.partial`) and treated as not having it.
 
 ``generated_ids`` names the envelopes whose id the kernel generated for this call (a fresh ``uuid4`` hex, never one
 the producer gave): no copy of such an id can exist in any queue, so a broker may skip its cross-queue uniqueness
 work for them. Explicit ids never appear there and keep the full "one live copy per id" check, including an
-explicit re-enqueue of an id the kernel generated earlier. See ``docs/PLUGINS.md`` (Optional capabilities).
+explicit re-enqueue of an id the kernel generated earlier. See ``docs/PLUGINS.md`` (Broker protocol 0.2).
 """
 
 from __future__ import annotations
 
+import enum
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from bananas.errors import UsageError
+
 __all__ = [
+    "ADMIN",
+    "CAPABILITIES",
+    "MAINTENANCE",
     "Broker",
+    "BrokerCapabilities",
     "BrokerOptions",
     "BrokerSpec",
     "DeadLetter",
@@ -65,6 +86,14 @@ __all__ = [
     "JobRecord",
     "QueueDepth",
     "RecordState",
+    "SupportsAckAndFetch",
+    "SupportsAdmin",
+    "SupportsEnqueueSync",
+    "SupportsEnqueueWithHints",
+    "SupportsMaintenance",
+    "capabilities",
+    "require_admin",
+    "require_maintenance",
 ]
 
 Clock = Callable[[], float]
@@ -147,8 +176,15 @@ class DeadLetter:
     dead_at: float
 
 
-RecordState = str
-"""``"ready"``, ``"scheduled"``, ``"running"``, ``"completed"`` or ``"dead"``."""
+class RecordState(enum.StrEnum):
+    """The state of a :class:`JobRecord`. A ``StrEnum``: ``RecordState.READY == "ready"`` and it prints as
+    ``ready``, so code comparing with plain strings keeps working."""
+
+    READY = "ready"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DEAD = "dead"
 
 
 @attrs.frozen
@@ -157,7 +193,7 @@ class JobRecord:
 
     id: str
     queue: str
-    state: RecordState
+    state: RecordState = attrs.field(converter=RecordState)
     body: bytes
     deliveries: int
     crashes: int
@@ -177,7 +213,9 @@ class QueueDepth:
 
 @runtime_checkable
 class Broker(Protocol):
-    """An async broker. One instance belongs to one event loop; the kernel builds one per loop it uses."""
+    """The core protocol every broker implements (0.2). One instance belongs to one event loop; the kernel builds
+    one per loop it uses. Optional capabilities (:class:`SupportsMaintenance`, :class:`SupportsAdmin`, the fast
+    lanes) are separate protocols, resolved once by :func:`capabilities`."""
 
     options: BrokerOptions
 
@@ -222,6 +260,15 @@ class Broker(Protocol):
         """Give unfinished jobs back to the head of their queues at once (graceful shutdown); no crash is counted."""
         ...
 
+    async def depths(self, queues: Sequence[str] | None = None) -> dict[str, QueueDepth]:
+        """Counts per queue; all known queues when ``queues`` is ``None``."""
+        ...
+
+
+@runtime_checkable
+class SupportsMaintenance(Protocol):
+    """Capability ``maintenance``: delayed jobs and crash recovery (the worker's scheduler and reaper loop)."""
+
     async def move_due(self, limit: int = 1000) -> int:
         """Move up to ``limit`` scheduled jobs whose time has come to their queues; return how many moved."""
         ...
@@ -230,9 +277,10 @@ class Broker(Protocol):
         """Recover jobs whose lease expired (see the module docstring); return how many were recovered."""
         ...
 
-    async def depths(self, queues: Sequence[str] | None = None) -> dict[str, QueueDepth]:
-        """Counts per queue; all known queues when ``queues`` is ``None``."""
-        ...
+
+@runtime_checkable
+class SupportsAdmin(Protocol):
+    """Capability ``admin``: inspection and dead-letter handling (``app.get_job``, the CLI)."""
 
     async def known_queues(self) -> list[str]:
         """Every queue that has ever received a job (sorted)."""
@@ -253,6 +301,123 @@ class Broker(Protocol):
     async def purge_dead(self, queue: str) -> int:
         """Drop every dead letter of ``queue``; return how many."""
         ...
+
+
+@runtime_checkable
+class SupportsEnqueueSync(Protocol):
+    """Fast lane ``enqueue_sync``: :meth:`Broker.enqueue` from a plain thread, without an event loop."""
+
+    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
+        """Store every envelope like ``enqueue``; thread-safe, blocks the calling thread."""
+        ...
+
+
+@runtime_checkable
+class SupportsEnqueueWithHints(Protocol):
+    """Fast lane ``enqueue_with_hints``: :meth:`Broker.enqueue` told which ids the kernel generated."""
+
+    async def enqueue_with_hints(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
+        """Store every envelope like ``enqueue``; ids in ``generated_ids`` cannot exist yet anywhere."""
+        ...
+
+
+@runtime_checkable
+class SupportsAckAndFetch(Protocol):
+    """Fast lane ``ack_and_fetch``: settle finished jobs and take new ones in one round trip."""
+
+    async def ack_and_fetch(
+        self, deliveries: Sequence[Delivery], queues: Sequence[str], limit: int
+    ) -> tuple[list[bool], list[Delivery]]:
+        """``ack(deliveries)``, then take up to ``limit`` ready jobs from ``queues`` without blocking."""
+        ...
+
+
+MAINTENANCE = "maintenance"
+ADMIN = "admin"
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    MAINTENANCE: ("reap", "move_due"),
+    ADMIN: ("known_queues", "lookup", "dead_letters", "requeue_dead", "purge_dead"),
+    "enqueue_sync": ("enqueue_sync",),
+    "enqueue_with_hints": ("enqueue_with_hints",),
+    "ack_and_fetch": ("ack_and_fetch",),
+}
+"""Every optional capability by name, with the methods it takes (all of them)."""
+
+
+@attrs.frozen
+class BrokerCapabilities:
+    """The optional capabilities of one broker instance, resolved once by :func:`capabilities`.
+
+    Each fast-lane field holds the bound method (or ``None``), so callers use it without a per-call ``getattr``;
+    ``maintenance`` and ``admin`` hold the broker itself, typed as that capability (or ``None``).
+
+    Attributes:
+        maintenance: ``reap`` and ``move_due``.
+        admin: ``known_queues``, ``lookup``, ``dead_letters``, ``requeue_dead``, ``purge_dead``.
+        enqueue_sync: The bound ``enqueue_sync``.
+        enqueue_with_hints: The bound ``enqueue_with_hints``.
+        ack_and_fetch: The bound ``ack_and_fetch``.
+        partial: Capabilities the broker has only some methods of, with the missing ones (treated as absent).
+    """
+
+    maintenance: SupportsMaintenance | None = None
+    admin: SupportsAdmin | None = None
+    enqueue_sync: Callable[..., None] | None = attrs.field(default=None, eq=False)
+    enqueue_with_hints: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    ack_and_fetch: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    partial: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The names (keys of :data:`CAPABILITIES`) of every capability present."""
+        return frozenset(name for name in CAPABILITIES if getattr(self, name) is not None)
+
+    def has(self, name: str) -> bool:
+        if name not in CAPABILITIES:
+            raise ValueError(f"unknown broker capability {name!r}; known: {', '.join(CAPABILITIES)}")
+        return getattr(self, name) is not None
+
+
+def capabilities(broker: object) -> BrokerCapabilities:
+    """Resolve the optional capabilities of ``broker`` (see the module docstring); the kernel calls it once per
+    broker it builds and keeps the result. A capability counts only when every one of its methods is callable."""
+    found: dict[str, Any] = {}
+    partial: dict[str, tuple[str, ...]] = {}
+    for name, methods in CAPABILITIES.items():
+        missing = tuple(m for m in methods if not callable(getattr(broker, m, None)))
+        if not missing:
+            found[name] = broker if len(methods) > 1 else getattr(broker, methods[0])
+        elif len(missing) < len(methods):
+            partial[name] = missing
+    return BrokerCapabilities(**found, partial=partial)
+
+
+def _require(broker: object, name: str, caps: BrokerCapabilities | None, what: str) -> Any:
+    resolved = getattr(caps or capabilities(broker), name)
+    if resolved is None:
+        methods = ", ".join(CAPABILITIES[name])
+        raise UsageError(
+            f"{what} needs the broker capability {name!r} ({methods}), which {type(broker).__name__} does not "
+            "implement (see docs/PLUGINS.md, Broker protocol 0.2)"
+        )
+    return resolved
+
+
+def require_admin(
+    broker: object, caps: BrokerCapabilities | None = None, what: str = "this command"
+) -> SupportsAdmin:
+    """``broker`` typed as :class:`SupportsAdmin`, or :class:`~bananas.errors.UsageError` naming the missing
+    capability (for inspection and dead-letter commands). Pass the resolved ``caps`` when you have them."""
+    result: SupportsAdmin = _require(broker, ADMIN, caps, what)
+    return result
+
+
+def require_maintenance(
+    broker: object, caps: BrokerCapabilities | None = None, what: str = "this command"
+) -> SupportsMaintenance:
+    """``broker`` typed as :class:`SupportsMaintenance`, or :class:`~bananas.errors.UsageError` naming it."""
+    result: SupportsMaintenance = _require(broker, MAINTENANCE, caps, what)
+    return result
 
 
 BrokerFactory = Callable[[str, BrokerOptions], Broker]

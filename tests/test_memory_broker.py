@@ -30,6 +30,8 @@ async def factory(**overrides):
 
 
 class TestMemoryBroker(BrokerConformance):
+    claims = frozenset({"maintenance", "admin", "enqueue_sync", "ack_and_fetch"})
+
     @pytest_asyncio.fixture
     async def broker_factory(self):
         made: list[MemoryBroker] = []

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bananas import Bananas
-from bananas.errors import DuplicatePlugin
+from bananas.errors import DuplicatePlugin, UsageError
 
 PYPROJECT = """
 [build-system]
@@ -49,12 +49,52 @@ class MyOptions(BrokerOptions):
     greeting: str = "hello"
 
 
-class MyBroker(MemoryBroker):
+class MyBroker:
+    """The public core protocol plus maintenance, without subclassing any kernel class: it keeps a memory broker
+    inside and exposes only these methods (no admin, no fast lanes), as a minimal third-party broker would."""
+
     created: list[str] = []
 
     def __init__(self, url: str, options: MyOptions) -> None:
-        super().__init__(url, options)
+        self.options = options
+        self._inner = MemoryBroker("memory://" + url.partition("://")[2], options)
         MyBroker.created.append(options.greeting)
+
+    async def connect(self):
+        await self._inner.connect()
+
+    async def close(self):
+        await self._inner.close()
+
+    async def enqueue(self, envelopes):
+        await self._inner.enqueue(envelopes)
+
+    async def fetch(self, queues, limit, timeout):
+        return await self._inner.fetch(queues, limit, timeout)
+
+    async def renew(self, deliveries):
+        return await self._inner.renew(deliveries)
+
+    async def ack(self, deliveries):
+        return await self._inner.ack(deliveries)
+
+    async def retry(self, delivery, *, body, at):
+        return await self._inner.retry(delivery, body=body, at=at)
+
+    async def dead_letter(self, delivery, *, body, reason):
+        return await self._inner.dead_letter(delivery, body=body, reason=reason)
+
+    async def release(self, deliveries):
+        return await self._inner.release(deliveries)
+
+    async def depths(self, queues=None):
+        return await self._inner.depths(queues)
+
+    async def reap(self):
+        return await self._inner.reap()
+
+    async def move_due(self, limit=1000):
+        return await self._inner.move_due(limit)
 
 
 @hookimpl
@@ -123,7 +163,13 @@ def test_worker_processes_a_job_through_a_third_party_broker(mybroker_installed,
         thread.join(15)
     from bananas_mybroker import MyBroker
 
-    assert type(app.new_broker()) is MyBroker and "hej" in MyBroker.created
+    broker = app.new_broker()
+    assert type(broker) is MyBroker and MyBroker.__bases__ == (object,) and "hej" in MyBroker.created
+    caps = app.capabilities(broker)
+    assert caps.names == {"maintenance"} and caps.partial == {}
+    # And inspection, which needs the admin capability, says so instead of failing with an AttributeError
+    with pytest.raises(UsageError, match="broker capability 'admin'"):
+        app.get_job(handle.id)
     owner = app.plugins.brokers.entries["mybroker"]
     assert (owner.dist, owner.version) == ("bananas-mybroker", "1.2.0")
 

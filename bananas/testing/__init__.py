@@ -29,19 +29,24 @@ except ImportError:  # pragma: no cover - the suite needs pytest, the package it
 else:
     # Must run before the modules are imported, so their plain ``assert``s give pytest's detailed messages.
     pytest.register_assert_rewrite(
-        "bananas.testing.conformance", "bananas.testing.stateful", "bananas.testing.serializers"
+        "bananas.testing.conformance",
+        "bananas.testing.stateful",
+        "bananas.testing.serializers",
+        "bananas.testing.results",
     )
 
 if TYPE_CHECKING:
     from bananas.testing.conformance import BrokerConformance
+    from bananas.testing.results import ResultBackendConformance
     from bananas.testing.serializers import SerializerConformance
     from bananas.testing.stateful import make_broker_machine
 
-__all__ = ["BrokerConformance", "SerializerConformance", "make_broker_machine"]
+__all__ = ["BrokerConformance", "ResultBackendConformance", "SerializerConformance", "make_broker_machine"]
 
 _LAZY = {
     "BrokerConformance": "bananas.testing.conformance",
     "make_broker_machine": "bananas.testing.stateful",
+    "ResultBackendConformance": "bananas.testing.results",
     "SerializerConformance": "bananas.testing.serializers",
 }
 

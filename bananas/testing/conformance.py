@@ -28,25 +28,50 @@ Every time comparison goes through the ``clock=`` override (a :class:`FakeClock`
 the machine is; only the blocking-fetch tests use real time, with generous margins. A broker that cannot offer a
 feature says so with a capability flag (``supports_blocking_fetch = False``); the tests it covers then skip with
 that reason instead of failing.
+
+Optional broker capabilities (protocol 0.2, :mod:`bananas.broker`) work the same way but need no flag: the core tests
+run on every broker, a test of ``maintenance``, ``admin`` or a fast lane runs only on a broker that implements it.
+Core tests read records through ``admin`` where the broker has it and skip just those reads where it does not. Set
+``claims = ALL_CAPABILITIES`` (or a subset) so that a capability lost by accident fails instead of skipping.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import ClassVar
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import attrs
 import pytest
 
-from bananas.broker import Broker, DeadLetter, Delivery, Envelope, QueueDepth
+from bananas.broker import (
+    ADMIN,
+    CAPABILITIES,
+    MAINTENANCE,
+    Broker,
+    BrokerCapabilities,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    JobRecord,
+    QueueDepth,
+    RecordState,
+    capabilities,
+)
 
-__all__ = ["BrokerConformance", "FakeClock", "MakeBroker"]
+__all__ = ["ALL_CAPABILITIES", "BrokerConformance", "FakeClock", "MakeBroker"]
+
+ALL_CAPABILITIES: frozenset[str] = frozenset(CAPABILITIES)
+"""Every optional capability name; ``claims = ALL_CAPABILITIES`` for a broker that implements the whole protocol."""
 
 MakeBroker = Callable[..., Awaitable[Broker]]
 """``await make(**overrides)`` returns a connected, empty broker built with those ``BrokerOptions`` overrides."""
 
 START = 1_700_000_000.0
+
+MAINT = (MAINTENANCE,)
+ADM = (ADMIN,)
+BOTH = (MAINTENANCE, ADMIN)
 
 
 @attrs.define
@@ -68,12 +93,35 @@ def _env(job_id: str, queue: str = "q", body: bytes | None = None, eta: float | 
 
 
 def _ids(items: Iterable[Delivery | DeadLetter]) -> list[str]:
+    if isinstance(items, _Unchecked):
+        return UNCHECKED  # type: ignore[no-any-return]
     return [item.id for item in items]
 
 
-async def _state(broker: Broker, job_id: str) -> str | None:
-    record = await broker.lookup(job_id)
-    return None if record is None else record.state
+class _Unchecked:
+    """Stands in for what an ``admin`` method would return when the broker has no ``admin`` capability: it equals
+    anything, so a core test still runs every core check and only the record/dead-letter checks drop out. Brokers
+    with ``admin`` always get the real answer."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getattr__(self, name: str) -> _Unchecked:
+        return self
+
+    def __iter__(self) -> Iterator[_Unchecked]:
+        return iter(())
+
+    def __repr__(self) -> str:
+        return "<unchecked: broker has no admin capability>"
+
+
+UNCHECKED: Any = _Unchecked()
 
 
 async def _drain(broker: Broker, queues: Sequence[str], limit: int = 100) -> list[Delivery]:
@@ -88,7 +136,15 @@ class BrokerConformance:
     """Checks that a broker keeps every semantic of :mod:`bananas.broker`. Subclass it; see the module docstring.
 
     Capability flags (class attributes) let a broker opt out explicitly; each skipped test names the flag.
+
+    The suite is split like the protocol (0.2): the **core** tests run on every broker; the tests of an optional
+    capability (``maintenance``, ``admin``, ``enqueue_sync``, ``enqueue_with_hints``, ``ack_and_fetch``) run only
+    when the broker has it (:func:`bananas.broker.capabilities`) and skip naming it otherwise. Set :attr:`claims`
+    to the capabilities the broker is meant to have: then a missing one fails instead of skipping.
     """
+
+    #: Capabilities the broker must have (``None``: whatever it implements). A claimed one it lacks fails the suite.
+    claims: ClassVar[frozenset[str] | None] = None
 
     #: ``fetch`` blocks until a job arrives or ``timeout`` passes (rather than returning ``[]`` at once).
     supports_blocking_fetch: ClassVar[bool] = True
@@ -110,10 +166,50 @@ class BrokerConformance:
         if not getattr(self, flag):
             pytest.skip(f"{type(self).__name__} opts out: {flag} = False")
 
-    async def _make(self, broker_factory: MakeBroker, **overrides: object) -> tuple[Broker, FakeClock]:
+    caps: BrokerCapabilities = BrokerCapabilities()
+    """The capabilities of the last broker :meth:`_make` built."""
+
+    def _gate(self, broker: Broker, needs: Sequence[str]) -> None:
+        self.caps = capabilities(broker)
+        for name in needs:
+            if self.caps.has(name):
+                continue
+            methods = ", ".join(CAPABILITIES[name])
+            if self.claims is not None and name in self.claims:
+                pytest.fail(f"{type(broker).__name__} claims the {name!r} capability but lacks it ({methods})")
+            pytest.skip(f"{type(broker).__name__} has no {name!r} capability ({methods})")
+
+    async def _make(
+        self, broker_factory: MakeBroker, *, needs: Sequence[str] = (), **overrides: object
+    ) -> tuple[Broker, FakeClock]:
+        """A new broker on a :class:`FakeClock`; skips the test unless it has every capability in ``needs``."""
         clock = FakeClock()
         broker = await broker_factory(clock=clock, **overrides)
+        self._gate(broker, needs)
         return broker, clock
+
+    # Admin reads that core tests use as extra checks: real answers with ``admin``, :data:`UNCHECKED` without.
+    async def _lookup(self, broker: Broker, job_id: str) -> JobRecord | None:
+        if self.caps.admin is None:
+            return UNCHECKED  # type: ignore[no-any-return]
+        record = await self.caps.admin.lookup(job_id)
+        if record is not None:
+            assert isinstance(record.state, RecordState), f"JobRecord.state {record.state!r} is not a RecordState"
+        return record
+
+    async def _state(self, broker: Broker, job_id: str) -> str | None:
+        record = await self._lookup(broker, job_id)
+        return None if record is None else record.state
+
+    async def _dead_letters(self, broker: Broker, queue: str, limit: int = 100) -> list[DeadLetter]:
+        if self.caps.admin is None:
+            return UNCHECKED  # type: ignore[no-any-return]
+        return await self.caps.admin.dead_letters(queue, limit)
+
+    async def _known_queues(self, broker: Broker) -> list[str]:
+        if self.caps.admin is None:
+            return UNCHECKED  # type: ignore[no-any-return]
+        return await self.caps.admin.known_queues()
 
     async def _fetch(self, broker: Broker, queues: Sequence[str], limit: int, timeout: float = 0.0) -> list[Delivery]:
         """``fetch`` with a guard, so a broker that ignores ``timeout`` fails the test instead of hanging it."""
@@ -121,7 +217,8 @@ class BrokerConformance:
 
     async def _expire_leases(self, broker: Broker, clock: FakeClock) -> int:
         clock.advance(broker.options.lease + 1)
-        return await broker.reap()
+        assert self.caps.maintenance is not None, "a test that expires leases must declare needs=MAINT"
+        return await self.caps.maintenance.reap()
 
     # -- the factory contract ------------------------------------------------------------------------------------
     @pytest.mark.asyncio
@@ -131,12 +228,13 @@ class BrokerConformance:
 
         # Then it satisfies the protocol, carries those options and holds nothing
         assert isinstance(broker, Broker)
+        assert not isinstance(broker, type), "the factory must return an instance"
         assert broker.options.lease == 7.0
         assert broker.options.max_crash_deliveries == 5
         assert broker.options.clock() == clock.now
-        assert await broker.known_queues() == []
+        assert await self._known_queues(broker) == []
         assert await broker.depths() == {}
-        assert await broker.lookup("nope") is None
+        assert await self._lookup(broker, "nope") is None
 
     @pytest.mark.asyncio
     async def test_close_twice_is_harmless(self, broker_factory: MakeBroker) -> None:
@@ -148,6 +246,19 @@ class BrokerConformance:
         await broker.close()
 
         # Then nothing raised (and the factory may close it once more on teardown)
+
+    @pytest.mark.asyncio
+    async def test_capabilities_are_whole_and_as_claimed(self, broker_factory: MakeBroker) -> None:
+        # Given / When a broker's optional capabilities are resolved
+        broker, _ = await self._make(broker_factory)
+        caps = capabilities(broker)
+
+        # Then none is half implemented (a typo would silently switch it off) and every claimed one is there
+        assert caps.partial == {}, f"capabilities with missing methods: {caps.partial}"
+        if self.claims is not None:
+            assert self.claims <= caps.names, f"claimed {sorted(self.claims)}, implemented {sorted(caps.names)}"
+        assert (caps.maintenance is not None) == (MAINTENANCE in caps.names)
+        assert (caps.admin is not None) == (ADMIN in caps.names)
 
     # -- enqueue and fetch ---------------------------------------------------------------------------------------
     @pytest.mark.asyncio
@@ -284,7 +395,7 @@ class BrokerConformance:
 
         # Then it gets nothing and the job stays ready
         assert got == []
-        assert await _state(broker, "a") == "ready"
+        assert await self._state(broker, "a") == "ready"
         assert (await broker.depths(["q"]))["q"] == QueueDepth(ready=1)
 
     @pytest.mark.asyncio
@@ -390,7 +501,7 @@ class BrokerConformance:
 
         # Then it is completed and no longer counted or handed out
         assert result == [True]
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and record.state == "completed"
         assert (await broker.depths(["q"]))["q"] == QueueDepth()
         assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
@@ -409,7 +520,7 @@ class BrokerConformance:
 
         # Then it fails, the job is still running, and the live delivery still settles it
         assert result == [False]
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and record.state == "running"
         assert await broker.ack([new]) == [True]
 
@@ -446,15 +557,15 @@ class BrokerConformance:
 
         # Then each fails and the job stays completed with its body
         assert results == [[False]] * 5
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and (record.state, record.body) == ("completed", b"a")
-        assert await broker.dead_letters("q") == []
+        assert await self._dead_letters(broker, "q") == []
 
     # -- leases: renew, reap, fencing, crash loops -------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_renew_keeps_a_lease_alive_past_its_first_expiry(self, broker_factory: MakeBroker) -> None:
         # Given a job leased for 10 s
-        broker, clock = await self._make(broker_factory, lease=10.0)
+        broker, clock = await self._make(broker_factory, needs=MAINT, lease=10.0)
         await broker.enqueue([_env("a")])
         (d,) = await self._fetch(broker, ["q"], 1)
 
@@ -467,13 +578,13 @@ class BrokerConformance:
         # Then nothing is reaped and the delivery still settles the job
         assert renewed == [True]
         assert reaped == 0
-        assert await _state(broker, "a") == "running"
+        assert await self._state(broker, "a") == "running"
         assert await broker.ack([d]) == [True]
 
     @pytest.mark.asyncio
     async def test_reap_leaves_live_leases_alone(self, broker_factory: MakeBroker) -> None:
         # Given a job leased for 10 s
-        broker, clock = await self._make(broker_factory, lease=10.0)
+        broker, clock = await self._make(broker_factory, needs=MAINT, lease=10.0)
         await broker.enqueue([_env("a")])
         (d,) = await self._fetch(broker, ["q"], 1)
 
@@ -483,13 +594,13 @@ class BrokerConformance:
 
         # Then nothing is recovered
         assert reaped == 0
-        assert await _state(broker, "a") == "running"
+        assert await self._state(broker, "a") == "running"
         assert await broker.ack([d]) == [True]
 
     @pytest.mark.asyncio
     async def test_reap_puts_an_expired_job_back_at_the_head_with_a_crash(self, broker_factory: MakeBroker) -> None:
         # Given two jobs, the first leased and its worker gone
-        broker, clock = await self._make(broker_factory, lease=10.0)
+        broker, clock = await self._make(broker_factory, needs=MAINT, lease=10.0)
         await broker.enqueue([_env("a"), _env("b")])
         (first,) = await self._fetch(broker, ["q"], 1)
 
@@ -498,7 +609,7 @@ class BrokerConformance:
 
         # Then the job is ready again, ahead of "b", counted as a crash
         assert reaped == 1
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and (record.state, record.crashes) == ("ready", 1)
         (again,) = await self._fetch(broker, ["q"], 1)
         assert (again.id, again.deliveries, again.crashes) == ("a", 2, 1)
@@ -508,7 +619,7 @@ class BrokerConformance:
     @pytest.mark.asyncio
     async def test_a_reaped_delivery_is_fenced_off(self, broker_factory: MakeBroker) -> None:
         # Given a delivery whose lease expired and was reaped
-        broker, clock = await self._make(broker_factory, lease=10.0)
+        broker, clock = await self._make(broker_factory, needs=MAINT, lease=10.0)
         await broker.enqueue([_env("a")])
         (old,) = await self._fetch(broker, ["q"], 1)
         assert await self._expire_leases(broker, clock) == 1
@@ -524,14 +635,14 @@ class BrokerConformance:
 
         # Then each fails and the job is untouched: ready, original body, one crash
         assert results == [[False]] * 5
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and (record.state, record.body, record.crashes) == ("ready", b"a", 1)
-        assert await broker.dead_letters("q") == []
+        assert await self._dead_letters(broker, "q") == []
 
     @pytest.mark.asyncio
     async def test_the_old_token_stays_fenced_after_redelivery(self, broker_factory: MakeBroker) -> None:
         # Given a reaped job handed out to a new worker
-        broker, clock = await self._make(broker_factory, lease=10.0)
+        broker, clock = await self._make(broker_factory, needs=MAINT, lease=10.0)
         await broker.enqueue([_env("a")])
         (old,) = await self._fetch(broker, ["q"], 1)
         await self._expire_leases(broker, clock)
@@ -548,14 +659,14 @@ class BrokerConformance:
 
         # Then the late worker fails and the new one still owns the job
         assert late == [[False]] * 5
-        assert await _state(broker, "a") == "running"
+        assert await self._state(broker, "a") == "running"
         assert await broker.renew([new]) == [True]
         assert await broker.ack([new]) == [True]
 
     @pytest.mark.asyncio
     async def test_crash_loop_dead_letters_after_max_crash_deliveries(self, broker_factory: MakeBroker) -> None:
         # Given a job whose every worker dies, with max_crash_deliveries=3
-        broker, clock = await self._make(broker_factory, lease=10.0, max_crash_deliveries=3)
+        broker, clock = await self._make(broker_factory, needs=MAINT, lease=10.0, max_crash_deliveries=3)
         await broker.enqueue([_env("a")])
 
         # When it is fetched and its lease expires three times
@@ -567,10 +678,10 @@ class BrokerConformance:
 
         # Then it was redelivered twice and is now a crash_loop dead letter, no longer handed out
         assert seen == [(1, 0), (2, 1), (3, 2)]
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None
         assert (record.state, record.reason, record.crashes) == ("dead", "crash_loop", 3)
-        letters = await broker.dead_letters("q")
+        letters = await self._dead_letters(broker, "q")
         assert [(x.id, x.reason, x.body) for x in letters] == [("a", "crash_loop", b"a")]
         assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
         assert (await broker.depths(["q"]))["q"] == QueueDepth(dead=1)
@@ -578,7 +689,7 @@ class BrokerConformance:
     @pytest.mark.asyncio
     async def test_reap_handles_many_expired_leases(self, broker_factory: MakeBroker) -> None:
         # Given three leased jobs, two of them renewed
-        broker, clock = await self._make(broker_factory, lease=10.0)
+        broker, clock = await self._make(broker_factory, needs=MAINT, lease=10.0)
         await broker.enqueue([_env("a"), _env("b"), _env("c")])
         a, b, c = await self._fetch(broker, ["q"], 3)
         clock.advance(5)
@@ -590,14 +701,14 @@ class BrokerConformance:
 
         # Then only b is recovered
         assert reaped == 1
-        assert [await _state(broker, x) for x in "abc"] == ["running", "ready", "running"]
+        assert [await self._state(broker, x) for x in "abc"] == ["running", "ready", "running"]
         assert await broker.renew([a, b, c]) == [True, False, True]
 
     # -- retry -----------------------------------------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_retry_in_the_future_waits_for_move_due(self, broker_factory: MakeBroker) -> None:
         # Given a leased job
-        broker, clock = await self._make(broker_factory)
+        broker, clock = await self._make(broker_factory, needs=MAINT)
         await broker.enqueue([_env("a")])
         (d,) = await self._fetch(broker, ["q"], 1)
 
@@ -605,7 +716,7 @@ class BrokerConformance:
         assert await broker.retry(d, body=b"a-v2", at=clock.now + 60) is True
 
         # Then it is scheduled, not ready, until the clock passes and move_due runs
-        assert await _state(broker, "a") == "scheduled"
+        assert await self._state(broker, "a") == "scheduled"
         assert (await broker.depths(["q"]))["q"] == QueueDepth(scheduled=1)
         assert await broker.move_due() == 0
         assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
@@ -641,14 +752,14 @@ class BrokerConformance:
         await broker.retry(d, body=b"attempt-2", at=clock.now + 10)
 
         # Then the record holds the new body and counts no crash
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and (record.body, record.crashes) == (b"attempt-2", 0)
 
     # -- dead letters --------------------------------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_dead_letter_stores_reason_and_body(self, broker_factory: MakeBroker) -> None:
         # Given a leased job
-        broker, clock = await self._make(broker_factory)
+        broker, clock = await self._make(broker_factory, needs=ADM)
         await broker.enqueue([_env("a")])
         (d,) = await self._fetch(broker, ["q"], 1)
 
@@ -657,9 +768,9 @@ class BrokerConformance:
 
         # Then it is dead with that reason and body, listed and counted, and never handed out
         assert result is True
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and (record.state, record.reason, record.body) == ("dead", "boom", b"a-final")
-        (letter,) = await broker.dead_letters("q")
+        (letter,) = await self._dead_letters(broker, "q")
         assert (letter.id, letter.queue, letter.body, letter.reason, letter.dead_at) == (
             "a",
             "q",
@@ -673,31 +784,31 @@ class BrokerConformance:
     @pytest.mark.asyncio
     async def test_dead_letters_lists_newest_first_up_to_limit(self, broker_factory: MakeBroker) -> None:
         # Given three jobs dead-lettered one second apart, and one in another queue
-        broker, clock = await self._make(broker_factory)
+        broker, clock = await self._make(broker_factory, needs=ADM)
         await broker.enqueue([_env("a"), _env("b"), _env("c"), _env("x", "other")])
         for d in await self._fetch(broker, ["q", "other"], 4):
             assert await broker.dead_letter(d, body=d.body, reason="boom")
             clock.advance(1)
 
         # When the letters of "q" are listed
-        everything = await broker.dead_letters("q")
-        newest_two = await broker.dead_letters("q", limit=2)
+        everything = await self._dead_letters(broker, "q")
+        newest_two = await self._dead_letters(broker, "q", limit=2)
 
         # Then they are newest first, limited, and only from "q"
         assert _ids(everything) == ["c", "b", "a"]
         assert _ids(newest_two) == ["c", "b"]
-        assert _ids(await broker.dead_letters("other")) == ["x"]
-        assert await broker.dead_letters("empty") == []
+        assert _ids(await self._dead_letters(broker, "other")) == ["x"]
+        assert await self._dead_letters(broker, "empty") == []
 
     @pytest.mark.asyncio
     async def test_requeue_dead_puts_every_letter_back_with_fresh_counters(self, broker_factory: MakeBroker) -> None:
         # Given a crash-looped job and a dead-lettered one
-        broker, clock = await self._make(broker_factory, lease=10.0, max_crash_deliveries=1)
+        broker, clock = await self._make(broker_factory, needs=BOTH, lease=10.0, max_crash_deliveries=1)
         await broker.enqueue([_env("a"), _env("b")])
         a, b = await self._fetch(broker, ["q"], 2)
         assert await broker.dead_letter(b, body=b"b-final", reason="boom")
         await self._expire_leases(broker, clock)
-        crashed = await broker.lookup("a")
+        crashed = await self._lookup(broker, "a")
         assert crashed is not None and (crashed.state, crashed.reason) == ("dead", "crash_loop")
 
         # When all dead letters of the queue are requeued
@@ -705,7 +816,7 @@ class BrokerConformance:
 
         # Then both are ready again with fresh counters and their last body, and no letter is left
         assert count == 2
-        assert await broker.dead_letters("q") == []
+        assert await self._dead_letters(broker, "q") == []
         assert (await broker.depths(["q"]))["q"] == QueueDepth(ready=2)
         got = await self._fetch(broker, ["q"], 2)
         assert sorted((d.id, d.body, d.deliveries, d.crashes) for d in got) == [
@@ -716,7 +827,7 @@ class BrokerConformance:
     @pytest.mark.asyncio
     async def test_requeue_dead_takes_only_the_given_ids(self, broker_factory: MakeBroker) -> None:
         # Given three dead letters
-        broker, _ = await self._make(broker_factory)
+        broker, _ = await self._make(broker_factory, needs=ADM)
         await broker.enqueue([_env("a"), _env("b"), _env("c")])
         for d in await self._fetch(broker, ["q"], 3):
             await broker.dead_letter(d, body=d.body, reason="boom")
@@ -726,14 +837,14 @@ class BrokerConformance:
 
         # Then only that one is ready and the others stay dead
         assert count == 1
-        assert sorted(_ids(await broker.dead_letters("q"))) == ["a", "c"]
+        assert sorted(_ids(await self._dead_letters(broker, "q"))) == ["a", "c"]
         assert _ids(await self._fetch(broker, ["q"], 5)) == ["b"]
         assert await broker.requeue_dead("other") == 0
 
     @pytest.mark.asyncio
     async def test_purge_dead_drops_the_letters_of_one_queue(self, broker_factory: MakeBroker) -> None:
         # Given two dead letters in "q" and one in "other"
-        broker, _ = await self._make(broker_factory)
+        broker, _ = await self._make(broker_factory, needs=ADM)
         await broker.enqueue([_env("a"), _env("b"), _env("x", "other")])
         for d in await self._fetch(broker, ["q", "other"], 3):
             await broker.dead_letter(d, body=d.body, reason="boom")
@@ -743,9 +854,9 @@ class BrokerConformance:
 
         # Then they are gone, the other queue keeps its letter, and a second purge finds nothing
         assert count == 2
-        assert await broker.dead_letters("q") == []
+        assert await self._dead_letters(broker, "q") == []
         assert (await broker.depths(["q"]))["q"] == QueueDepth()
-        assert _ids(await broker.dead_letters("other")) == ["x"]
+        assert _ids(await self._dead_letters(broker, "other")) == ["x"]
         assert await broker.purge_dead("q") == 0
 
     # -- release ---------------------------------------------------------------------------------------------------
@@ -781,7 +892,7 @@ class BrokerConformance:
 
         # Then only the live one is released
         assert result == [False, True]
-        assert await _state(broker, "a") == "ready"
+        assert await self._state(broker, "a") == "ready"
 
     @pytest.mark.asyncio
     async def test_releasing_one_delivery_twice_releases_it_once(self, broker_factory: MakeBroker) -> None:
@@ -801,11 +912,11 @@ class BrokerConformance:
     @pytest.mark.asyncio
     async def test_enqueue_with_future_eta_waits_for_move_due(self, broker_factory: MakeBroker) -> None:
         # Given a job due in 30 s
-        broker, clock = await self._make(broker_factory)
+        broker, clock = await self._make(broker_factory, needs=MAINT)
         await broker.enqueue([_env("a", eta=clock.now + 30)])
 
         # When time passes in two steps, with move_due after each
-        scheduled = await broker.lookup("a")
+        scheduled = await self._lookup(broker, "a")
         before = await self._fetch(broker, ["q"], 1, timeout=0.05)
         clock.advance(29)
         moved_early = await broker.move_due()
@@ -825,13 +936,13 @@ class BrokerConformance:
         await broker.enqueue([_env("a", eta=clock.now - 5)])
 
         # Then it is ready without move_due
-        assert await _state(broker, "a") == "ready"
+        assert await self._state(broker, "a") == "ready"
         assert _ids(await self._fetch(broker, ["q"], 1)) == ["a"]
 
     @pytest.mark.asyncio
     async def test_move_due_respects_its_limit_and_moves_the_earliest_first(self, broker_factory: MakeBroker) -> None:
         # Given five scheduled jobs, enqueued latest eta first, and one not yet due
-        broker, clock = await self._make(broker_factory)
+        broker, clock = await self._make(broker_factory, needs=MAINT)
         await broker.enqueue([_env(f"j{i}", eta=clock.now + 10 + i) for i in reversed(range(5))])
         await broker.enqueue([_env("later", eta=clock.now + 1000)])
         clock.advance(20)
@@ -842,7 +953,7 @@ class BrokerConformance:
         # Then it moves at most the limit, earliest eta first, and leaves the job not yet due
         assert counts == [1, 2, 2]
         assert _ids(await self._fetch(broker, ["q"], 1)) == ["j0"]
-        assert await _state(broker, "later") == "scheduled"
+        assert await self._state(broker, "later") == "scheduled"
         assert await broker.move_due() == 0
 
     # -- one live copy per id ----------------------------------------------------------------------------------------
@@ -879,7 +990,7 @@ class BrokerConformance:
         await broker.enqueue([_env("a", body=b"now")])
 
         # Then it stays scheduled with its first body
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and (record.state, record.body) == ("scheduled", b"a")
         assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
 
@@ -895,7 +1006,7 @@ class BrokerConformance:
 
         # Then no second copy is handed out and the lease still settles the job
         assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
-        assert await _state(broker, "a") == "running"
+        assert await self._state(broker, "a") == "running"
         assert await broker.ack([d]) == [True]
 
     @pytest.mark.asyncio
@@ -916,7 +1027,7 @@ class BrokerConformance:
     @pytest.mark.asyncio
     async def test_a_dead_id_is_enqueued_anew(self, broker_factory: MakeBroker) -> None:
         # Given a dead job
-        broker, _ = await self._make(broker_factory)
+        broker, _ = await self._make(broker_factory, needs=ADM)
         await broker.enqueue([_env("a")])
         (d,) = await self._fetch(broker, ["q"], 1)
         await broker.dead_letter(d, body=b"a", reason="boom")
@@ -926,9 +1037,9 @@ class BrokerConformance:
         await broker.requeue_dead("q")
 
         # Then it is one ready job, no longer a dead letter
-        record = await broker.lookup("a")
+        record = await self._lookup(broker, "a")
         assert record is not None and (record.state, record.body) == ("ready", b"second run")
-        assert await broker.dead_letters("q") == []
+        assert await self._dead_letters(broker, "q") == []
         got = await self._fetch(broker, ["q"], 10)
         assert [(x.id, x.deliveries) for x in got] == [("a", 1)]
 
@@ -936,12 +1047,12 @@ class BrokerConformance:
     @pytest.mark.asyncio
     async def test_lookup_follows_the_life_cycle(self, broker_factory: MakeBroker) -> None:
         # Given a delayed job
-        broker, clock = await self._make(broker_factory)
+        broker, clock = await self._make(broker_factory, needs=BOTH)
         await broker.enqueue([_env("a", "jobs", eta=clock.now + 10)])
         states = []
 
         async def note() -> None:
-            record = await broker.lookup("a")
+            record = await self._lookup(broker, "a")
             assert record is not None and (record.id, record.queue) == ("a", "jobs")
             states.append((record.state, record.deliveries, record.body))
 
@@ -976,18 +1087,18 @@ class BrokerConformance:
     @pytest.mark.asyncio
     async def test_lookup_of_an_unknown_id_is_none(self, broker_factory: MakeBroker) -> None:
         # Given a broker with one job
-        broker, _ = await self._make(broker_factory)
+        broker, _ = await self._make(broker_factory, needs=ADM)
         await broker.enqueue([_env("a")])
 
         # When / Then an unknown id has no record
-        assert await broker.lookup("b") is None
+        assert await self._lookup(broker, "b") is None
 
     # -- retention ---------------------------------------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_completed_record_expires_after_completed_ttl(self, broker_factory: MakeBroker) -> None:
         self._require("supports_clock_retention")
         # Given a job completed with completed_ttl=100
-        broker, clock = await self._make(broker_factory, completed_ttl=100.0)
+        broker, clock = await self._make(broker_factory, needs=BOTH, completed_ttl=100.0)
         await broker.enqueue([_env("a")])
         (d,) = await self._fetch(broker, ["q"], 1)
         await broker.ack([d])
@@ -995,10 +1106,10 @@ class BrokerConformance:
         # When 99 s, then 102 s have passed (move_due sweeps expired records)
         clock.advance(99)
         await broker.move_due()
-        kept = await broker.lookup("a")
+        kept = await self._lookup(broker, "a")
         clock.advance(3)
         await broker.move_due()
-        gone = await broker.lookup("a")
+        gone = await self._lookup(broker, "a")
 
         # Then the record is kept, then gone
         assert kept is not None and kept.state == "completed"
@@ -1008,7 +1119,7 @@ class BrokerConformance:
     async def test_dead_record_expires_after_dead_ttl(self, broker_factory: MakeBroker) -> None:
         self._require("supports_clock_retention")
         # Given a dead job with dead_ttl=1000 and a shorter completed_ttl
-        broker, clock = await self._make(broker_factory, completed_ttl=10.0, dead_ttl=1000.0)
+        broker, clock = await self._make(broker_factory, needs=BOTH, completed_ttl=10.0, dead_ttl=1000.0)
         await broker.enqueue([_env("a")])
         (d,) = await self._fetch(broker, ["q"], 1)
         await broker.dead_letter(d, body=b"a", reason="boom")
@@ -1016,24 +1127,24 @@ class BrokerConformance:
         # When 500 s, then 1001 s have passed
         clock.advance(500)
         await broker.move_due()
-        kept = await broker.lookup("a")
-        kept_letters = await broker.dead_letters("q")
+        kept = await self._lookup(broker, "a")
+        kept_letters = await self._dead_letters(broker, "q")
         clock.advance(501)
         await broker.move_due()
-        gone = await broker.lookup("a")
+        gone = await self._lookup(broker, "a")
 
         # Then record and letter outlive completed_ttl, and both go after dead_ttl
         assert kept is not None and kept.state == "dead"
         assert _ids(kept_letters) == ["a"]
         assert gone is None
-        assert await broker.dead_letters("q") == []
+        assert await self._dead_letters(broker, "q") == []
         assert (await broker.depths(["q"]))["q"] == QueueDepth()
 
     @pytest.mark.asyncio
     async def test_live_jobs_never_expire(self, broker_factory: MakeBroker) -> None:
         self._require("supports_clock_retention")
         # Given a ready, a scheduled and a running job, with short retention
-        broker, clock = await self._make(broker_factory, completed_ttl=1.0, dead_ttl=1.0, lease=1e9)
+        broker, clock = await self._make(broker_factory, needs=BOTH, completed_ttl=1.0, dead_ttl=1.0, lease=1e9)
         await broker.enqueue([_env("run"), _env("ready"), _env("later", eta=clock.now + 1e6)])
         await self._fetch(broker, ["q"], 1)
 
@@ -1042,7 +1153,7 @@ class BrokerConformance:
         await broker.move_due()
 
         # Then every live job is still known
-        states = [await _state(broker, x) for x in ("run", "ready", "later")]
+        states = [await self._state(broker, x) for x in ("run", "ready", "later")]
         assert states == ["running", "ready", "scheduled"]
 
     # -- inspection --------------------------------------------------------------------------------------------------
@@ -1063,23 +1174,22 @@ class BrokerConformance:
         # Then each state is counted, completed jobs are not, and an unknown queue is all zeros
         assert named == {"q": QueueDepth(ready=2, scheduled=1, running=1, dead=1), "unknown": QueueDepth()}
         assert every == {"q": named["q"], "other": QueueDepth(ready=1)}
-        assert sorted(every) == await broker.known_queues()
+        assert sorted(every) == await self._known_queues(broker)
 
     @pytest.mark.asyncio
     async def test_known_queues_lists_every_queue_that_ever_got_a_job(self, broker_factory: MakeBroker) -> None:
         # Given jobs sent to three queues, one of them delayed, then everything drained
-        broker, clock = await self._make(broker_factory)
+        broker, clock = await self._make(broker_factory, needs=ADM)
         await broker.enqueue([_env("b", "beta"), _env("a", "alpha"), _env("c", "gamma", eta=clock.now + 60)])
         await broker.ack(await self._fetch(broker, ["alpha", "beta"], 2))
 
         # When / Then every queue is listed, sorted, even when empty
-        assert await broker.known_queues() == ["alpha", "beta", "gamma"]
+        assert await self._known_queues(broker) == ["alpha", "beta", "gamma"]
 
     # -- optional capabilities (see bananas.broker): checked only on brokers that have them -------------------------
-    def _capability(self, broker: Broker, name: str) -> Callable[..., object]:
-        method = getattr(broker, name, None)
-        if method is None:
-            pytest.skip(f"{type(broker).__name__} has no optional {name}()")
+    def _capability(self, broker: Broker, name: str) -> Callable[..., Any]:
+        self._gate(broker, (name,))
+        method: Callable[..., Any] = getattr(self.caps, name)
         return method
 
     @pytest.mark.asyncio
@@ -1106,7 +1216,7 @@ class BrokerConformance:
 
         broker, _ = await self._make(broker_factory)
         job_id = new_job_id()
-        hinted = getattr(broker, "enqueue_with_hints", None)
+        hinted = self.caps.enqueue_with_hints
         if hinted is not None:
             await hinted([_env(job_id, "a")], generated_ids={job_id})
         else:
@@ -1118,7 +1228,7 @@ class BrokerConformance:
 
         # Then only the first copy is live
         assert _ids(await _drain(broker, ["a", "b"])) == [job_id]
-        record = await broker.lookup(job_id)
+        record = await self._lookup(broker, job_id)
         assert record is not None and record.queue == "a"
 
     @pytest.mark.asyncio
@@ -1136,12 +1246,12 @@ class BrokerConformance:
 
         # Then the live ack counts, the stale one does not, and the take drains "hi" before "lo"
         assert owned == [True, False]
-        assert await _state(broker, "x") == "completed"
-        assert await _state(broker, "y") == "running"
+        assert await self._state(broker, "x") == "completed"
+        assert await self._state(broker, "y") == "running"
         assert _ids(got) == ["h1", "l1"]
         assert await broker.ack(got) == [True, True]
 
         # And with nothing ready it returns at once, acks done
         owned, got = await asyncio.wait_for(ack_and_fetch([y], ["hi"], 5), self.block_timeout)
         assert (owned, got) == ([True], [])
-        assert await _state(broker, "y") == "completed"
+        assert await self._state(broker, "y") == "completed"

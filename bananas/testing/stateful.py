@@ -26,6 +26,11 @@ Invariants checked after every step:
 * **strict priority**: a fetch takes from a queue only after every queue listed before it has no ready job left,
   and it takes at most ``limit``;
 * **fencing**: every settle with a stale token returns ``False`` and changes nothing.
+
+Protocol 0.2: the rules and invariants of an optional capability run only when the broker has it (moving the clock
+needs ``maintenance``: ``move_due`` and ``reap``; crashing a worker needs ``reap`` to recover; ``requeue_dead`` and
+the ``lookup`` / ``dead_letters`` / ``known_queues`` invariants need ``admin``). A core-only broker is still checked
+for fencing, priority order, one live copy per id and ``depths``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from bananas.broker import Broker, Delivery, Envelope, QueueDepth
+from bananas.broker import Broker, Delivery, Envelope, QueueDepth, capabilities
 from bananas.testing.conformance import FakeClock, MakeBroker
 
 __all__ = ["make_broker_machine"]
@@ -119,6 +124,7 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
                     dead_ttl=dead_ttl,
                 )
             )
+            self.caps = capabilities(self.broker)  # rules and invariants of a capability need it (protocol 0.2)
             self.jobs: dict[str, _Job] = {}
             self.queues_seen: set[str] = set()
             self.held: list[Delivery] = []  # live deliveries a worker holds
@@ -333,7 +339,7 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
             assert result == expected, f"renew: broker said {result}, model {expected}"
             _note_refusals("renew", expected)
 
-        @precondition(lambda self: bool(self.held))
+        @precondition(lambda self: bool(self.held) and self.caps.maintenance is not None)
         @rule()
         def crash_worker(self) -> None:
             # The worker dies: it settles nothing and renews nothing; only reap can bring its jobs back.
@@ -341,11 +347,14 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
             self.held.clear()
 
         # -- maintenance --------------------------------------------------------------------------------------
+        @precondition(lambda self: self.caps.maintenance is not None)
         @rule(seconds=st.sampled_from(CLOCK_STEPS))
         def advance_clock(self, seconds: float) -> None:
             now = self.clock.advance(seconds)
 
-            moved = self._run(self.b.move_due())
+            maintenance = self.caps.maintenance
+            assert maintenance is not None
+            moved = self._run(maintenance.move_due())
             due = [j for j in self.jobs.values() if j.state == "scheduled" and j.eta <= now]
             assert moved == len(due), f"move_due moved {moved}, model has {len(due)} due"
             for queue in QUEUES:
@@ -355,7 +364,7 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
                     event(f"retention: {job.state} record expired")
                     del self.jobs[job_id]
 
-            reaped = self._run(self.b.reap())
+            reaped = self._run(maintenance.reap())
             expired = [j for j in self.jobs.values() if j.state == "running" and j.lease_until <= now]
             assert reaped == len(expired), f"reap recovered {reaped}, model has {len(expired)} expired leases"
             back = []
@@ -371,10 +380,11 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
                 self._head([j for j in back if j.queue == queue])
             self._sort_deliveries()
 
-        @precondition(lambda self: any(j.state == "dead" for j in self.jobs.values()))
+        @precondition(lambda self: self.caps.admin is not None and any(j.state == "dead" for j in self.jobs.values()))
         @rule(queue=st.sampled_from(QUEUES))
         def requeue_dead(self, queue: str) -> None:
-            count = self._run(self.b.requeue_dead(queue))
+            assert self.caps.admin is not None
+            count = self._run(self.caps.admin.requeue_dead(queue))
             dead = [(i, j) for i, j in self.jobs.items() if j.queue == queue and j.state == "dead"]
             assert count == len(dead), f"requeue_dead({queue!r}) moved {count}, model has {len(dead)} dead"
             fresh = []
@@ -384,10 +394,12 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
             self._tail(fresh)
 
         # -- invariants ---------------------------------------------------------------------------------------
+        @precondition(lambda self: self.caps.admin is not None)
         @invariant()
         def nothing_is_lost(self) -> None:
+            assert self.caps.admin is not None
             for job_id in IDS:
-                record = self._run(self.b.lookup(job_id))
+                record = self._run(self.caps.admin.lookup(job_id))
                 job = self.jobs.get(job_id)
                 if job is None:
                     assert record is None, f"{job_id}: broker knows {record}, model knows nothing"
@@ -406,12 +418,15 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
                 states = Counter(j.state for j in self.jobs.values() if j.queue == queue)
                 want = QueueDepth(states["ready"], states["scheduled"], states["running"], states["dead"])
                 assert depths[queue] == want, f"depths[{queue!r}] = {depths[queue]}, model {want}"
-            assert self._run(self.b.known_queues()) == sorted(self.queues_seen)
+            if self.caps.admin is not None:
+                assert self._run(self.caps.admin.known_queues()) == sorted(self.queues_seen)
 
+        @precondition(lambda self: self.caps.admin is not None)
         @invariant()
         def dead_letters_agree(self) -> None:
+            assert self.caps.admin is not None
             for queue in QUEUES:
-                letters = self._run(self.b.dead_letters(queue, limit=len(IDS) + 1))
+                letters = self._run(self.caps.admin.dead_letters(queue, limit=len(IDS) + 1))
                 seen = sorted((x.id, x.body, x.reason) for x in letters)
                 dead = [(i, j) for i, j in self.jobs.items() if j.queue == queue and j.state == "dead"]
                 want = sorted((i, j.body, j.reason) for i, j in dead)

@@ -25,7 +25,7 @@ import attrs
 from loguru import logger
 
 from bananas.app import DEFAULTED_RETRIES_HEADER
-from bananas.broker import Broker, Delivery
+from bananas.broker import Broker, BrokerCapabilities, Delivery
 from bananas.errors import BrokerUnavailable, SerializationError
 from bananas.job import Job, Status
 from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
@@ -92,6 +92,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acks: list[tuple[Delivery, Job, Any, float]] = []
         self._ack_task: asyncio.Task[None] | None = None
+        self._caps = BrokerCapabilities()  # the broker's optional capabilities, resolved once (bananas.broker)
         self._combined = False  # the broker has ack_and_fetch: pools take pending acks along with their fetches
         self._blocked: set[str] = set()  # pools whose loop is inside a (possibly blocking) fetch
         self._broker: Broker | None = None
@@ -152,7 +153,14 @@ class Worker:
             log.info("worker {id} stopped before the broker was reachable", id=self.id)
             return
         self._broker = broker
-        self._combined = getattr(self._broker, "ack_and_fetch", None) is not None
+        self._caps = caps = self.app.capabilities(broker)  # resolved once, when the app built the broker
+        self._combined = caps.ack_and_fetch is not None
+        if caps.maintenance is None:
+            log.warning("broker {b} has no 'maintenance' capability (reap, move_due){p}: this worker cannot recover "
+                        "jobs of crashed workers (their leases are never reaped) nor move delayed jobs and retries "
+                        "to their queues", b=type(broker).__name__,
+                        p=f"; partial: missing {', '.join(caps.partial['maintenance'])}"
+                        if "maintenance" in caps.partial else "")
         total = sum(pool.concurrency for pool in self.plan.pools)
         self._executor = ThreadPoolExecutor(max_workers=total + 4, thread_name_prefix="bananas-job") if total else None
         self._heartbeat = heartbeat = _Heartbeat(self)
@@ -271,7 +279,7 @@ class Worker:
     async def _pool(self, pool: PoolPlan) -> None:
         assert self._broker is not None and self._stop is not None
         broker, stop = self._broker, self._stop
-        combined = getattr(broker, "ack_and_fetch", None)
+        combined = self._caps.ack_and_fetch
         free = asyncio.Semaphore(pool.concurrency)
         in_use = 0
 
@@ -453,8 +461,10 @@ class Worker:
 
     async def _maintenance(self) -> None:
         assert self._broker is not None and self._stop is not None
-        broker = self._broker
-        reap_every = broker.options.reaper_interval
+        broker = self._caps.maintenance
+        if broker is None:  # no reap/move_due (said at start): nothing to run
+            return
+        reap_every = self._broker.options.reaper_interval
         tick = min(self.plan.scheduler_interval, reap_every) if self.plan.scheduler else reap_every
         # The first reap runs at start: recovery must not wait for a worker that lives reaper_interval (in a crash
         # loop none might), and a worker starting after a crash recovers the dead one's expired leases at once.

@@ -12,9 +12,12 @@ from hypothesis import settings
 
 from bananas.broker import Broker
 from bananas.testing import BrokerConformance, make_broker_machine
+from bananas.testing.conformance import ALL_CAPABILITIES
 
 
 class TestRedisBroker(BrokerConformance):
+    claims = ALL_CAPABILITIES
+
     @pytest_asyncio.fixture
     async def broker_factory(self, make_broker):
         return make_broker
