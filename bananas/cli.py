@@ -1,5 +1,7 @@
 """The ``bananas`` command line. User errors print one line and exit 2; plugins add subcommands.
 
+``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`.
+
 ``bananas result`` also exits 1 when the job failed and 3 when no result came in time (see its help)."""
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import click
 
+from bananas.cli_admin import dlq, queues
 from bananas.errors import BananasError, BrokerError, UsageError
 
 __all__ = ["cli", "main"]
@@ -323,6 +326,10 @@ def demo(jobs: int) -> None:
     from bananas.demo import run_demo
 
     run_demo(extra_per_priority=jobs)
+
+
+cli.add_command(dlq)
+cli.add_command(queues)
 
 
 def _add_plugin_commands() -> None:

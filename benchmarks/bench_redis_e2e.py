@@ -74,7 +74,7 @@ TASKS = textwrap.dedent(
     """
 )
 
-PLUGINS = "bananas-redis,bananas-mode-thin,bananas-mode-default"
+PLUGINS = "bananas-redis"
 """The entry points the bench loads (``BANANAS_LOAD_PLUGINS``): the broker and the two worker modes it runs."""
 
 CLIENT_COMMANDS = ("evalsha", "eval", "blpop", "hkeys", "hsetnx", "script", "ping")

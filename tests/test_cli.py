@@ -144,3 +144,14 @@ def test_demo_runs_and_tells_what_happened(tmp_path: Path) -> None:
     assert "dead after 3 attempts (RuntimeError: card declined for 42)" in result.stdout
     assert "start order: send_email → resize_image → flaky_payment → cleanup" in result.stdout
     assert "sent 'delayed' to later@example.com" in result.stdout
+
+
+def test_demo_runs_with_the_kernel_alone(tmp_path: Path) -> None:
+    # Given no entry-point plugin at all: the thin mode, memory broker and JSON serializer are built in
+    result = run("demo", "--jobs", "1", cwd=tmp_path, env={"BANANAS_LOAD_PLUGINS": ""})
+    # Then the demo runs as with every plugin installed
+    assert result.returncode == 0, result.stderr
+    assert "no worker mode named" not in result.stderr
+    assert "dead after 3 attempts (RuntimeError: card declined for 42)" in result.stdout
+    assert "start order: send_email → resize_image → flaky_payment → cleanup" in result.stdout
+    assert "sent 'delayed' to later@example.com" in result.stdout

@@ -11,6 +11,7 @@ import importlib.util
 import subprocess
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CONTRIB = ROOT / "contrib"
 COMPOSE_FILES = sorted((CONTRIB / "compose").glob("*.yml"))
+DEPLOYED = ("bananas-redis", "bananas-router-job-type", "bananas-mode-thin-plus", "bananas-mode-specialized",
+            "bananas-mode-job-specialized", "bananas-mode-scaled", "bananas-mode-scheduler-only")
+"""What contrib/Dockerfile installs besides the kernel; the smoke run needs them all."""
+
+
+def _missing() -> list[str]:
+    missing = []
+    for dist in DEPLOYED:
+        try:
+            distribution(dist)
+        except PackageNotFoundError:
+            missing.append(dist)
+    return missing
 
 
 def _run_local():
@@ -41,6 +55,15 @@ def test_every_deployment_pattern_has_a_compose_file():
     assert names == {"thin.yml", "default.yml", "specialized.yml", "job-specialized.yml", "mixed.yml",
                      "thin-plus.yml", "scaled.yml"}
     assert (CONTRIB / "Dockerfile").is_file() and (CONTRIB / "run-local.sh").is_file()
+
+
+def test_the_dockerfile_installs_every_deployed_plugin_and_no_removed_one():
+    text = (CONTRIB / "Dockerfile").read_text()
+    assert all(f"/src/plugins/{dist}" in text for dist in DEPLOYED)
+    installed = {line.strip().rstrip(" \\").removeprefix("/src/plugins/") for line in text.splitlines()
+                 if line.strip().startswith("/src/plugins/")}
+    assert installed == set(DEPLOYED)
+    assert all((ROOT / "plugins" / dist / "pyproject.toml").is_file() for dist in installed)
 
 
 def test_compose_files_use_the_guides_variables():
@@ -88,6 +111,7 @@ def test_the_subset_parser():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(bool(_missing()), reason=f"the deployments need {', '.join(_missing())} installed")
 def test_every_compose_file_starts_and_runs_the_demo_jobs(tmp_path):
     # Given every compose file, each run as local processes on its own throwaway Redis, all at once
     runs = {}

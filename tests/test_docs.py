@@ -18,7 +18,7 @@ EDITABLE_PLUGIN = re.compile(r"^-e\s+(?:\./)?plugins/([\w.-]+)/?(?:\[[\w,\s-]*\]
 PRIVATE_KERNEL_IMPORT = re.compile(r"^\s*(from\s+bananas\._\w*|import\s+bananas\._\w*)", re.MULTILINE)
 """``from bananas._x`` / ``import bananas._x``: plugins must use only the public modules."""
 PLUGIN_PACKAGE_IMPORT = re.compile(r"^\s*(from|import)\s+bananas_\w+", re.MULTILINE)
-"""``import bananas_redis`` / ``from bananas_mode_thin``: the kernel must never depend on a plugin package."""
+"""``import bananas_redis`` / ``from bananas_mode_scaled``: the kernel must never depend on a plugin package."""
 
 
 def _hooks() -> list[tuple[str, tuple[str, ...]]]:
@@ -103,8 +103,24 @@ def test_import_guards_catch_what_they_should():
     assert PRIVATE_KERNEL_IMPORT.search("    import bananas._manager")
     assert not PRIVATE_KERNEL_IMPORT.search("from bananas.broker import Broker")
     assert PLUGIN_PACKAGE_IMPORT.search("import bananas_redis")
-    assert PLUGIN_PACKAGE_IMPORT.search("    from bananas_mode_thin import ThinMode")
+    assert PLUGIN_PACKAGE_IMPORT.search("    from bananas_mode_scaled import ScaledMode")
     assert not PLUGIN_PACKAGE_IMPORT.search("def bananas_register_brokers(register):")
     assert not PLUGIN_PACKAGE_IMPORT.search("from bananas.hookspecs import hookimpl")
     editable = "-e .[testing]\n-e plugins/bananas-a\n-e ./plugins/bananas-b[testing]  # b\n# -e plugins/bananas-c\n"
     assert EDITABLE_PLUGIN.findall(editable) == ["bananas-a", "bananas-b"]
+
+
+def test_kernel_tests_import_no_plugin_package():
+    # Given every kernel test but the chaos drills (which run the Redis deployment and skip without it)
+    packaged = {path.name for path in PLUGINS.glob("*/src/bananas_*") if path.is_dir()}
+    assert "bananas_redis" in packaged
+    offenders = [
+        f"{path.relative_to(ROOT)}: {match.group(0).strip()}"
+        for path in _python_files(ROOT / "tests")
+        if "chaos" not in path.relative_to(ROOT / "tests").parts
+        for match in PLUGIN_PACKAGE_IMPORT.finditer(path.read_text(encoding="utf-8"))
+        if match.group(0).split()[1].split(".")[0] in packaged  # not a throwaway package a test builds itself
+    ]
+
+    # Then none imports a plugin package: `tox -e kernel` installs the kernel alone
+    assert offenders == []

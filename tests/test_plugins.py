@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -91,11 +92,36 @@ def test_disable_builtin_plugins_but_not_essential_ones() -> None:
         load_plugins(entrypoints=False, env={"BANANAS_DISABLE_PLUGINS": "json_serializer"})
 
 
-def test_load_plugins_env_limits_entry_points() -> None:
+def _fake_mode_dist(root: Any, dist: str, mode: str) -> None:
+    """An installed-looking distribution ``dist`` (a module and a .dist-info on ``root``) registering ``mode``."""
+    module = dist.replace("-", "_")
+    (root / f"{module}.py").write_text(
+        "from bananas import hookimpl\n"
+        "from bananas.worker_mode import WorkerModeSpec\n\n\n"
+        "@hookimpl\n"
+        "def bananas_register_worker_modes(register):\n"
+        f"    register(WorkerModeSpec(name={mode!r}, factory=object))\n"
+    )
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[bananas]\n{mode} = {module}\n")
+
+
+def test_load_plugins_env_limits_entry_points(tmp_path, monkeypatch) -> None:
+    # Given two installed mode distributions
+    _fake_mode_dist(tmp_path, "bananas-fake-turbo", "turbo")
+    _fake_mode_dist(tmp_path, "bananas-fake-nitro", "nitro")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert {"turbo", "nitro"} <= set(load_plugins(env={}).worker_modes)
+    # When BANANAS_LOAD_PLUGINS is empty, no entry point loads: the built-in modes are still there
     none = load_plugins(env={"BANANAS_LOAD_PLUGINS": ""})
-    assert "thin" not in none.worker_modes
-    only = load_plugins(env={"BANANAS_LOAD_PLUGINS": "bananas-mode-thin"})
-    assert "thin" in only.worker_modes and "default" not in only.worker_modes
+    assert set(none.worker_modes) == {"default", "thin"}
+    assert all(dist == "bananas" for dist, _ in none.dists.values())
+    # When it names one distribution, only that one loads
+    only = load_plugins(env={"BANANAS_LOAD_PLUGINS": "bananas-fake-turbo"})
+    assert "turbo" in only.worker_modes and "nitro" not in only.worker_modes
+    assert set(only.worker_modes) == {"default", "thin", "turbo"}
 
 
 def test_trace_env_writes_hook_calls(capfd) -> None:
@@ -124,14 +150,30 @@ def run_cli(*args: str, cwd: Any = None, env: dict[str, str] | None = None) -> s
 def test_plugins_json_lists_distribution_version_hooks_and_names() -> None:
     # When `bananas plugins --json` runs
     result = run_cli("plugins", "--json")
-    # Then it is JSON with one row per plugin, including the entry-point mode plugins
+    # Then it is JSON with one row per plugin, including the built-in mode plugins
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     memory = rows["bananas.builtin.memory_broker"]
     assert memory["distribution"] == "bananas" and memory["version"]
     assert memory["hooks"] == ["bananas_register_brokers"] and memory["registered"] == {"brokers": ["memory"]}
-    thin = rows["mode-thin"]
-    assert thin["distribution"] == "bananas-mode-thin" and thin["registered"] == {"worker_modes": ["thin"]}
+    thin = rows["bananas.builtin.thin_mode"]
+    assert thin["distribution"] == "bananas" and thin["registered"] == {"worker_modes": ["thin"]}
+    assert thin["hooks"] == ["bananas_register_worker_modes"] and thin["version"] == memory["version"]
+    default = rows["bananas.builtin.default_mode"]
+    assert default["distribution"] == "bananas" and default["registered"] == {"worker_modes": ["default"]}
+
+
+def test_plugins_lists_the_built_in_modes_with_the_kernel_alone(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bananas.cli", "plugins"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "BANANAS_LOAD_PLUGINS": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    blocks = result.stdout.split("\n")
+    assert "bananas.builtin.thin_mode  (bananas " in result.stdout
+    assert "bananas.builtin.default_mode  (bananas " in result.stdout
+    assert "    registered: worker_modes: thin" in blocks and "    registered: worker_modes: default" in blocks
+    assert {line.split("  (")[1].split()[0] for line in blocks if line and not line.startswith(" ")} == {"bananas"}
 
 
 def test_plugins_hook_filter() -> None:

@@ -6,6 +6,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bananas.builtin.json_serializer",
     "bananas.builtin.priority_router",
     "bananas.builtin.stdout_logsink",
+    "bananas.builtin.default_mode",
+    "bananas.builtin.thin_mode",
 )
 """Module names of the built-in plugins; any of them but ``ESSENTIAL_PLUGINS`` can be blocked."""
 

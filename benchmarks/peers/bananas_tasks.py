@@ -8,7 +8,7 @@ from common import URL, ajob_lat, ajob_noop, async_conn
 
 from bananas import Bananas
 
-PLUGINS = "bananas-redis,bananas-mode-thin,bananas-mode-default"
+PLUGINS = "bananas-redis"
 app = Bananas(broker=URL, env={**os.environ, "BANANAS_LOAD_PLUGINS": PLUGINS})
 
 _r = None

@@ -27,7 +27,7 @@ from bananas import Bananas
 from bananas.broker import DeadLetter, JobRecord, QueueDepth
 
 HERE = Path(__file__).resolve().parent
-PLUGINS = {"BANANAS_LOAD_PLUGINS": "bananas-redis,bananas-mode-thin,bananas-mode-default"}
+PLUGINS = {"BANANAS_LOAD_PLUGINS": "bananas-redis"}
 """The entry points the drills need; every other installed plugin stays out (hermetic workers and producer)."""
 CLEAN_ENV = ("BANANAS_", "WORKER_", "REDIS_", "LOG_", "ENABLE_SCHEDULER", "SCHEDULER_", "SHUTDOWN_", "JOB_", "MAX_")
 PREFIX = "chaos"

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+pytest.importorskip("bananas_redis", reason="the chaos drills run the Redis deployment: install plugins/bananas-redis")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _support, proxy (and chaos_app for the workers)
 
 from _support import Drill  # noqa: E402

@@ -305,7 +305,7 @@ async def test_out_of_memory_is_broker_unavailable_and_never_a_redis_error(redis
 # -- 6. dlq list says when --limit cut it --------------------------------------------------------------------------
 def _dlq(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BANANAS_", "WORKER_", "LOG_"))}
-    env["BANANAS_LOAD_PLUGINS"] = "bananas-redis,bananas-mode-thin,bananas-mode-default"
+    env["BANANAS_LOAD_PLUGINS"] = "bananas-redis"
     return subprocess.run(
         [sys.executable, "-m", "bananas.cli", "dlq", *args],
         cwd=tmp_path,

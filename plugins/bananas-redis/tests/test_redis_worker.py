@@ -27,7 +27,7 @@ from bananas import Bananas, Status
 
 LEASE = 1.0
 REAPER = 0.5
-PLUGINS = {"BANANAS_LOAD_PLUGINS": "bananas-redis,bananas-mode-thin,bananas-mode-default"}
+PLUGINS = {"BANANAS_LOAD_PLUGINS": "bananas-redis"}
 """Entry points these tests need (the other installed plugins stay out: hermetic apps and workers)."""
 
 APP = textwrap.dedent(

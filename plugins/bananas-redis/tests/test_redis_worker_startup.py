@@ -31,7 +31,7 @@ APP = textwrap.dedent(
 def _env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BANANAS_", "WORKER_", "REDIS_"))}
     env.update(
-        BANANAS_LOAD_PLUGINS="bananas-redis,bananas-mode-default",
+        BANANAS_LOAD_PLUGINS="bananas-redis",
         REDIS_URL=url,
         TEST_LOG=str(tmp_path / "done.log"),
         PYTHONPATH=str(tmp_path),

@@ -1,8 +1,8 @@
 """bananas-redis: the production broker for ``redis://`` and ``rediss://`` URLs.
 
 Installing the distribution is enough: its entry point (group ``bananas``) registers :class:`RedisBroker` for both
-schemes, with :class:`RedisOptions` as the ``[broker_options]`` schema, and adds ``bananas dlq`` to the CLI
-(:mod:`bananas_redis.cli`).
+schemes, with :class:`RedisOptions` as the ``[broker_options]`` schema, and :class:`RedisResultBackend` for results.
+``bananas dlq`` and ``bananas queues`` are kernel commands (:mod:`bananas.cli_admin`); they work with this broker too.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from bananas.broker import BrokerSpec
 from bananas.hookspecs import hookimpl
 from bananas.registry import Register
 from bananas_redis.broker import RedisBroker
-from bananas_redis.cli import bananas_add_commands
 from bananas_redis.options import RedisOptions
 from bananas_redis.results import RedisResultBackend, bananas_register_result_backends
 
-__all__ = ["RedisBroker", "RedisOptions", "bananas_add_commands", "bananas_register_brokers"]
+__all__ = ["RedisBroker", "RedisOptions", "bananas_register_brokers"]
 __all__ += ["RedisResultBackend", "bananas_register_result_backends"]
 
 

@@ -1,9 +1,9 @@
-"""``bananas dlq list|show|requeue|purge``: the dead letters from the command line.
+"""``bananas dlq list|show|requeue|purge`` and ``bananas queues``: operating a queue from the command line.
 
-Added to the ``bananas`` CLI through the ``bananas_add_commands`` hook. It uses only the :class:`bananas.broker.Broker`
-protocol (``known_queues``, ``dead_letters``, ``depths``, ``lookup``, ``requeue_dead``, ``purge_dead``), so it works
-for any broker the app is configured with; it ships here because the Redis broker is the production one. Bodies are
-decoded with the app's own codec (``Bananas()`` from the configuration, or ``--app`` for an app module).
+Part of the kernel CLI (:mod:`bananas.cli` adds both commands). They use only the :class:`bananas.broker.Broker`
+protocol (``known_queues``, ``depths``, ``dead_letters``, ``lookup``, ``requeue_dead``, ``purge_dead``), so they work
+for every broker, ``memory://`` included (in-process only: a memory broker lives in one process). The app comes from
+the configuration (``Bananas()``), or from ``--app`` for an app module; dead-letter bodies are decoded with its codec.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import click
 
 from bananas.broker import Broker, DeadLetter, JobRecord
 from bananas.errors import SerializationError, UsageError
-from bananas.hookspecs import hookimpl
 
-__all__ = ["bananas_add_commands", "dlq"]
+__all__ = ["dlq", "queues"]
 
 _REASON_WIDTH = 70
 
@@ -33,11 +32,13 @@ def _one_line(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-class _Dlq:
-    """The app and its broker for one ``dlq`` command (built lazily, closed by the group's callback)."""
+class _Admin:
+    """The app and its broker for one ``dlq`` or ``queues`` command (built lazily, closed by the caller)."""
 
-    def __init__(self, config: str | None, app_spec: str | None, queues: Sequence[str]) -> None:
-        self.config, self.app_spec, self.wanted = config, app_spec, tuple(queues)
+    def __init__(
+        self, config: str | None, app_spec: str | None, queues: Sequence[str] = (), broker: str | None = None
+    ) -> None:
+        self.config, self.app_spec, self.wanted, self.broker_url = config, app_spec, tuple(queues), broker
         self._app: Any = None
 
     @property
@@ -46,12 +47,24 @@ class _Dlq:
             if self.app_spec:
                 from bananas.cli import load_app
 
-                self._app = load_app(self.app_spec)
+                app = load_app(self.app_spec)
+                if self.broker_url is None:
+                    self._app = app
+                    return app
+                from bananas.app import Bananas
+
+                self._app = Bananas(config=self.config, plugins=app.extra_plugins, **self._broker_override())
+                self._app.handlers.update(app.handlers)
             else:
                 from bananas.app import Bananas
 
-                self._app = Bananas(config=self.config)
+                self._app = Bananas(config=self.config, **self._broker_override())
         return self._app
+
+    def _broker_override(self) -> dict[str, Any]:
+        if self.broker_url is None:
+            return {}
+        return {"overrides": {"broker": self.broker_url}, "override_sources": {"broker": "flag --broker"}}
 
     def run(self, work: Callable[[Broker], Any]) -> Any:
         """Run ``await work(broker)`` on the app's connected broker."""
@@ -80,16 +93,17 @@ class _Dlq:
 @click.group(name="dlq")
 @click.option("--queue", "queues", multiple=True, metavar="NAME", help="Only this queue (repeatable; default: all).")
 @click.option("--app", "app_spec", metavar="MODULE[:NAME]", help="Use this app's configuration and codec.")
+@click.option("--broker", metavar="URL", help="Broker URL (default: the configured broker).")
 @click.pass_context
-def dlq(ctx: click.Context, queues: tuple[str, ...], app_spec: str | None) -> None:
+def dlq(ctx: click.Context, queues: tuple[str, ...], app_spec: str | None, broker: str | None) -> None:
     """Inspect and manage dead letters (jobs that will not be tried again)."""
     ctx.ensure_object(dict)
-    state = _Dlq(ctx.obj.get("config"), app_spec, queues)
+    state = _Admin(ctx.obj.get("config"), app_spec, queues, broker)
     ctx.obj["dlq"] = state
     ctx.call_on_close(state.close)
 
 
-def _state(ctx: click.Context) -> _Dlq:
+def _state(ctx: click.Context) -> _Admin:
     return ctx.obj["dlq"]
 
 
@@ -208,7 +222,41 @@ def purge(ctx: click.Context, yes: bool) -> None:
     click.echo(f"purged {state.run(work)} dead letter(s)")
 
 
-@hookimpl
-def bananas_add_commands(cli: click.Group) -> None:
-    if "dlq" not in cli.commands:
-        cli.add_command(dlq)
+COLUMNS = ("ready", "scheduled", "running", "dead")
+
+
+@click.command(name="queues")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of {queue, ready, ...}.")
+@click.option("--app", "app_spec", metavar="MODULE[:NAME]", help="Use this app's configuration.")
+@click.option("--broker", metavar="URL", help="Broker URL (default: the configured broker).")
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool, app_spec: str | None, broker: str | None) -> None:
+    """List every known queue with its ready, scheduled, running and dead job counts."""
+    ctx.ensure_object(dict)
+    state = _Admin(ctx.obj.get("config"), app_spec, broker=broker)
+
+    async def work(connected: Broker) -> list[dict[str, Any]]:
+        known = await connected.known_queues()
+        depths = await connected.depths(known) if known else {}
+        rows = []
+        for queue in known:
+            depth = depths.get(queue)
+            rows.append({"queue": queue, **{name: getattr(depth, name, 0) for name in COLUMNS}})
+        return rows
+
+    try:
+        rows = state.run(work)
+    finally:
+        state.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no queues (nothing was enqueued yet)")
+        return
+    table = [("QUEUE", *(name.upper() for name in COLUMNS))]
+    table += [(row["queue"], *(str(row[name]) for name in COLUMNS)) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        cells = [line[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True)]
+        click.echo("  ".join(cells).rstrip())

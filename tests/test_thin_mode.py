@@ -1,4 +1,6 @@
-"""thin: one pool, every priority and job type, scheduler always on, concurrency 5 unless set."""
+"""The built-in thin mode: one pool, every priority and job type, scheduler always on, concurrency 5 unless set.
+
+Its plans with the job-type router: plugins/bananas-router-job-type/tests/test_kernel_modes_routed.py."""
 
 from __future__ import annotations
 
@@ -27,8 +29,3 @@ def test_default_concurrency_is_5_and_scheduler_cannot_be_turned_off(tmp_path, m
     described = plan(tmp_path, monkeypatch, {"WORKER_MODE": "thin", "ENABLE_SCHEDULER": "false"})
     assert described["pools"][0]["concurrency"] == 5 and described["scheduler"] is True
 
-
-def test_thin_sees_routed_queues_too(tmp_path, monkeypatch):
-    described = plan(tmp_path, monkeypatch, {"WORKER_MODE": "thin"}, router="job-type",
-                     routes={"generate_report": "cpu"})
-    assert described["pools"][0]["queues"] == ["high", "cpu.high", "normal", "cpu.normal", "low", "cpu.low"]

@@ -1,4 +1,5 @@
-"""``WORKER_MODE=default``: one pool over ``WORKER_PRIORITIES`` in order, every job type, horizontally scalable."""
+"""Built-in ``WORKER_MODE=default`` (the default): one pool over ``WORKER_PRIORITIES`` in order, every job type,
+horizontally scalable."""
 
 from __future__ import annotations
 

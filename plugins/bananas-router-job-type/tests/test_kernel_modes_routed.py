@@ -1,4 +1,4 @@
-"""default: one pool over WORKER_PRIORITIES high → normal → low, every job type, scheduler per ENABLE_SCHEDULER."""
+"""The kernel's built-in thin and default modes with the job-type router: every routed queue, high first."""
 
 from __future__ import annotations
 
@@ -12,23 +12,10 @@ def plan(tmp_path, monkeypatch, env, **overrides):
     return json.loads(json.dumps(Bananas(broker="memory://", env=env, overrides=overrides).plan().describe()))
 
 
-def test_guide_configuration(tmp_path, monkeypatch):
-    env = {"WORKER_MODE": "default", "WORKER_CONCURRENCY": "20", "WORKER_PRIORITIES": "high,normal,low",
-           "ENABLE_SCHEDULER": "false"}
-    described = plan(tmp_path, monkeypatch, env)
-    assert described == {
-        "mode": "default",
-        "scheduler": False,
-        "scheduler_interval": 1.0,
-        "pools": [{"name": "default", "concurrency": 20, "queues": ["high", "normal", "low"], "job_types": None,
-                   "worker_id": "default-1"}],
-    }
-
-
-def test_it_is_the_default_mode(tmp_path, monkeypatch):
-    described = plan(tmp_path, monkeypatch, {})
-    assert described["mode"] == "default" and described["scheduler"] is True
-    assert described["pools"][0]["concurrency"] == 10
+def test_thin_sees_routed_queues_too(tmp_path, monkeypatch):
+    described = plan(tmp_path, monkeypatch, {"WORKER_MODE": "thin"}, router="job-type",
+                     routes={"generate_report": "cpu"})
+    assert described["pools"][0]["queues"] == ["high", "cpu.high", "normal", "cpu.normal", "low", "cpu.low"]
 
 
 def test_catch_all_reads_every_routed_queue_all_high_first(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""``WORKER_MODE=thin``: one pool, all priorities and job types, built-in scheduler, concurrency 5 by default."""
+"""Built-in ``WORKER_MODE=thin``: one pool, all priorities and job types, built-in scheduler, concurrency 5 by
+default. For development, tests and very low traffic."""
 
 from __future__ import annotations
 

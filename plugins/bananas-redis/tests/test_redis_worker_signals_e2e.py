@@ -28,7 +28,7 @@ from bananas_redis.testing import RedisServer, find_redis_servers
 from bananas import Bananas, JobFailed, Status
 
 PLUGINS = {
-    "BANANAS_LOAD_PLUGINS": "bananas-redis,bananas-mode-thin,bananas-mode-default,bananas-mode-scheduler-only"
+    "BANANAS_LOAD_PLUGINS": "bananas-redis,bananas-mode-scheduler-only"
 }
 """The entry points these tests need; the other installed plugins stay out (hermetic workers and producer)."""
 

@@ -1,0 +1,101 @@
+"""scheduler-only end to end on a real redis-server, next to the kernel's default workers (see
+:mod:`bananas_redis.e2e`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bananas_redis.e2e import (
+    Fleet,
+    dry_run,
+    e2e_fleet,
+    e2e_producer,
+    e2e_server,
+    enqueue_mix,
+    no_dead_letters,
+    once_each,
+    plan_pools,
+    write_app,
+)
+from bananas_redis.testing import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with e2e_server() as server:
+        yield server
+
+
+@pytest.fixture
+def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
+    with e2e_fleet(redis_server, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def producer(fleet: Fleet) -> Iterator:
+    with e2e_producer(fleet) as make:
+        yield make
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    write_app(tmp_path)
+    return tmp_path
+
+
+# -- default + scheduler-only -------------------------------------------------------------------------------------
+def test_default_workers_scale_out_and_a_dedicated_scheduler_moves_due_jobs(fleet, producer):
+    # Given two default workers as in the guide (scheduler off) and no scheduler yet
+    worker_env = {"WORKER_MODE": "default", "WORKER_CONCURRENCY": "20", "ENABLE_SCHEDULER": "false"}
+    fleet.start("worker-1", worker_env)
+    fleet.start("worker-2", worker_env)
+    fleet.wait_started("worker-1", "worker-2")
+    app = producer()
+
+    # When ready and delayed jobs are enqueued
+    jobs = enqueue_mix(app, per=3)
+    delayed = {h.id for h in app.enqueue_many([{"name": "cleanup", "payload": {}, "delay": 0.3}] * 3)}
+    runs = fleet.wait_ran(set(jobs))
+
+    # Then the ready jobs ran once each on a default pool, and the delayed ones wait: no process moves them
+    assert {run["pool"] for run in runs} == {"default-1"}
+    assert {run["worker"] for run in runs} <= {"worker-1", "worker-2"}
+    once_each(runs, set(jobs))
+    time.sleep(1.5)
+    assert not delayed & {run["id"] for run in fleet.runs()}
+
+    # When the dedicated scheduler starts (the guide's scheduler-only service)
+    fleet.start("scheduler", {"WORKER_MODE": "scheduler-only", "SCHEDULER_INTERVAL": "1s"})
+    runs = fleet.wait_ran(delayed, timeout=15)
+
+    # Then the delayed jobs reach their queue and the default workers run them; the scheduler runs no job
+    assert {run["worker"] for run in runs if run["id"] in delayed} <= {"worker-1", "worker-2"}
+    assert "scheduler" not in {run["worker"] for run in runs}
+    once_each(runs, set(jobs) | delayed)
+    no_dead_letters(app)
+
+
+GUIDE_PLANS = [({"WORKER_MODE": "scheduler-only", "SCHEDULER_INTERVAL": "1s"}, True, [])]
+
+
+@pytest.mark.parametrize(("env", "scheduler", "pools"), GUIDE_PLANS, ids=[e["WORKER_MODE"] for e, _, _ in GUIDE_PLANS])
+def test_dry_run_prints_the_plan_of_the_guides_configuration(app_dir, env, scheduler, pools):
+    result = dry_run(app_dir, env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mode"] == env["WORKER_MODE"]
+    assert json.loads(result.stdout)["scheduler"] is scheduler
+    assert plan_pools(result.stdout) == pools
+
+
+def test_unknown_mode_lists_this_plugins_mode_with_the_built_in_ones(app_dir):
+    result = dry_run(
+        app_dir,
+        {"WORKER_MODE": "turbo", "BANANAS_LOAD_PLUGINS": "bananas-mode-scheduler-only", "BANANAS_BROKER": "memory://"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: no worker mode named 'turbo'; installed: default, scheduler-only, thin"

@@ -1,0 +1,118 @@
+"""specialized end to end on a real redis-server (see :mod:`bananas_redis.e2e`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bananas_redis.e2e import (
+    TYPES,
+    Fleet,
+    depths,
+    dry_run,
+    e2e_fleet,
+    e2e_producer,
+    e2e_server,
+    once_each,
+    plan_pools,
+    wait_until,
+    write_app,
+)
+from bananas_redis.testing import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with e2e_server() as server:
+        yield server
+
+
+@pytest.fixture
+def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
+    with e2e_fleet(redis_server, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def producer(fleet: Fleet) -> Iterator:
+    with e2e_producer(fleet) as make:
+        yield make
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    write_app(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_specialized_high_worker_is_not_delayed_by_a_busy_low_worker(fleet, producer):
+    # Given the guide's three specialized workers
+    for priority, concurrency in (("high", "50"), ("normal", "30"), ("low", "10")):
+        env = {"WORKER_MODE": "specialized", "WORKER_PRIORITIES": priority, "WORKER_CONCURRENCY": concurrency}
+        fleet.start(f"worker-{priority}", env)
+    fleet.wait_started("worker-high", "worker-normal", "worker-low")
+    app = producer()
+
+    # And a low worker kept busy by 1,000 queued low jobs
+    low = {
+        h.id
+        for h in app.enqueue_many(
+            [{"name": "fetch_data", "payload": {"sleep": 0.2}, "priority": "low"} for _ in range(1000)]
+        )
+    }
+    wait_until(lambda: len(fleet.runs()) >= 20, 15, "the low worker to get busy", fleet.logs)
+
+    # When high and normal jobs arrive
+    high = {
+        h.id
+        for h in app.enqueue_many(
+            [{"name": name, "payload": {}, "priority": "high"} for name in TYPES for _ in range(4)]
+        )
+    }
+    normal = {h.id for h in app.enqueue_many([{"name": "send_email", "payload": {}, "priority": "normal"}] * 10)}
+    runs = fleet.wait_ran(high | normal, timeout=15)
+
+    # Then each ran on its own priority's worker, at once, while the low backlog is still there
+    by_id = {run["id"]: run for run in runs}
+    assert {by_id[job_id]["worker"] for job_id in high} == {"worker-high"}
+    assert {by_id[job_id]["worker"] for job_id in normal} == {"worker-normal"}
+    assert {run["worker"] for run in runs if run["id"] in low} == {"worker-low"}
+    latency = max(by_id[job_id]["at"] - by_id[job_id]["enqueued_at"] for job_id in high)
+    assert latency < 2.0, f"a high job waited {latency:.2f}s"
+    assert depths(app)["low"].ready > 500
+    once_each(runs, high | normal)
+
+
+GUIDE_PLANS = [
+    (
+        {"WORKER_MODE": "specialized", "WORKER_PRIORITIES": "high", "WORKER_CONCURRENCY": "50"},
+        True,
+        [("high-1", 50, ["high"])],
+    ),
+    (
+        {"WORKER_MODE": "specialized", "WORKER_PRIORITIES": "low", "WORKER_CONCURRENCY": "10"},
+        True,
+        [("low-1", 10, ["low"])],
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "scheduler", "pools"), GUIDE_PLANS, ids=[e["WORKER_MODE"] for e, _, _ in GUIDE_PLANS])
+def test_dry_run_prints_the_plan_of_the_guides_configuration(app_dir, env, scheduler, pools):
+    result = dry_run(app_dir, env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mode"] == env["WORKER_MODE"]
+    assert json.loads(result.stdout)["scheduler"] is scheduler
+    assert plan_pools(result.stdout) == pools
+
+
+def test_unknown_mode_lists_this_plugins_mode_with_the_built_in_ones(app_dir):
+    result = dry_run(
+        app_dir,
+        {"WORKER_MODE": "turbo", "BANANAS_LOAD_PLUGINS": "bananas-mode-specialized", "BANANAS_BROKER": "memory://"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: no worker mode named 'turbo'; installed: default, specialized, thin"

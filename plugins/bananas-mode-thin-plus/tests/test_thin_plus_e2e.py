@@ -1,0 +1,119 @@
+"""thin_plus end to end on a real redis-server, with the job-type router (see :mod:`bananas_redis.e2e`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bananas_redis.e2e import (
+    ROUTED_TOML,
+    Fleet,
+    dry_run,
+    e2e_fleet,
+    e2e_producer,
+    e2e_server,
+    enqueue_mix,
+    once_each,
+    plan_pools,
+    write_app,
+)
+from bananas_redis.testing import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with e2e_server() as server:
+        yield server
+
+
+@pytest.fixture
+def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
+    with e2e_fleet(redis_server, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def producer(fleet: Fleet) -> Iterator:
+    with e2e_producer(fleet) as make:
+        yield make
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    write_app(tmp_path)
+    return tmp_path
+
+
+def test_thin_plus_runs_routed_scheduled_work_in_its_own_pool(fleet, producer):
+    # Given the plan's thin_plus variables, and nightly_report routed to the scheduled pool's queue
+    (fleet.root / "bananas.toml").write_text(ROUTED_TOML)
+    fleet.start(
+        "thin-plus",
+        {
+            "WORKER_MODE": "thin_plus",
+            "WORKER_PRIORITY_CONCURRENCY": "10",
+            "WORKER_PRIORITY_QUEUES": "high,normal,low",
+            "WORKER_SCHEDULED_CONCURRENCY": "5",
+            "WORKER_SCHEDULED_QUEUES": "scheduled",
+        },
+    )
+    fleet.wait_started("thin-plus")
+    app = producer()
+
+    # When priority work, nightly reports (some delayed) and a delayed priority job are enqueued
+    jobs = enqueue_mix(app, types=("send_email", "cleanup"))
+    nightly = enqueue_mix(app, types=("nightly_report",))
+    later = {
+        h.id
+        for h in app.enqueue_many(
+            [
+                {"name": "nightly_report", "payload": {}, "delay": 0.5},
+                {"name": "send_email", "payload": {}, "delay": 0.5},
+            ]
+        )
+    }
+    runs = fleet.wait_ran(set(jobs) | set(nightly) | later)
+
+    # Then the scheduled pool ran exactly the nightly reports, the priority pool the rest, and the built-in
+    # scheduler released the delayed ones
+    by_id = once_each(runs, set(jobs) | set(nightly) | later)
+    pools = {run["name"]: set() for run in by_id.values()}
+    for run in by_id.values():
+        pools[run["name"]].add(run["pool"])
+    assert pools == {"nightly_report": {"scheduled-1"}, "send_email": {"priority-1"}, "cleanup": {"priority-1"}}
+    assert {job["queue"] for job in nightly.values()} == {"scheduled.high", "scheduled.normal", "scheduled.low"}
+
+
+GUIDE_PLANS = [
+    (
+        {
+            "WORKER_MODE": "thin_plus",
+            "WORKER_PRIORITY_CONCURRENCY": "10",
+            "WORKER_PRIORITY_QUEUES": "high,normal,low",
+            "WORKER_SCHEDULED_CONCURRENCY": "5",
+            "WORKER_SCHEDULED_QUEUES": "scheduled",
+        },
+        True,
+        [("priority-1", 10, ["high", "normal", "low"]), ("scheduled-1", 5, ["scheduled"])],
+    )
+]
+
+
+@pytest.mark.parametrize(("env", "scheduler", "pools"), GUIDE_PLANS, ids=[e["WORKER_MODE"] for e, _, _ in GUIDE_PLANS])
+def test_dry_run_prints_the_plan_of_the_guides_configuration(app_dir, env, scheduler, pools):
+    result = dry_run(app_dir, env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mode"] == env["WORKER_MODE"]
+    assert json.loads(result.stdout)["scheduler"] is scheduler
+    assert plan_pools(result.stdout) == pools
+
+
+def test_unknown_mode_lists_this_plugins_mode_with_the_built_in_ones(app_dir):
+    result = dry_run(
+        app_dir,
+        {"WORKER_MODE": "turbo", "BANANAS_LOAD_PLUGINS": "bananas-mode-thin-plus", "BANANAS_BROKER": "memory://"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: no worker mode named 'turbo'; installed: default, thin, thin_plus"
