@@ -17,6 +17,8 @@ from loguru import logger
 from bananas import hookspecs
 from bananas.broker import BrokerSpec
 from bananas.builtin import BUILTIN_PLUGINS, ESSENTIAL_PLUGINS
+from bananas.config import set_plugin_loader
+from bananas.config_schema import KeySpec
 from bananas.errors import PluginError
 from bananas.logsink import LogSinkSpec
 from bananas.registry import Registry
@@ -131,6 +133,7 @@ class Plugins:
     worker_modes: Registry[WorkerModeSpec] = attrs.field(
         factory=lambda: Registry("worker mode", lambda s: (s.name,))
     )
+    settings: Registry[KeySpec] = attrs.field(factory=lambda: Registry("setting", lambda s: (s.key,), shared=True))
     observers: Observers = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -144,7 +147,12 @@ class Plugins:
             "log_sinks": self.log_sinks,
             "routers": self.routers,
             "worker_modes": self.worker_modes,
+            "settings": self.settings,
         }
+
+    def declared_settings(self) -> list[tuple[KeySpec, tuple[str, ...]]]:
+        """Every setting the plugins declared, with the distributions that declared it, in registration order."""
+        return [(entry.spec, self.settings.owners(key)) for key, entry in self.settings.entries.items()]
 
     def collect(self) -> None:
         """Run every registration hook, one implementation at a time, so each name has an owner."""
@@ -155,6 +163,7 @@ class Plugins:
             "bananas_register_log_sinks": self.log_sinks,
             "bananas_register_routers": self.routers,
             "bananas_register_worker_modes": self.worker_modes,
+            "bananas_register_settings": self.settings,
         }
         for hook_name, registry in hooks.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
@@ -255,3 +264,6 @@ def load_plugins(
         loaded.trace = loaded.observers.trace = writer  # hooks the kernel calls one implementation at a time
     loaded.collect()
     return loaded
+
+
+set_plugin_loader(load_plugins)  # load_settings() without plugins= loads them like an app does

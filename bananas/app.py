@@ -18,86 +18,44 @@ from bananas._manager import Plugins, load_plugins
 from bananas.broker import (
     Broker,
     BrokerCapabilities,
-    BrokerOptions,
     Envelope,
     JobRecord,
-    RecordState,
     SupportsAdmin,
     capabilities,
     require_admin,
 )
-from bananas.config import Settings, load_settings
-from bananas.errors import ConfigError, JobFailed, JobNotFound, ResultTimeout, SerializationError, UsageError
+from bananas.config import Schema, Settings, plugin_options, read_sources
+from bananas.config import build_options as build_options  # re-exported: it moved to bananas.config
+from bananas.errors import ConfigError, JobNotFound, SerializationError, UsageError
+from bananas.handle import JobHandle
+from bananas.handlers import HandlerSpec
+from bananas.headers import DEFAULTED_RETRIES_HEADER
+from bananas.inspection import job_from_record, wait_for_result
 from bananas.job import Job, Priority, Status, new_job_id
 from bananas.job import _headers as _job_headers
 from bananas.job import _payload as _job_payload
 from bananas.job import _timeout as _job_timeout
-from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, decode_result, result_ttl_header
+from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, result_ttl_header
 from bananas.router import Router
 from bananas.serializer import JobCodec
 from bananas.units import parse_duration
+from bananas.worker import Duty, Worker, WorkerContext, WorkerInfo
 
 if TYPE_CHECKING:
-    from bananas.worker import Worker
     from bananas.worker_mode import WorkerPlan
 
-__all__ = ["Bananas", "HandlerSpec", "JobHandle"]
+__all__ = ["DEFAULTED_RETRIES_HEADER", "Bananas", "HandlerSpec", "JobHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _set = object.__setattr__
 """Write a field of a ``Job`` without its attrs converters/validators (only values already checked or made here)."""
 
-DEFAULTED_RETRIES_HEADER = "bananas-defaulted-retries"
-"""Set on jobs whose ``max_retries`` came from the producer's config, so the worker's handler default wins."""
-
-_STATE_TO_STATUS = {
-    RecordState.READY: Status.PENDING,
-    RecordState.SCHEDULED: Status.SCHEDULED,
-    RecordState.RUNNING: Status.RUNNING,
-    RecordState.COMPLETED: Status.COMPLETED,
-    RecordState.DEAD: Status.DEAD,
-}
-
-
-@attrs.frozen
-class HandlerSpec:
-    """A registered job handler and its defaults."""
-
-    name: str
-    func: Callable[..., Any] = attrs.field(eq=False)
-    is_async: bool
-    priority: Priority | None = None
-    max_retries: int | None = None
-    timeout: float | None = None
-
-
 def _url_scheme(url: str, key: str, source: str) -> str:
     scheme = urlsplit(url).scheme
     if not scheme:
         raise ConfigError(key, url, source, "a URL such as redis://localhost:6379 or memory://")
     return scheme
-
-
-def build_options(cls: type[BrokerOptions], table: Mapping[str, Any], key: str, source: str) -> BrokerOptions:
-    """Build a plugin's options class from a config table; errors name ``key.field``."""
-    fields = {f.name: f for f in attrs.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for name, value in table.items():
-        field = fields.get(name)
-        if field is None or name == "clock":
-            allowed = ", ".join(n for n in fields if n != "clock")
-            raise ConfigError(f"{key}.{name}", value, source, f"unknown option; allowed: {allowed}")
-        if isinstance(value, str) and field.type in (float, "float"):
-            try:
-                value = parse_duration(value)
-            except ValueError as exc:
-                raise ConfigError(f"{key}.{name}", value, source, str(exc)) from None
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(key, dict(table), source, str(exc)) from None
 
 
 class Bananas:
@@ -134,22 +92,21 @@ class Bananas:
         ):
             if value is not None:
                 values[key] = value
-        self.settings: Settings = load_settings(
-            config_path=config, overrides=values, override_sources=override_sources, env=env
-        )
         self.extra_plugins: tuple[object, ...] = tuple(plugins)
         """The plugin objects passed as ``plugins=`` (the CLI rebuilds the app with them when flags override)."""
+        # Two phases: read the sources, load the plugins (they declare settings), then validate everything together.
+        raw = read_sources(config_path=config, overrides=values, override_sources=override_sources, env=env)
         self.plugins: Plugins = load_plugins(plugins=self.extra_plugins, entrypoints=entrypoints, env=env)
+        self.settings: Settings = raw.validate(Schema.of(self.plugins))
         self.handlers: dict[str, HandlerSpec] = {}
 
         s = self.settings
         self.broker_url: str = s["broker"]
         self._broker_spec = self.plugins.brokers.get(_url_scheme(self.broker_url, "broker", s.source("broker")))
-        self.broker_options = build_options(
-            self._broker_spec.options, s.table("broker_options"), "broker_options", s.source("broker")
-        )
+        self.broker_options = plugin_options(s, "broker", self._broker_spec)
         self.codec = JobCodec.from_settings(self.plugins.serializers, s)
-        self.router: Router = self.plugins.routers.get(s["router"]).factory(s.table("routes"))
+        router_spec = self.plugins.routers.get(s["router"])
+        self.router: Router = router_spec.factory(plugin_options(s, "router", router_spec))
         self.result_backend_url: str | None = s["result_backend"]
         self._result_spec = None
         if self.result_backend_url:
@@ -234,7 +191,8 @@ class Bananas:
         loop = asyncio.get_running_loop()
         backend = self._results.get(loop)
         if backend is None:
-            backend = self._result_spec.factory(self.result_backend_url, self.settings.table("result_backend_options"))
+            options = plugin_options(self.settings, "result backend", self._result_spec)
+            backend = self._result_spec.factory(self.result_backend_url, options)
             await backend.connect()
             with self._lock:  # two first calls on one loop may race here: keep one backend, close the other
                 existing = self._results.setdefault(loop, backend)
@@ -465,21 +423,7 @@ class Bananas:
         return require_admin(broker, self.capabilities(broker), what)
 
     def _job_from_record(self, record: JobRecord) -> Job:
-        job = self.codec.decode(record.body)
-        status = _STATE_TO_STATUS.get(record.state, job.status)
-        if status is Status.SCHEDULED and job.status is Status.RETRYING:
-            status = Status.RETRYING
-        if record.state in ("running", "completed"):
-            # The stored body is the job as fetched: ack does not rewrite it, so add the run in progress / done.
-            job.attempts += 1
-            job.started_at = job.started_at if record.state == "completed" else record.updated_at
-            if record.state == "completed":
-                job.finished_at = record.updated_at
-        if record.state == "dead" and not job.last_error and record.reason:
-            job.last_error = record.reason  # crash loop, malformed body, no handler: no handler error to show
-        job.queue = record.queue
-        job.status = status
-        return job
+        return job_from_record(self.codec, record)
 
     def get_job(self, job_id: str) -> Job:
         return self.run_sync(lambda: self.get_job_async(job_id))
@@ -495,57 +439,8 @@ class Bananas:
         backend = await self.results()
         if backend is None:
             raise UsageError("no result backend configured; set result_backend (e.g. 'memory://' or 'redis://…')")
-        try:
-            seconds = parse_duration(wait) if wait is not None else 0.0
-        except ValueError as exc:
-            raise ValueError(f"wait: {exc}") from None
-        deadline = time.monotonic() + seconds
-        body = await backend.get(job_id)
-        if body is None:
-            body = await self._result_missing(job_id, backend, can_wait=seconds > 0)
-        if body is None:
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
-                body = await backend.get(job_id, wait=remaining)
-            if body is None:
-                body = await self._result_missing(job_id, backend, can_wait=False, waited=seconds)
-        return decode_result(self.codec, job_id, body)
-
-    async def _result_missing(
-        self, job_id: str, backend: ResultBackend, *, can_wait: bool, waited: float = 0.0
-    ) -> bytes | None:
-        """No result was stored: return one stored meanwhile, ``None`` if waiting makes sense, else raise what the
-        broker's record explains (:class:`JobNotFound`, :class:`JobFailed` or :class:`ResultTimeout`)."""
-        admin = self.capabilities(broker := await self.broker()).admin
-        if admin is None:  # no record to explain a missing result: keep waiting on the backend, or say so
-            body = await backend.get(job_id)
-            if body is not None or can_wait:
-                return body
-            raise ResultTimeout(
-                f"no result for job {job_id}{f' within {waited:g}s' if waited else ' yet'} (broker "
-                f"{type(broker).__name__} has no 'admin' capability to tell whether it is still running)"
-            )
-        record = await admin.lookup(job_id)
-        body = await backend.get(job_id)  # the worker stores before it settles: look again after the lookup
-        if body is not None:
-            return body
-        if record is None:
-            raise JobNotFound(f"no job with id {job_id!r} (never enqueued here, or its record and result expired)")
-        if record.state == "dead":
-            job = self._job_from_record(record)
-            error_type, _, message = (job.last_error or "dead").partition(": ")
-            raise JobFailed(job_id, error_type, message or (record.reason or ""), job.traceback)
-        if record.state == "completed":
-            raise JobNotFound(
-                f"job {job_id} completed but no result is stored for it (result_ttl=0, the result expired, or the "
-                "worker had no result backend)"
-            )
-        if can_wait:
-            return None
-        status = _STATE_TO_STATUS.get(record.state, Status.PENDING).value
-        if waited:
-            raise ResultTimeout(f"no result for job {job_id} within {waited:g}s; the job keeps running ({status})")
-        raise ResultTimeout(f"job {job_id} has no result yet ({status}); pass wait= to block for it")
+        admin = self.capabilities
+        return await wait_for_result(self.codec, self.broker, lambda b: admin(b).admin, backend, job_id, wait)
 
     def get_result(self, job_id: str, wait: str | float | None = None) -> Any:
         return self.run_sync(lambda: self.get_result_async(job_id, wait))
@@ -558,39 +453,35 @@ class Bananas:
 
     def worker(self, plan: WorkerPlan | None = None) -> Worker:
         """A :class:`bananas.worker.Worker` for ``plan`` (default: the configured mode's plan)."""
-        from bananas.worker import Worker
+        return Worker(self.worker_context(), plan or self.plan())
 
-        return Worker(self, plan or self.plan())
+    def worker_context(self) -> WorkerContext:
+        """What a worker needs from this app (the worker never sees the app itself)."""
+        s = self.settings
+        return WorkerContext(
+            codec=self.codec,
+            handlers=self.handlers,
+            broker=self.broker,
+            new_broker=self.new_broker,
+            capabilities=self.capabilities,
+            observers=self.plugins.observers,
+            close=self.aclose,
+            results=self.results,
+            has_results=bool(self.result_backend_url),
+            duties=self._plugin_duties,
+            lease=self.broker_options.lease,
+            default_timeout=s["jobs.timeout"],
+            shutdown_timeout=s["worker.shutdown_timeout"],
+            broker_wait=s["worker.broker_wait"],
+            backoff=(s["jobs.retry_backoff_base"], s["jobs.retry_backoff_factor"], s["jobs.retry_backoff_max"]),
+        )
 
-
-@attrs.define(eq=False)
-class JobHandle:
-    """What :meth:`Bananas.enqueue` returns: the id, the job as sent, and ways to follow it.
-
-    ``status()`` and ``result()`` block (they run on the calling thread's private loop); inside an event loop use
-    ``await handle.status_async()`` and ``await handle.result_async(timeout)``.
-    """
-
-    app: Bananas
-    job: Job
-
-    @property
-    def id(self) -> str:
-        return self.job.id
-
-    def status(self) -> Status:
-        """The job's current status as the broker knows it."""
-        return self.app.get_job(self.id).status
-
-    async def status_async(self) -> Status:
-        return (await self.app.get_job_async(self.id)).status
-
-    def result(self, timeout: str | float | None = None) -> Any:
-        """The result, waiting up to ``timeout`` seconds (``None``: do not wait); see :meth:`Bananas.get_result`."""
-        return self.app.get_result(self.id, wait=timeout)
-
-    async def result_async(self, timeout: str | float | None = None) -> Any:
-        return await self.app.get_result_async(self.id, wait=timeout)
-
-    def __repr__(self) -> str:
-        return f"<JobHandle {self.job.name} {self.id}>"
+    def _plugin_duties(self, info: WorkerInfo) -> list[Duty]:
+        """The duties plugins add for the worker ``info`` (``bananas_worker_duties``)."""
+        duties: list[Duty] = []
+        for returned in self.plugins.pm.hook.bananas_worker_duties(worker=info):
+            for duty in [returned] if isinstance(returned, Duty) else returned:
+                if not isinstance(duty, Duty):
+                    raise UsageError(f"bananas_worker_duties returned {duty!r}, not a bananas.worker.Duty")
+                duties.append(duty)
+        return duties

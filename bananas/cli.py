@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -17,33 +16,11 @@ import click
 
 from bananas.cli_admin import dlq, queues
 from bananas.errors import BananasError, BrokerError, UsageError
+from bananas.loading import load_app
 
 __all__ = ["cli", "main"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
-
-
-def load_app(spec: str, **kwargs: Any) -> Any:
-    """``pkg.mod:app`` or ``pkg.mod`` (the module's one ``Bananas`` instance)."""
-    from bananas.app import Bananas
-
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"--app {spec}: cannot import {module_name!r}: {exc}") from None
-    if attr:
-        app = getattr(module, attr, None)
-        if not isinstance(app, Bananas):
-            raise UsageError(f"--app {spec}: {module_name}.{attr} is not a Bananas app")
-        return app
-    apps = [value for value in vars(module).values() if isinstance(value, Bananas)]
-    if len(apps) != 1:
-        found = "none" if not apps else f"{len(apps)}"
-        raise UsageError(f"--app {spec}: expected one Bananas app in {module_name}, found {found}; use {spec}:NAME")
-    return apps[0]
 
 
 def _app(ctx: click.Context, app_spec: str | None, overrides: dict[str, Any], sources: dict[str, str]) -> Any:
@@ -304,11 +281,19 @@ def plugins(as_json: bool, show_all: bool, hook: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def config(ctx: click.Context, as_json: bool) -> None:
-    """Print the effective configuration and where each value came from (secrets redacted)."""
-    from bananas.config import load_settings
+    """Print the effective configuration, where each value came from and who owns each key (secrets redacted).
 
-    settings = load_settings(config_path=ctx.obj.get("config"))
-    rows = settings.explain(redact=True)
+    Exits 2 with one line when the serializer, broker scheme, router, worker mode or an enabled log tier names no
+    installed plugin.
+    """
+    from bananas._manager import load_plugins
+    from bananas.config import Schema, check_plugin_names, read_sources
+
+    raw = read_sources(config_path=ctx.obj.get("config"))
+    plugins = load_plugins(env=raw.env)
+    settings = raw.validate(Schema.of(plugins))
+    check_plugin_names(settings, plugins)
+    rows = settings.explain(redact=True, owners=True)
     if as_json:
         click.echo(json.dumps({"config_file": settings.config_file, "settings": rows}, indent=2))
         return
@@ -316,7 +301,7 @@ def config(ctx: click.Context, as_json: bool) -> None:
     width = max(len(row["key"]) for row in rows)
     for row in rows:
         value = json.dumps(row["value"]) if not isinstance(row["value"], str) else row["value"]
-        click.echo(f"{row['key']:<{width}}  {value}    ({row['source']})")
+        click.echo(f"{row['key']:<{width}}  {value}    ({row['source']})  [{row['owner']}]")
 
 
 @cli.command()

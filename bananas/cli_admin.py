@@ -45,7 +45,7 @@ class _Admin:
     def app(self) -> Any:
         if self._app is None:
             if self.app_spec:
-                from bananas.cli import load_app
+                from bananas.loading import load_app
 
                 app = load_app(self.app_spec)
                 if self.broker_url is None:

@@ -31,8 +31,8 @@ class _Recorder:
         click.echo(f"  {at:6.2f}s  {event:<9} {job.name:<14} {job.priority.value:<6} {detail}")
 
     @hookimpl
-    def bananas_job_started(self, job: Job, worker_id: str) -> None:
-        self._say("started", job, f"attempt {job.attempts} on {worker_id}")
+    def bananas_job_started(self, job: Job, pool_id: str) -> None:
+        self._say("started", job, f"attempt {job.attempts} on {pool_id}")
 
     @hookimpl
     def bananas_job_succeeded(self, job: Job, result: Any, duration: float) -> None:

@@ -21,15 +21,19 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import click
 
     from bananas.broker import BrokerSpec
+    from bananas.config_schema import KeySpec
     from bananas.job import Job
     from bananas.logsink import LogSinkSpec
     from bananas.registry import Register
     from bananas.result_backend import ResultBackendSpec
     from bananas.router import RouterSpec
     from bananas.serializer import SerializerSpec
+    from bananas.worker.context import Duty, WorkerInfo
     from bananas.worker_mode import WorkerModeSpec
 
 PROJECT = "bananas"
@@ -129,6 +133,26 @@ def bananas_register_worker_modes(register: Register[WorkerModeSpec]) -> None:
 
 
 @hookspec
+def bananas_register_settings(register: Register[KeySpec]) -> None:
+    """Declare the settings this plugin reads (``[worker] high_count``, ``WORKER_HIGH_COUNT`` …).
+
+    Called once per app at start-up, before the configuration is validated: the file, the environment and the flags
+    are checked against the kernel's keys and every declared one together, so a declared key gets types, ranges,
+    environment variables, ``bananas config`` rows (with this plugin's distribution as owner) and "did you mean"
+    errors like a kernel key.
+
+    :param register: Call ``register(setting("worker.high_count", "int", 3, "Number of high pools.",
+        "WORKER_HIGH_COUNT", minimum=0))`` (see :func:`bananas.config_schema.setting`). Two plugins may declare the
+        same key with an identical spec (they share it); a different spec, or a kernel key, is a
+        :class:`bananas.errors.PluginError`.
+
+    Document every declared key and its environment variables in the plugin's README.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
 def bananas_add_commands(cli: click.Group) -> None:
     """Add subcommands to the ``bananas`` CLI (``cli.add_command(...)``).
 
@@ -160,15 +184,21 @@ def bananas_job_enqueued(job: Job) -> None:
 
 
 @hookspec
-def bananas_job_started(job: Job, worker_id: str) -> None:
+def bananas_job_started(job: Job, process_id: str, pool_id: str) -> None:
     """A worker is about to run ``job``'s handler. Called in the worker, on its event-loop thread.
 
     :param job: The job, ``attempts`` already counting this run.
-    :param worker_id: The pool's worker id (``high-1``…).
+    :param process_id: The worker process's id, ``host-pid`` (``WorkerInfo.process_id``).
+    :param pool_id: The id of the pool that runs it, unique in that process (``high-1``…; ``PoolPlan.pool_id``).
+
+    Not called for a body that cannot be decoded or a job without a handler in this worker: those go straight to
+    ``bananas_job_dead``.
 
     Implementations must not block and must not raise.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``worker_id`` became ``process_id`` and ``pool_id``.
     """
 
 
@@ -212,31 +242,70 @@ def bananas_job_retried(job: Job, delay: float) -> None:
 
 @hookspec
 def bananas_job_dead(job: Job, reason: str) -> None:
-    """A job went to the dead-letter queue with ``reason``. Called in the worker.
+    """A job went to the dead-letter queue with ``reason``. Called in the worker, after the broker took it.
+
+    Also called for jobs no handler ran: ``no handler for job 'x' in this worker`` (``job`` is the decoded job)
+    and bodies that cannot be decoded (``malformed job: …`` or a signature error). For those, ``job`` is a
+    placeholder: ``name`` ``"<malformed>"`` (``bananas.worker.settlement.MALFORMED_JOB_NAME``), the delivery's
+    ``id`` and ``queue``, an empty payload, ``attempts`` 0, status ``DEAD`` and ``last_error`` the reason; the
+    body stays in the dead letters.
 
     Implementations must not block and must not raise.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Also called for malformed bodies and jobs without a handler.
     """
 
 
 @hookspec
-def bananas_worker_started(worker: Any) -> None:
+def bananas_worker_started(worker: WorkerInfo) -> None:
     """A worker process started its pools. Called once per process, on its event-loop thread.
 
-    :param worker: The :class:`bananas.worker.Worker`.
+    :param worker: A frozen :class:`bananas.worker.WorkerInfo`: ``process_id`` (``host-pid``), ``host``, ``pid``,
+        ``mode``, ``scheduler`` and ``pools`` (each a ``PoolInfo`` with ``pool_id``, ``name``, ``queues``,
+        ``concurrency``, ``job_types``).
 
     Implementations must not block and must not raise.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``worker`` is a ``WorkerInfo`` record, no longer the ``Worker`` object.
     """
 
 
 @hookspec
-def bananas_worker_stopped(worker: Any) -> None:
+def bananas_worker_stopped(worker: WorkerInfo) -> None:
     """A worker process finished its shutdown. Called once per process.
+
+    :param worker: The same :class:`bananas.worker.WorkerInfo` as ``bananas_worker_started`` got.
 
     Implementations must not block and must not raise.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``worker`` is a ``WorkerInfo`` record, no longer the ``Worker`` object.
+    """
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Worker duties
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def bananas_worker_duties(worker: WorkerInfo) -> Sequence[Duty] | Duty | None:
+    """Add periodic tasks to a worker process. Called once per worker run, before its pools start.
+
+    :param worker: The :class:`bananas.worker.WorkerInfo` of the process (its mode, pools, scheduler flag).
+
+    Return a :class:`bananas.worker.Duty` or a list of them (``None``: none). Each runs in its own task, at start
+    (``at_start``) and then every ``interval`` seconds, with the worker's broker: ``await duty.run(broker)``. An
+    exception is logged and the duty runs again at its next time. ``needs_leader=True`` marks a duty that must run
+    in one process only: until leader election exists, it runs in every worker whose plan runs the scheduler
+    (``ENABLE_SCHEDULER``) and in no other.
+
+    Implementations must not block; the duty itself must not block the event loop either.
+
+    .. versionadded:: 0.2
     """

@@ -7,6 +7,7 @@ from typing import Generic, Protocol, TypeVar
 
 import attrs
 
+from bananas.config_kernel import UNPUBLISHED, install_hint
 from bananas.errors import DuplicatePlugin, UnknownPlugin
 
 __all__ = ["KNOWN_PLUGINS", "Register", "Registration", "Registry"]
@@ -21,8 +22,8 @@ KNOWN_PLUGINS: dict[tuple[str, str], str] = {
     ("result backend", "rediss"): "bananas-redis",
     ("serializer", "msgpack"): "bananas-msgpack",
     ("serializer", "protobuf"): "bananas-protobuf",
-    ("log sink", "file"): "bananas-logging-file",
-    ("log sink", "elasticsearch"): "bananas-elasticsearch",
+    ("log sink", "file"): "bananas-logging-file",  # not published yet (see config_kernel.UNPUBLISHED)
+    ("log sink", "elasticsearch"): "bananas-elasticsearch",  # not published yet
     ("worker mode", "thin_plus"): "bananas-mode-thin-plus",
     ("worker mode", "specialized"): "bananas-mode-specialized",
     ("worker mode", "job-specialized"): "bananas-mode-job-specialized",
@@ -30,7 +31,8 @@ KNOWN_PLUGINS: dict[tuple[str, str], str] = {
     ("worker mode", "scheduler-only"): "bananas-mode-scheduler-only",
     ("router", "job-type"): "bananas-router-job-type",
 }
-"""Install hints for names a missing plugin would provide. Only hints: nothing here is imported."""
+"""Install hints for names a missing plugin would provide. Only hints: nothing here is imported. Packages listed in
+:data:`bananas.config_kernel.UNPUBLISHED` are named as not available yet instead of with ``pip install``."""
 
 
 class Register(Protocol[SpecT_contra]):
@@ -61,11 +63,15 @@ class Registry(Generic[SpecT]):
     Attributes:
         kind: Human name of the kind, used in messages.
         names: Returns the names a spec claims (a broker claims each URL scheme).
+        shared: An equal spec registered by a second plugin is shared rather than a conflict (settings: two worker
+            modes may both declare ``worker.scheduled_concurrency``); see :meth:`owners`.
     """
 
     kind: str
     names: Callable[[SpecT], tuple[str, ...]]
     entries: dict[str, Registration[SpecT]] = attrs.field(factory=dict)
+    shared: bool = False
+    co_owners: dict[str, list[Registration[SpecT]]] = attrs.field(factory=dict)
 
     def bound(self, plugin: str, dist: str, version: str) -> Register[SpecT]:
         """A ``register`` callable that records ``plugin`` (from ``dist`` ``version``) as the owner."""
@@ -81,6 +87,9 @@ class Registry(Generic[SpecT]):
             if existing is not None:
                 if existing.plugin == plugin:
                     continue
+                if self.shared and existing.spec == spec:
+                    self.co_owners.setdefault(name, []).append(Registration(name, spec, plugin, dist, version))
+                    continue
                 here = f"{dist} {version}".strip()
                 raise DuplicatePlugin(
                     f"{self.kind} {name!r} is claimed by two plugins: {existing.owner} ({existing.plugin}) "
@@ -94,9 +103,11 @@ class Registry(Generic[SpecT]):
         if entry is None:
             installed = ", ".join(sorted(self.entries)) or "none"
             message = f"no {self.kind} named {name!r}; installed: {installed}"
-            hint = KNOWN_PLUGINS.get((self.kind, name))
-            if hint:
-                message += f" — pip install {hint}"
+            dist = KNOWN_PLUGINS.get((self.kind, name))
+            if dist in UNPUBLISHED:
+                message += f" — {install_hint((dist,), UNPUBLISHED[dist], published=False)}"
+            elif dist:
+                message += f" — pip install {dist}"
             raise UnknownPlugin(message)
         return entry.spec
 
@@ -107,4 +118,13 @@ class Registry(Generic[SpecT]):
         return iter(sorted(self.entries))
 
     def by_plugin(self, plugin: str) -> list[str]:
-        return sorted(name for name, entry in self.entries.items() if entry.plugin == plugin)
+        return sorted(
+            name
+            for name, entry in self.entries.items()
+            if entry.plugin == plugin or any(other.plugin == plugin for other in self.co_owners.get(name, ()))
+        )
+
+    def owners(self, name: str) -> tuple[str, ...]:
+        """Distributions that registered ``name`` (several for a shared spec), first registration first."""
+        entries = [self.entries[name], *self.co_owners.get(name, ())] if name in self.entries else []
+        return tuple(dict.fromkeys(entry.dist for entry in entries))

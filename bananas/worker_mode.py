@@ -19,11 +19,16 @@ class PoolPlan:
     """One pool of job slots.
 
     Attributes:
-        name: Pool name, also the prefix of its worker ids (``high`` → ``high-1``).
+        name: Pool name, also the prefix of its pool id (``high`` → ``high-1``).
         concurrency: Job slots.
         queues: Queues it reads, highest priority first.
         job_types: Job names it may run (``None``: every registered one).
-        worker_id: Id recorded on jobs it runs and in logs.
+        worker_id: The pool id as the mode sets it (``high-1``); read it as :attr:`pool_id`. The field keeps its
+            0.1 name so modes and ``--dry-run`` output stay as they are.
+
+    The pool id (:attr:`pool_id`) names the pool inside its process and is unique in a plan (:class:`WorkerPlan`
+    checks it). It is not the process id (``host-pid``, ``WorkerInfo.process_id``): ``bananas_job_started`` gets
+    both.
     """
 
     name: str
@@ -32,13 +37,26 @@ class PoolPlan:
     job_types: tuple[str, ...] | None = None
     worker_id: str = ""
 
+    @property
+    def pool_id(self) -> str:
+        """The pool's unique id in its plan: ``worker_id``, else the pool's name."""
+        return self.worker_id or self.name
+
+
+def _unique_pool_ids(instance: object, attribute: object, pools: tuple[PoolPlan, ...]) -> None:
+    ids = [pool.pool_id for pool in pools]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"pools: pool ids must be unique in a plan; used more than once: {', '.join(twice)}")
+
 
 @attrs.frozen
 class WorkerPlan:
-    """What one worker process runs: its pools and whether the scheduler loop runs in it."""
+    """What one worker process runs: its pools (unique pool ids) and whether the scheduler runs in it (the
+    duties that need a leader, such as move-due, run only where ``scheduler`` is true)."""
 
     mode: str
-    pools: tuple[PoolPlan, ...] = attrs.field(converter=tuple)
+    pools: tuple[PoolPlan, ...] = attrs.field(converter=tuple, validator=_unique_pool_ids)
     scheduler: bool = True
     scheduler_interval: float = 1.0
 

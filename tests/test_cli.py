@@ -117,7 +117,7 @@ def test_config_json_shows_values_sources_and_redacts_secrets(tmp_path: Path) ->
     # Given a file, env vars and a secret in a URL
     (tmp_path / "bananas.toml").write_text('[worker]\nconcurrency = 12\n')
     env = {"REDIS_URL": "redis://app:s3cret@cache:6379/0", "BANANAS_WORKER_CONCURRENCY": "14",
-           "WORKER_CONCURRENCY": "13", "LOG_ES_PASSWORD": "hunter2"}
+           "WORKER_CONCURRENCY": "13", "BANANAS_SIGNING_KEY": "hunter2"}
     # When `bananas config --json` runs
     result = run("config", "--json", cwd=tmp_path, env=env)
     # Then each value carries its source, the BANANAS_ form won, and no secret is printed
@@ -126,9 +126,9 @@ def test_config_json_shows_values_sources_and_redacts_secrets(tmp_path: Path) ->
     rows = {row["key"]: row for row in data["settings"]}
     assert data["config_file"] == "bananas.toml"
     assert rows["worker.concurrency"] == {"key": "worker.concurrency", "value": 14,
-                                          "source": "env BANANAS_WORKER_CONCURRENCY"}
+                                          "source": "env BANANAS_WORKER_CONCURRENCY", "owner": "bananas"}
     assert rows["broker"]["value"] == "redis://app:***@cache:6379/0" and rows["broker"]["source"] == "env REDIS_URL"
-    assert rows["logging.elasticsearch.password"]["value"] == "***"
+    assert rows["signing_key"]["value"] == "***"  # the log tiers (LOG_ES_PASSWORD) left the kernel
     assert "s3cret" not in result.stdout and "hunter2" not in result.stdout
 
 

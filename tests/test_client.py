@@ -29,7 +29,7 @@ from bananas.result_backend import (
     result_ttl_header,
     ttl_from_headers,
 )
-from bananas.worker import runtime as worker_runtime
+from bananas.worker import settlement as worker_runtime
 
 RUNTIME_READS_RESULT_TTL = "ttl_from_headers" in inspect.getsource(worker_runtime)
 

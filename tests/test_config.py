@@ -8,15 +8,68 @@ from pathlib import Path
 
 import pytest
 
-from bananas.config import SETTINGS_KEYS, Settings, load_settings, redact_url
+from bananas._manager import load_plugins
+from bananas.config import SETTINGS_KEYS, Schema, Settings, load_settings, redact_url
+from bananas.config_schema import setting
 from bananas.errors import ConfigError, UsageError
+from bananas.hookspecs import hookimpl
 from bananas.job import Priority
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "CONFIGURATION.md"
 
+_LEVELS = ("debug", "info", "warn", "warning", "error")
+
+LOG_TIER_KEYS = (
+    setting("logging.file.enabled", "bool", False, "Write logs to a rotating file.", "LOG_FILE_ENABLED"),
+    setting("logging.file.path", "str", "/var/log/bananas/bananas.log", "Log file path.", "LOG_FILE_PATH"),
+    setting("logging.file.max_size_mb", "int", 100, "Size in MB before rotation.", "LOG_FILE_MAX_SIZE_MB", minimum=1),
+    setting("logging.file.max_backups", "int", 10, "Rotated files to keep.", "LOG_FILE_MAX_BACKUPS", minimum=0),
+    setting("logging.file.max_age_days", "int", 30, "Days to keep rotated files.", "LOG_FILE_MAX_AGE_DAYS",
+            minimum=0),
+    setting("logging.file.compress", "bool", True, "Gzip rotated files.", "LOG_FILE_COMPRESS"),
+    setting("logging.file.level", "enum", "info", "File log level.", "LOG_FILE_LEVEL", choices=_LEVELS),
+    setting("logging.elasticsearch.enabled", "bool", False, "Ship logs to Elasticsearch.", "LOG_ES_ENABLED"),
+    setting("logging.elasticsearch.addresses", "list", ("http://localhost:9200",), "Elasticsearch node URLs.",
+            "LOG_ES_ADDRESSES"),
+    setting("logging.elasticsearch.username", "str", None, "Basic-auth user name.", "LOG_ES_USERNAME"),
+    setting("logging.elasticsearch.password", "str", None, "Basic-auth password.", "LOG_ES_PASSWORD", secret=True),
+    setting("logging.elasticsearch.index_prefix", "str", "bananas-logs", "Index name prefix.",
+            "LOG_ES_INDEX_PREFIX"),
+    setting("logging.elasticsearch.level", "enum", "info", "Elasticsearch log level.", "LOG_ES_LEVEL",
+            choices=_LEVELS),
+    setting("logging.elasticsearch.cloud_id", "str", None, "Elastic Cloud id.", "LOG_ES_CLOUD_ID"),
+    setting("logging.elasticsearch.api_key", "str", None, "Elastic Cloud API key.", "LOG_ES_API_KEY", secret=True),
+    setting("logging.elasticsearch.flush_bytes", "int", 5242880, "Bulk buffer size.", "LOG_ES_FLUSH_BYTES",
+            minimum=1),
+    setting("logging.elasticsearch.flush_interval", "duration", 10.0, "Flush interval.", "LOG_ES_FLUSH_INTERVAL",
+            minimum=0, min_exclusive=True),
+    setting("logging.elasticsearch.num_workers", "int", 2, "Bulk workers.", "LOG_ES_NUM_WORKERS", minimum=1,
+            maximum=64),
+)
+"""The 18 log-tier keys that left the kernel, declared here by a stand-in for the future log-tier plugins: the
+environment variables users set today keep working once a plugin declares them."""
+
+
+class LogTiers:
+    """Stand-in for the file and elasticsearch log-tier plugins (not published yet)."""
+
+    __name__ = "log_tiers_stand_in"
+
+    @hookimpl
+    def bananas_register_settings(self, register):
+        for spec in LOG_TIER_KEYS:
+            register(spec)
+
+
+PLUGINS = load_plugins(plugins=[LogTiers()], env={})
+"""Built-ins, the installed plugins (the mode plugins declare their keys) and the log-tier stand-in."""
+ALL_KEYS = list(Schema.of(PLUGINS).specs.values())
+"""Every key: the kernel's, the installed plugins' and the stand-in's."""
+
 
 def load(tmp_path: Path, env: dict[str, str] | None = None, **kwargs) -> Settings:
     """Hermetic: never the real environment or working directory."""
+    kwargs.setdefault("plugins", PLUGINS)
     return load_settings(env=env or {}, cwd=tmp_path, **kwargs)
 
 
@@ -60,13 +113,13 @@ def test_defaults(tmp_path):
     assert s["logging.elasticsearch.flush_bytes"] == 5242880
     assert s["logging.elasticsearch.flush_interval"] == 10.0
     assert s["logging.elasticsearch.num_workers"] == 2
-    assert all(s.source(spec.key) == "default" for spec in SETTINGS_KEYS)
+    assert all(s.source(spec.key) == "default" for spec in ALL_KEYS)
     assert s.table("routes") == {} and s.table("broker_options") == {} and s.table("result_backend_options") == {}
 
 
 def test_every_schema_default_is_valid(tmp_path):
     s = load(tmp_path)
-    for spec in SETTINGS_KEYS:
+    for spec in ALL_KEYS:
         if spec.default is not None:
             assert s[spec.key] is not None, spec.key
 
@@ -268,6 +321,8 @@ BANANAS_ONLY_ENV = [
     ("BANANAS_JOBS_RETRY_BACKOFF_BASE", "2s", "jobs.retry_backoff_base", 2.0),
     ("BANANAS_JOBS_RETRY_BACKOFF_FACTOR", "1.5", "jobs.retry_backoff_factor", 1.5),
     ("BANANAS_JOBS_RETRY_BACKOFF_MAX", "10m", "jobs.retry_backoff_max", 600.0),
+    ("BANANAS_PERIODIC", '[{"name": "nightly", "cron": "0 3 * * *"}]', "periodic",
+     ({"name": "nightly", "cron": "0 3 * * *"},)),
 ]
 
 
@@ -286,13 +341,13 @@ def test_bananas_only_env_vars(tmp_path, name, raw, key, expected):
 
 
 def test_every_key_has_an_env_var_and_seed_list_is_covered():
-    names = {name for spec in SETTINGS_KEYS for name in spec.env}
+    names = {name for spec in ALL_KEYS for name in spec.env}
     for name, *_ in SEED_ENV:
         assert name in names and f"BANANAS_{name}" in names
     for name, *_ in BANANAS_ONLY_ENV:
         assert name in names
-    assert all(spec.env for spec in SETTINGS_KEYS)
-    assert {row[2] for row in SEED_ENV + BANANAS_ONLY_ENV} == {spec.key for spec in SETTINGS_KEYS}
+    assert all(spec.env for spec in ALL_KEYS)
+    assert {row[2] for row in SEED_ENV + BANANAS_ONLY_ENV} == {spec.key for spec in ALL_KEYS}
 
 
 def test_prefixed_env_var_wins(tmp_path):
@@ -628,7 +683,7 @@ def test_as_dict_is_json_and_complete(tmp_path):
     assert data["worker"]["priorities"] == ["high", "normal", "low"]
     assert data["worker"]["scheduler_interval"] == 1.0
     assert data["routes"] == {} and data["broker_options"] == {}
-    for spec in SETTINGS_KEYS:
+    for spec in ALL_KEYS:
         node = data
         for part in spec.key.split("."):
             node = node[part]
@@ -657,7 +712,7 @@ def test_explain_rows_carry_sources(tmp_path):
     assert by_key["routes.send_email"] == {"key": "routes.send_email", "value": "emails", "source": "file bananas.toml"}
     assert by_key["broker"] == {"key": "broker", "value": "redis://r:6379", "source": "env REDIS_URL"}
     assert by_key["jobs.timeout"] == {"key": "jobs.timeout", "value": 300.0, "source": "default"}
-    assert {spec.key for spec in SETTINGS_KEYS} <= set(by_key)
+    assert {spec.key for spec in ALL_KEYS} <= set(by_key)
     json.dumps(rows)
 
 
@@ -665,13 +720,13 @@ def test_explain_rows_carry_sources(tmp_path):
 
 
 def test_schema_is_well_formed():
-    keys = [spec.key for spec in SETTINGS_KEYS]
+    keys = [spec.key for spec in ALL_KEYS]
     assert len(keys) == len(set(keys))
-    for spec in SETTINGS_KEYS:
+    for spec in ALL_KEYS:
         assert spec.help and spec.type
         assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in spec.env)
         assert spec.allowed()
-    secrets = {spec.key for spec in SETTINGS_KEYS if spec.secret}
+    secrets = {spec.key for spec in ALL_KEYS if spec.secret}
     assert secrets == {
         "signing_key", "signing_keys_old", "logging.elasticsearch.password", "logging.elasticsearch.api_key"
     }

@@ -188,7 +188,7 @@ def test_wrapper_observers_are_rejected() -> None:
         __name__ = "wrapping"
 
         @hookimpl(wrapper=True)
-        def bananas_job_started(self, job: Any, worker_id: str) -> Any:
+        def bananas_job_started(self, job: Any, pool_id: str) -> Any:
             return (yield)
 
     with pytest.raises(PluginError, match="bananas_job_started cannot be a wrapper"):

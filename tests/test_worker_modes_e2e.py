@@ -45,9 +45,9 @@ _failed: set[str] = set()
 
 class Recorder:
     @hookimpl
-    def bananas_job_started(self, job, worker_id):
+    def bananas_job_started(self, job, pool_id):
         row = {"id": job.id, "name": job.name, "priority": job.priority.value, "queue": job.queue,
-               "pool": worker_id, "pid": os.getpid(), "at": time.time(), "enqueued_at": job.enqueued_at,
+               "pool": pool_id, "pid": os.getpid(), "at": time.time(), "enqueued_at": job.enqueued_at,
                "attempt": job.attempts}
         with _lock, open(RUNS, "a") as out:
             out.write(json.dumps(row) + "\\n")

@@ -50,7 +50,7 @@ class Ledger:
 
     @hookimpl
     def bananas_worker_started(self, worker: Any) -> None:
-        ledger().sadd("pids", os.getpid())
+        ledger().sadd("pids", worker.pid)
 
     @hookimpl
     def bananas_job_succeeded(self, job: Any, result: Any, duration: float) -> None:

@@ -30,7 +30,7 @@ from bananas.builtin.memory_results import MemoryResultBackend
 from bananas.errors import BrokerUnavailable, ConfigError
 from bananas.result_backend import ResultBackend
 from bananas.worker import Worker
-from bananas.worker import runtime as worker_runtime
+from bananas.worker import settlement as worker_runtime
 
 RUNTIME_READS_RESULT_TTL = "ttl_from_headers" in inspect.getsource(worker_runtime)
 """Per-job ``result_ttl`` needs the worker runtime to read the ``result_ttl`` header (see docs/CLIENT.md)."""

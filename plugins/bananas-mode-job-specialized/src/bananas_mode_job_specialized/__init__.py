@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bananas.config import Settings
+from bananas.config_schema import KeySpec, setting
 from bananas.errors import ConfigError
 from bananas.hookspecs import hookimpl
 from bananas.job import Job, Priority
@@ -120,3 +121,16 @@ def bananas_register_worker_modes(register: Register[WorkerModeSpec]) -> None:
             name="job-specialized", factory=JobSpecializedMode, summary="only the job types in WORKER_JOB_TYPES"
         )
     )
+
+
+SETTINGS: tuple[KeySpec, ...] = (
+    setting("worker.job_types", "list", (), "Job names this worker runs (job-specialized mode).",
+            "WORKER_JOB_TYPES"),
+)
+"""The settings job-specialized reads besides the kernel's (documented in this package's README)."""
+
+
+@hookimpl
+def bananas_register_settings(register: Register[KeySpec]) -> None:
+    for spec in SETTINGS:
+        register(spec)

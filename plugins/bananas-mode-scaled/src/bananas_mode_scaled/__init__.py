@@ -9,6 +9,7 @@ pool is in Bananas). A count of 0 drops that priority. The scheduler loop runs p
 from __future__ import annotations
 
 from bananas.config import Settings
+from bananas.config_schema import KeySpec, setting
 from bananas.errors import ConfigError
 from bananas.hookspecs import hookimpl
 from bananas.job import Priority
@@ -67,3 +68,29 @@ class ScaledMode:
 @hookimpl
 def bananas_register_worker_modes(register: Register[WorkerModeSpec]) -> None:
     register(WorkerModeSpec(name="scaled", factory=ScaledMode, summary="N pools per priority, ids high-1, high-2"))
+
+
+SETTINGS: tuple[KeySpec, ...] = (
+    setting("worker.high_concurrency", "int", 10, "Slots per high pool (scaled).", "WORKER_HIGH_CONCURRENCY",
+            minimum=1, maximum=1000),
+    setting("worker.normal_concurrency", "int", 10, "Slots per normal pool (scaled).", "WORKER_NORMAL_CONCURRENCY",
+            minimum=1, maximum=1000),
+    setting("worker.low_concurrency", "int", 5, "Slots per low pool (scaled).", "WORKER_LOW_CONCURRENCY",
+            minimum=1, maximum=1000),
+    setting("worker.high_count", "int", 3, "Number of high pools (scaled).", "WORKER_HIGH_COUNT", minimum=0),
+    setting("worker.normal_count", "int", 2, "Number of normal pools (scaled).", "WORKER_NORMAL_COUNT", minimum=0),
+    setting("worker.low_count", "int", 1, "Number of low pools (scaled).", "WORKER_LOW_COUNT", minimum=0),
+    setting("worker.scheduled_count", "int", 1, "Number of scheduled pools (scaled).", "WORKER_SCHEDULED_COUNT",
+            minimum=0),
+    setting("worker.scheduled_concurrency", "int", 5, "Slots per scheduled pool (thin_plus, scaled).",
+            "WORKER_SCHEDULED_CONCURRENCY", minimum=1, maximum=1000),
+    setting("worker.scheduled_queues", "list", ("scheduled",), "Queues of the scheduled pool (thin_plus, scaled).",
+            "WORKER_SCHEDULED_QUEUES"),
+)
+"""The settings scaled reads besides the kernel's (documented in this package's README)."""
+
+
+@hookimpl
+def bananas_register_settings(register: Register[KeySpec]) -> None:
+    for spec in SETTINGS:
+        register(spec)

@@ -17,6 +17,7 @@ router nothing is routed there and the pool idles (one blocking fetch at a time)
 from __future__ import annotations
 
 from bananas.config import Settings
+from bananas.config_schema import KeySpec, setting
 from bananas.errors import ConfigError
 from bananas.hookspecs import hookimpl
 from bananas.job import Priority
@@ -78,3 +79,22 @@ def bananas_register_worker_modes(register: Register[WorkerModeSpec]) -> None:
     register(
         WorkerModeSpec(name="thin_plus", factory=ThinPlusMode, summary="priority pool + scheduled pool + scheduler")
     )
+
+
+SETTINGS: tuple[KeySpec, ...] = (
+    setting("worker.priority_concurrency", "int", 10, "Slots of the priority pool (thin_plus).",
+            "WORKER_PRIORITY_CONCURRENCY", minimum=1, maximum=1000),
+    setting("worker.priority_queues", "list", ("high", "normal", "low"), "Queues of the priority pool (thin_plus).",
+            "WORKER_PRIORITY_QUEUES"),
+    setting("worker.scheduled_concurrency", "int", 5, "Slots per scheduled pool (thin_plus, scaled).",
+            "WORKER_SCHEDULED_CONCURRENCY", minimum=1, maximum=1000),
+    setting("worker.scheduled_queues", "list", ("scheduled",), "Queues of the scheduled pool (thin_plus, scaled).",
+            "WORKER_SCHEDULED_QUEUES"),
+)
+"""The settings thin_plus reads besides the kernel's (documented in this package's README)."""
+
+
+@hookimpl
+def bananas_register_settings(register: Register[KeySpec]) -> None:
+    for spec in SETTINGS:
+        register(spec)

@@ -54,9 +54,9 @@ class Recorder:
         _redis.rpush("e2e:started", json.dumps({"worker": WORKER, "pid": os.getpid(), "child": child}))
 
     @hookimpl
-    def bananas_job_started(self, job, worker_id):
+    def bananas_job_started(self, job, pool_id):
         row = {"id": job.id, "name": job.name, "priority": job.priority.value, "queue": job.queue,
-               "worker": WORKER, "pool": worker_id, "pid": os.getpid(), "at": time.time(),
+               "worker": WORKER, "pool": pool_id, "pid": os.getpid(), "at": time.time(),
                "enqueued_at": job.enqueued_at, "attempt": job.attempts}
         _redis.rpush("e2e:runs", json.dumps(row))
 

@@ -1,0 +1,124 @@
+"""The kernel's own settings, and who owns the settings of plugins the kernel knows about.
+
+Only keys the kernel itself reads live here. Worker-mode keys belong to the mode plugins (``bananas-mode-*``
+declare them with the ``bananas_register_settings`` hook) and log-tier keys (``logging.file.*``,
+``logging.elasticsearch.*``) to the log-tier plugins; :data:`KNOWN_OWNERS` only names those packages so that an
+unknown key can say what to install.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from bananas.config_schema import KeySpec, setting
+from bananas.job import Priority
+
+__all__ = ["FREE_TABLES", "KERNEL", "KERNEL_KEYS", "KNOWN_OWNERS", "KnownOwner", "install_hint", "known_owner"]
+
+KERNEL = "bananas"
+"""The owner shown for kernel keys (the distribution name of the kernel)."""
+
+_LEVELS = ("debug", "info", "warn", "warning", "error")
+_SLOTS = {"minimum": 1, "maximum": 1000}
+
+KERNEL_KEYS: tuple[KeySpec, ...] = (
+    setting("broker", "url", None, "Broker URL; its scheme picks the broker plugin (redis://, memory://, ...).",
+            "BANANAS_BROKER"),
+    setting("redis_url", "url", "redis://localhost:6379", "Redis URL (seed name); the broker default.", "REDIS_URL"),
+    setting("serializer", "str", "json", "Serializer name (json built in; plugins add more).", "BANANAS_SERIALIZER"),
+    setting("result_backend", "url", None, "Result backend URL; unset disables result storage.",
+            "BANANAS_RESULT_BACKEND"),
+    setting("router", "str", "priority", "Routing strategy name; [routes] is its table.", "BANANAS_ROUTER"),
+    setting("signing_key", "str", None, "Key that signs job bodies; unset disables signing.", "BANANAS_SIGNING_KEY",
+            secret=True),
+    setting("signing_keys_old", "list", (), "Old signing keys that still verify (not sign) during a key rotation.",
+            "BANANAS_SIGNING_KEYS_OLD", secret=True),
+    setting("max_payload_bytes", "int", 1048576, "Largest encoded job body accepted.", "MAX_PAYLOAD_BYTES",
+            minimum=1),
+    setting("periodic", "tables", (), "Periodic jobs ([[periodic]] tables, each with a name); only the shape is "
+            "checked for now.", "BANANAS_PERIODIC"),
+    setting("worker.mode", "str", "default", "Worker mode name (validated against installed mode plugins).",
+            "WORKER_MODE"),
+    setting("worker.concurrency", "int", 10, "Concurrent job slots of this worker.", "WORKER_CONCURRENCY", **_SLOTS),
+    setting("worker.priorities", "priorities", tuple(Priority), "Priorities to process, in order.",
+            "WORKER_PRIORITIES", choices=tuple(p.value for p in Priority)),
+    setting("worker.queues", "list", (), "Queues to read; empty: the router's default queues.", "WORKER_QUEUES"),
+    setting("worker.enable_scheduler", "bool", True, "Run the scheduler loop in this worker.", "ENABLE_SCHEDULER"),
+    setting("worker.scheduler_interval", "duration", 1.0, "How often scheduled and retrying jobs are checked.",
+            "SCHEDULER_INTERVAL", minimum=0.1, maximum=60.0),
+    setting("worker.processes", "int", 1, "Worker processes to start.", "WORKER_PROCESSES", minimum=1, maximum=64),
+    setting("worker.shutdown_timeout", "duration", 30.0, "Grace period for running jobs on shutdown.",
+            "SHUTDOWN_TIMEOUT", minimum=0),
+    setting("worker.broker_wait", "duration", 0.0, "How long a starting worker waits for an unreachable broker, "
+            "retrying with backoff (0: no limit).", "WORKER_BROKER_WAIT", minimum=0),
+    setting("jobs.timeout", "duration", 300.0, "Default maximum run time of a job.", "JOB_TIMEOUT", minimum=0,
+            min_exclusive=True),
+    setting("jobs.max_retries", "int", 3, "Default retry attempts after a failure.", "MAX_RETRIES", minimum=0,
+            maximum=100),
+    setting("jobs.retry_backoff_base", "duration", 1.0, "Delay before the first retry.", minimum=0),
+    setting("jobs.retry_backoff_factor", "float", 2.0, "Multiplier of the delay for each further retry.", minimum=1),
+    setting("jobs.retry_backoff_max", "duration", 3600.0, "Longest delay between retries.", minimum=0,
+            min_exclusive=True),
+    setting("logging.level", "enum", "info", "Console log level (warn means warning).", "LOG_LEVEL",
+            choices=_LEVELS),
+    setting("logging.format", "enum", "text", "Console log format.", "LOG_FORMAT", choices=("json", "text")),
+    setting("logging.color", "bool", True, "Colored console output (text format).", "LOG_COLOR"),
+)
+"""The kernel's keys, in documentation order. Plugins add theirs with ``bananas_register_settings``."""
+
+FREE_TABLES = ("routes", "broker_options", "result_backend_options")
+"""Tables passed through to a plugin unchanged (``[routes]`` to the router, the options tables to the broker and
+result backend, which validate them)."""
+
+TIER_ENABLED = setting("logging.<tier>.enabled", "bool", False, "Enable this log tier (sink plugins).")
+"""The one key every ``[logging.<tier>]`` table shares, checked even for tiers no plugin declares."""
+
+
+@attrs.frozen
+class KnownOwner:
+    """A package the kernel knows would own keys starting with ``prefix`` (and env vars starting with ``env``)."""
+
+    prefix: str
+    dists: tuple[str, ...]
+    what: str
+    env: tuple[str, ...] = ()
+    published: bool = True
+
+    def hint(self) -> str:
+        return install_hint(self.dists, self.what, self.published)
+
+
+def _env(*names: str) -> tuple[str, ...]:
+    return tuple(name for plain in names for name in (f"BANANAS_{plain}", plain))
+
+
+KNOWN_OWNERS: tuple[KnownOwner, ...] = (
+    KnownOwner("worker.priority_", ("bananas-mode-thin-plus",), "the thin_plus worker mode",
+               _env("WORKER_PRIORITY_")),
+    KnownOwner("worker.scheduled_", ("bananas-mode-thin-plus", "bananas-mode-scaled"),
+               "the thin_plus and scaled worker modes", _env("WORKER_SCHEDULED_")),
+    KnownOwner("worker.high_", ("bananas-mode-scaled",), "the scaled worker mode", _env("WORKER_HIGH_")),
+    KnownOwner("worker.normal_", ("bananas-mode-scaled",), "the scaled worker mode", _env("WORKER_NORMAL_")),
+    KnownOwner("worker.low_", ("bananas-mode-scaled",), "the scaled worker mode", _env("WORKER_LOW_")),
+    KnownOwner("worker.job_types", ("bananas-mode-job-specialized",), "the job-specialized worker mode",
+               _env("WORKER_JOB_TYPES")),
+    KnownOwner("logging.file.", ("bananas-logging-file",), "the file log tier", _env("LOG_FILE_"), published=False),
+    KnownOwner("logging.elasticsearch.", ("bananas-elasticsearch",), "the elasticsearch log tier", _env("LOG_ES_"),
+               published=False),
+)
+"""Key prefix → the distribution(s) that declare such keys. Only hints: nothing here is imported."""
+
+UNPUBLISHED: dict[str, str] = {owner.dists[0]: owner.what for owner in KNOWN_OWNERS if not owner.published}
+"""Distributions the kernel knows by name that are not published yet (no ``pip install`` hint for them)."""
+
+
+def install_hint(dists: tuple[str, ...], what: str, published: bool = True) -> str:
+    """``it belongs to X: pip install D`` or, for a package not published yet, ``X (D) is not available yet``."""
+    if not published:
+        return f"{what} ({' or '.join(dists)}) is not available yet"
+    return f"it belongs to {what}: pip install {' or '.join(dists)}"
+
+
+def known_owner(key: str) -> KnownOwner | None:
+    """The known package that would declare ``key``, if any."""
+    return next((owner for owner in KNOWN_OWNERS if key == owner.prefix or key.startswith(owner.prefix)), None)

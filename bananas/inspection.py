@@ -1,0 +1,120 @@
+"""Inspection for producers: a job as its broker record shows it, and waiting for a job's result.
+
+Used by :class:`bananas.app.Bananas` (``get_job``, ``get_result``); it needs no app, only the codec, the broker's
+``admin`` capability and the result backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bananas.broker import Broker, JobRecord, RecordState, SupportsAdmin
+from bananas.errors import JobFailed, JobNotFound, ResultTimeout
+from bananas.job import Job, Status
+from bananas.result_backend import ResultBackend, decode_result
+from bananas.serializer import JobCodec
+from bananas.units import parse_duration
+
+__all__ = ["STATE_TO_STATUS", "job_from_record", "wait_for_result"]
+
+STATE_TO_STATUS = {
+    RecordState.READY: Status.PENDING,
+    RecordState.SCHEDULED: Status.SCHEDULED,
+    RecordState.RUNNING: Status.RUNNING,
+    RecordState.COMPLETED: Status.COMPLETED,
+    RecordState.DEAD: Status.DEAD,
+}
+
+
+def job_from_record(codec: JobCodec, record: JobRecord) -> Job:
+    """The job of a broker record, with its current status, attempts, timestamps and last error."""
+    job = codec.decode(record.body)
+    status = STATE_TO_STATUS.get(record.state, job.status)
+    if status is Status.SCHEDULED and job.status is Status.RETRYING:
+        status = Status.RETRYING
+    if record.state in ("running", "completed"):
+        # The stored body is the job as fetched: ack does not rewrite it, so add the run in progress / done.
+        job.attempts += 1
+        job.started_at = job.started_at if record.state == "completed" else record.updated_at
+        if record.state == "completed":
+            job.finished_at = record.updated_at
+    if record.state == "dead" and not job.last_error and record.reason:
+        job.last_error = record.reason  # crash loop, malformed body, no handler: no handler error to show
+    job.queue = record.queue
+    job.status = status
+    return job
+
+
+async def wait_for_result(
+    codec: JobCodec,
+    broker: Callable[[], Awaitable[Broker]],
+    admin: Callable[[Broker], SupportsAdmin | None],
+    backend: ResultBackend,
+    job_id: str,
+    wait: str | float | None = None,
+) -> Any:
+    """The handler's return value, waiting up to ``wait`` seconds for it (see ``Bananas.get_result_async``).
+
+    ``await broker()`` (the connected broker) and ``admin(broker)`` (its ``admin`` capability) are only called
+    when no result is stored yet."""
+    try:
+        seconds = parse_duration(wait) if wait is not None else 0.0
+    except ValueError as exc:
+        raise ValueError(f"wait: {exc}") from None
+    deadline = time.monotonic() + seconds
+    body = await backend.get(job_id)
+    if body is None:
+        body = await _result_missing(codec, broker, admin, job_id, backend, can_wait=seconds > 0)
+    if body is None:
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            body = await backend.get(job_id, wait=remaining)
+        if body is None:
+            body = await _result_missing(codec, broker, admin, job_id, backend, can_wait=False, waited=seconds)
+    return decode_result(codec, job_id, body)
+
+
+async def _result_missing(
+    codec: JobCodec,
+    connect: Callable[[], Awaitable[Broker]],
+    admin_of: Callable[[Broker], SupportsAdmin | None],
+    job_id: str,
+    backend: ResultBackend,
+    *,
+    can_wait: bool,
+    waited: float = 0.0,
+) -> bytes | None:
+    """No result was stored: return one stored meanwhile, ``None`` if waiting makes sense, else raise what the
+    broker's record explains (:class:`JobNotFound`, :class:`JobFailed` or :class:`ResultTimeout`)."""
+    admin = admin_of(broker := await connect())
+    if admin is None:  # no record to explain a missing result: keep waiting on the backend, or say so
+        body = await backend.get(job_id)
+        if body is not None or can_wait:
+            return body
+        raise ResultTimeout(
+            f"no result for job {job_id}{f' within {waited:g}s' if waited else ' yet'} (broker "
+            f"{type(broker).__name__} has no 'admin' capability to tell whether it is still running)"
+        )
+    record = await admin.lookup(job_id)
+    body = await backend.get(job_id)  # the worker stores before it settles: look again after the lookup
+    if body is not None:
+        return body
+    if record is None:
+        raise JobNotFound(f"no job with id {job_id!r} (never enqueued here, or its record and result expired)")
+    if record.state == "dead":
+        job = job_from_record(codec, record)
+        error_type, _, message = (job.last_error or "dead").partition(": ")
+        raise JobFailed(job_id, error_type, message or (record.reason or ""), job.traceback)
+    if record.state == "completed":
+        raise JobNotFound(
+            f"job {job_id} completed but no result is stored for it (result_ttl=0, the result expired, or the "
+            "worker had no result backend)"
+        )
+    if can_wait:
+        return None
+    status = STATE_TO_STATUS.get(record.state, Status.PENDING).value
+    if waited:
+        raise ResultTimeout(f"no result for job {job_id} within {waited:g}s; the job keeps running ({status})")
+    raise ResultTimeout(f"job {job_id} has no result yet ({status}); pass wait= to block for it")

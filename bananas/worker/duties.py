@@ -1,0 +1,87 @@
+"""Duties: named periodic tasks of a worker process, each in its own task.
+
+The kernel's own duties need the broker's ``maintenance`` capability:
+
+- **reap** (every worker, every ``reaper_interval`` and once at start): recovers jobs whose lease expired. The
+  reap at start matters: recovery must not wait for a worker that lives ``reaper_interval`` (in a crash loop none
+  might), and a worker starting after a crash recovers the dead one's expired leases at once.
+- **move-due** (``needs_leader``, every ``scheduler_interval``): moves due delayed jobs and retries to their
+  queues, in batches of 1000, repeating while full batches come back.
+
+Plugins add duties with the ``bananas_worker_duties`` hook (:class:`~bananas.worker.context.Duty` specs). A duty
+that ``needs_leader`` runs only where the plan runs the scheduler (``WorkerPlan.scheduler``): there is no leader
+election yet, so every such worker runs it, until a later issue adds the election.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from loguru import logger
+
+from bananas.broker import Broker, SupportsMaintenance
+from bananas.worker.context import Duty
+from bananas.worker.state import WorkerState, error_text
+
+__all__ = ["Duty", "kernel_duties", "move_due_duty", "reap_duty", "start_duties"]
+
+MOVE_DUE_BATCH = 1000
+
+log = logger.bind(component="worker", log_source="bananas_internal")
+
+
+def move_due_duty(maintenance: SupportsMaintenance, interval: float) -> Duty:
+    """The move-due duty: due delayed jobs and retries go to their queues."""
+
+    async def move_due(_: Broker) -> None:
+        while await maintenance.move_due(MOVE_DUE_BATCH) >= MOVE_DUE_BATCH:
+            pass
+
+    return Duty("move-due", interval, move_due, needs_leader=True)
+
+
+def reap_duty(maintenance: SupportsMaintenance, interval: float) -> Duty:
+    """The reap duty: jobs whose worker stopped renewing its lease are recovered."""
+
+    async def reap(_: Broker) -> None:
+        recovered = await maintenance.reap()
+        if recovered:
+            log.warning("recovered {n} job(s) whose worker stopped renewing its lease", n=recovered)
+
+    return Duty("reap", interval, reap)
+
+
+def kernel_duties(state: WorkerState) -> list[Duty]:
+    """The kernel's duties for this worker's broker (none without its ``maintenance`` capability)."""
+    maintenance = state._caps.maintenance
+    assert state._broker is not None
+    if maintenance is None:  # no reap/move_due (said at start): nothing to run
+        return []
+    return [
+        move_due_duty(maintenance, state.plan.scheduler_interval),
+        reap_duty(maintenance, state._broker.options.reaper_interval),
+    ]
+
+
+def start_duties(state: WorkerState, extra: Sequence[Duty] = ()) -> list[asyncio.Task[None]]:
+    """One task per duty this process runs (the kernel's, then ``extra``); they end when the worker stops."""
+    duties = [*kernel_duties(state), *extra]
+    chosen = [duty for duty in duties if state.plan.scheduler or not duty.needs_leader]
+    return [asyncio.create_task(_run(state, duty), name=f"duty-{duty.name}") for duty in chosen]
+
+
+async def _run(state: WorkerState, duty: Duty) -> None:
+    assert state._broker is not None and state._stop is not None
+    broker, stop = state._broker, state._stop
+    if not duty.at_start and await state._sleep(duty.interval):
+        return
+    while not stop.is_set():
+        try:
+            await duty.run(broker)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - keep the duty alive through broker outages
+            log.error("duty {d} failed: {e}", d=duty.name, e=error_text(exc))
+        if await state._sleep(duty.interval):
+            return

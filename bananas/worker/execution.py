@@ -1,0 +1,149 @@
+"""Execution: decode a delivery, bind its handler and call it within its time limit → an :data:`Outcome`.
+
+Nothing here talks to the broker, the result backend or the observers: :mod:`bananas.worker.settlement` does
+that with the outcome. Async handlers run under ``asyncio.timeout`` (cancelled on timeout); sync handlers run in a
+thread of the worker's executor and get an asynchronous :class:`JobInterrupt` on timeout (a thread blocked in C code
+sees it when that call returns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bananas.errors import SerializationError
+from bananas.handlers import HandlerSpec
+from bananas.headers import DEFAULTED_RETRIES_HEADER
+from bananas.job import Job, Status
+from bananas.serializer import JobCodec, SignatureError
+from bananas.worker.interrupt import JobInterrupt, JobTimeout, interrupt_thread
+from bananas.worker.state import _Slot
+
+__all__ = ["Execution", "Failed", "Outcome", "Rejected", "Succeeded"]
+
+_set = object.__setattr__
+"""Write a field of a validated ``Job`` without running its attrs validators (only with values of the right type)."""
+
+
+class Succeeded:
+    """The handler returned ``value``."""
+
+    __slots__ = ("duration", "value")
+
+    def __init__(self, value: Any, duration: float) -> None:
+        self.value, self.duration = value, duration
+
+
+class Failed:
+    """The handler raised ``error`` (or timed out: :class:`JobTimeout`)."""
+
+    __slots__ = ("duration", "error")
+
+    def __init__(self, error: BaseException, duration: float) -> None:
+        self.error, self.duration = error, duration
+
+
+class Rejected:
+    """No handler ran: the body is malformed (``job`` is ``None``) or this worker has no handler for the job."""
+
+    __slots__ = ("detail", "job", "reason")
+
+    def __init__(self, reason: str, job: Job | None = None, detail: str = "") -> None:
+        self.reason, self.job, self.detail = reason, job, detail
+
+
+Outcome = Succeeded | Failed | Rejected
+
+
+class Execution:
+    """Runs one delivery's handler. ``started(job)`` is called right before the handler (settlement notifies)."""
+
+    def __init__(
+        self,
+        codec: JobCodec,
+        handlers: Mapping[str, HandlerSpec],
+        default_timeout: float,
+        started: Callable[[Job, str], None],
+    ) -> None:
+        self.codec = codec
+        self.handlers = handlers
+        self.default_timeout = default_timeout
+        self.started = started
+        self.executor: ThreadPoolExecutor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self, slots: int) -> None:
+        """Size the sync handlers' threads for ``slots`` job slots (plus 4) on the running loop."""
+        self.loop = asyncio.get_running_loop()
+        self.executor = ThreadPoolExecutor(max_workers=slots + 4, thread_name_prefix="bananas-job") if slots else None
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, slot: _Slot, job_types: tuple[str, ...] | None, pool_id: str) -> Outcome:
+        delivery = slot.delivery
+        try:
+            job = self.codec.decode(delivery.body)
+        except SerializationError as exc:
+            reason = exc.reason if isinstance(exc, SignatureError) else f"malformed job: {exc.reason}"
+            return Rejected(reason, None, exc.reason)
+        slot.job = job
+        handler = self.handlers.get(job.name)
+        if handler is None or (job_types is not None and job.name not in job_types):
+            return Rejected(f"no handler for job {job.name!r} in this worker", job)
+        if handler.max_retries is not None and job.headers and DEFAULTED_RETRIES_HEADER in job.headers:
+            _set(job, "max_retries", handler.max_retries)  # sent by a producer without the handler
+        # The job was validated when decoded; plain attribute writes skip attrs' per-field validators on the hot path.
+        _set(job, "attempts", job.attempts + 1)
+        _set(job, "status", Status.RUNNING)
+        _set(job, "started_at", time.time())
+        self.started(job, pool_id)
+        started = time.perf_counter()
+        ok, value = await self._call(handler, job, slot)
+        duration = time.perf_counter() - started
+        _set(job, "finished_at", time.time())
+        return Succeeded(value, duration) if ok else Failed(value, duration)
+
+    async def _call(self, handler: HandlerSpec, job: Job, slot: _Slot) -> tuple[bool, Any]:
+        timeout = job.timeout or handler.timeout or self.default_timeout
+        if handler.is_async:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await _guarded(handler.func, job.payload)
+            except TimeoutError:
+                return False, JobTimeout(f"job {job.name} timed out after {timeout:g}s")
+        assert self.loop is not None
+        future = self.loop.run_in_executor(self.executor, _run_sync, handler.func, job.payload, slot)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            if slot.thread_id is not None:
+                interrupt_thread(slot.thread_id)
+            return False, JobTimeout(f"job {job.name} timed out after {timeout:g}s")
+
+
+async def _guarded(func: Callable[..., Any], payload: dict[str, Any]) -> tuple[bool, Any]:
+    """Await the handler; every exception, ``SystemExit`` and ``KeyboardInterrupt`` included, becomes a result."""
+    try:
+        return True, await func(**payload)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a handler must never take the worker down
+        return False, exc
+
+
+def _run_sync(func: Callable[..., Any], payload: dict[str, Any], slot: _Slot) -> tuple[bool, Any]:
+    slot.thread_id = threading.get_ident()
+    try:
+        return True, func(**payload)
+    except JobInterrupt:
+        return False, JobTimeout("interrupted")
+    except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a handler fail only the job
+        return False, exc
+    finally:
+        slot.thread_id = None

@@ -1,0 +1,124 @@
+"""The lease heartbeat: renews the leases of a worker's running jobs from its own thread and event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from loguru import logger
+
+from bananas.broker import Broker, Delivery
+from bananas.worker.state import WorkerState, error_text
+
+__all__ = ["_Heartbeat"]
+
+log = logger.bind(component="worker", log_source="bananas_internal")
+
+
+class _Heartbeat:
+    """Renews the leases of running jobs from its own thread and event loop (a blocked worker loop cannot stop
+    it), with its own broker connection.
+
+    It never dies of a broker error: connecting and renewing are retried every beat. While it cannot renew the
+    leases of the jobs this process holds (or cannot reach the broker at all), :meth:`healthy` is false and the
+    worker takes no new jobs: a job started then would lose its lease and run twice.
+    """
+
+    def __init__(self, worker: WorkerState) -> None:
+        self.worker = worker
+        self.lease = worker.context.lease
+        self.interval = max(self.lease / 3, 0.05)
+        self.problem: str | None = "not connected yet"
+        self._connected = False
+        self._renewed = True  # the last renewal of held leases succeeded (or nothing was held)
+        self.first_beat = threading.Event()  # the first connect attempt is over (pools start after it)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bananas-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def healthy(self) -> bool:
+        """Leases of this process can be renewed: the heartbeat runs, is connected and its last renewal worked."""
+        return self._thread.is_alive() and self._connected and self._renewed
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            self._beat_forever(loop)
+        except BaseException as exc:  # noqa: BLE001 - say so loudly: without it the worker must not take work
+            self.problem = f"heartbeat thread died: {error_text(exc)}"
+            log.opt(exception=exc).critical("lease heartbeat stopped unexpectedly: {e}", e=error_text(exc))
+        finally:
+            self.first_beat.set()
+            loop.close()
+
+    def _beat_forever(self, loop: asyncio.AbstractEventLoop) -> None:
+        broker: Broker | None = None
+        # A renewal that takes longer than this is of no use (the lease may be gone): give up, try the next beat.
+        bound = max(self.interval, 0.5)
+        failing_since: float | None = None
+        try:
+            wait = 0.0
+            while not self._stop.wait(wait):
+                wait = self.interval
+                try:
+                    if broker is None:
+                        fresh = self.worker.context.new_broker()
+                        try:
+                            loop.run_until_complete(asyncio.wait_for(fresh.connect(), max(bound, 5.0)))
+                        except BaseException:
+                            loop.run_until_complete(fresh.close())
+                            raise
+                        broker = fresh
+                        self._connected = True
+                    held = [s.delivery for s in list(self.worker.slots.values()) if not s.done]
+                    if not held:
+                        self._renewed = True
+                        ok = True
+                    else:
+                        owned = loop.run_until_complete(asyncio.wait_for(broker.renew(held), bound))
+                        self._renewed = ok = True
+                        self._report_lost(held, owned)
+                except Exception as exc:  # noqa: BLE001 - try again next beat
+                    ok = False
+                    text = error_text(exc) if str(exc) else f"{type(exc).__name__}: no reply within {bound:g}s"
+                    self.problem = text
+                    if broker is None:
+                        self._connected = False
+                    else:
+                        self._renewed = False
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.error("lease renewal failed: {e}; retrying every {i:g}s", e=text, i=self.interval)
+                if ok and failing_since is not None:
+                    log.info("lease renewal works again after {s:.1f}s", s=time.monotonic() - failing_since)
+                    failing_since = None
+                    self.problem = None
+                elif ok:
+                    self.problem = None
+                self.first_beat.set()
+        finally:
+            if broker is not None:
+                try:
+                    loop.run_until_complete(asyncio.wait_for(broker.close(), 2.0))
+                except Exception:  # noqa: BLE001 - closing a dead connection
+                    pass
+
+    def _report_lost(self, held: list[Delivery], owned: list[bool]) -> None:
+        """Warn about leases the broker says this process lost, except for jobs settled since the snapshot (their
+        record is completed, retried or dead, so the renewal found no live lease: no news)."""
+        slots = self.worker.slots
+        for delivery, mine in zip(held, owned, strict=True):
+            if mine:
+                continue
+            slot = slots.get(delivery.id)
+            if slot is None or slot.delivery is not delivery or slot.done or slot.settling:
+                continue
+            log.warning("lease of job {id} was lost while it runs here; another worker may run it too",
+                        id=delivery.id)

@@ -1,0 +1,233 @@
+"""Pools: one fetch loop per pool of the plan, keyed by its unique pool id, and the crash isolation of recovered
+jobs.
+
+A pool waits for a free slot and fetches at most as many jobs as it has free slots (``queues`` in priority order),
+then starts one job task per delivery: :class:`~bananas.worker.execution.Execution` runs it and
+:class:`~bananas.worker.settlement.Settlement` settles the outcome. A pool takes no work while the heartbeat cannot
+renew leases, and a broker error never ends it (logged, retried after 1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from loguru import logger
+
+from bananas.broker import Delivery
+from bananas.worker.execution import Execution
+from bananas.worker.settlement import Ack, Settlement
+from bananas.worker.state import WorkerState, _Slot, error_text
+from bananas.worker_mode import PoolPlan
+
+__all__ = ["Pools"]
+
+log = logger.bind(component="worker", log_source="bananas_internal")
+
+
+class Pools:
+    """The fetch loops of one worker process (:meth:`run` per pool) and the job tasks they start."""
+
+    def __init__(self, state: WorkerState, execution: Execution, settlement: Settlement) -> None:
+        self.state = state
+        self.execution = execution
+        self.settlement = settlement
+
+    async def run(self, pool: PoolPlan) -> None:
+        """The fetch loop of one pool until the worker stops."""
+        state, settlement = self.state, self.settlement
+        assert state._broker is not None and state._stop is not None
+        broker, stop = state._broker, state._stop
+        combined = state._caps.ack_and_fetch
+        blocked = state._blocked
+        pool_id = pool.pool_id
+        free = asyncio.Semaphore(pool.concurrency)
+        in_use = 0
+
+        def release(_: object) -> None:
+            nonlocal in_use
+            in_use -= 1
+            free.release()
+
+        def start(delivery: Delivery, *, solo: bool = False) -> asyncio.Task[None]:
+            nonlocal in_use
+            in_use += 1
+            state.slots[delivery.id] = slot = _Slot(delivery, solo=solo)
+            task = asyncio.create_task(self._process(slot, pool, pool_id), name=f"job-{delivery.id}")
+            self._track(task)
+            task.add_done_callback(release)
+            return task
+
+        while not stop.is_set():
+            await free.acquire()
+            free.release()
+            if self.state._paused or (self.state._heartbeat is not None and not self.state._heartbeat.healthy()):
+                await self._pause_while_unhealthy()
+                continue
+            if self.state._isolating or (self.state._solo is not None and self.state._solo.locked()):
+                await self._isolated_turn(pool, start)
+                continue
+            if in_use:
+                # Jobs finishing in the same loop iteration free their slots together: one more turn lets them, so
+                # a busy pool fetches (and later acks) in batches instead of one job per round trip. An idle pool
+                # (in_use == 0) fetches at once, so this costs no latency.
+                await asyncio.sleep(0)
+            limit = pool.concurrency - in_use
+            acks: list[Ack] = []
+            try:
+                if combined is not None and settlement.pending:
+                    # The acks of finished jobs ride along with the next take: one round trip for both.
+                    acks = settlement.take_acks()
+                    owned, deliveries = await combined([item[0] for item in acks], pool.queues, limit)
+                    settlement.acked(acks, owned)
+                    acks = []
+                else:
+                    deliveries = []
+                if not deliveries:
+                    blocked.add(pool_id)  # a job finishing now flushes its ack itself (see Settlement.settle)
+                    settlement.flush_soon()  # finished meanwhile
+                    try:
+                        deliveries = await broker.fetch(pool.queues, limit, self.state.fetch_wait)
+                    finally:
+                        blocked.discard(pool_id)
+            except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
+                if acks:
+                    log.error("ack of {n} job(s) failed: {e}; their leases will expire and they run again",
+                              n=len(acks), e=error_text(exc))
+                    settlement.acked(acks, [False] * len(acks))
+                log.error("fetch from {q} failed: {e}; retrying in 1s", q=list(pool.queues), e=error_text(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if stop.is_set() and deliveries:  # stopping: start nothing new, give them straight back
+                await broker.release(deliveries)
+                break
+            if deliveries and self.state._solo is not None and self.state._solo.locked():
+                # another pool runs (or is about to run) a job alone: these may not run beside it
+                await broker.release(deliveries)
+                continue
+            if len(deliveries) == 1 and self._suspect(deliveries[0]) and self.state._inflight == 0:
+                await self._run_alone(deliveries[0], start)  # nothing runs here: no need to give it back
+                continue
+            if deliveries:
+                deliveries = await self._screen(deliveries)
+            for delivery in deliveries:
+                await free.acquire()
+                start(delivery)
+
+    # -- crash isolation ---------------------------------------------------------------------------------------
+    # A job that kills its process (os._exit, a segfault, the OOM killer) takes the leases of every job running
+    # beside it; the broker charges each a crash when it recovers them, and dead-letters a job as crash_loop after
+    # max_crash_deliveries. So that only a real culprit gets there, a job on its last chance (one crash short of
+    # the limit: a "suspect") never runs beside another job: it goes back to the head of its queue, this process
+    # drains, then fetches one job at a time and runs each suspect alone until a clean job comes. A job can so only
+    # be dead-lettered for a crash it had alone. Earlier recoveries run at full concurrency, so an ordinary crash
+    # (a deploy's SIGKILL, a lost node) costs no throughput.
+    def _suspect(self, delivery: Delivery) -> bool:
+        assert self.state._broker is not None
+        return delivery.crashes > 0 and delivery.crashes >= self.state._broker.options.max_crash_deliveries - 1
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        assert self.state._idle is not None
+        self.state._inflight += 1
+        self.state._idle.clear()
+
+        def done(_: object) -> None:
+            self.state._inflight -= 1
+            if self.state._inflight == 0 and self.state._idle is not None:
+                self.state._idle.set()
+
+        task.add_done_callback(done)
+
+    async def _screen(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries to start now; suspects go back to the broker and switch this process to isolation."""
+        assert self.state._broker is not None
+        suspects = [d for d in deliveries if self._suspect(d)]
+        if not suspects:
+            return deliveries
+        try:
+            await self.state._broker.release(suspects)
+        except Exception as exc:  # noqa: BLE001 - their leases expire; they come back as suspects again
+            log.error("could not give back {n} recovered job(s): {e}", n=len(suspects), e=error_text(exc))
+        if not self.state._isolating:
+            log.info("{n} job(s) recovered from dead workers on their last chance: running them one at a time, "
+                     "alone, in this process", n=len(suspects))
+        self.state._isolating = True
+        return [d for d in deliveries if not self._suspect(d)]
+
+    async def _isolated_turn(self, pool: PoolPlan, start: Callable[..., asyncio.Task[None]]) -> None:
+        """Wait until nothing runs in this process, fetch one job; run a suspect alone to its end."""
+        assert self.state._broker is not None and self.state._solo is not None and self.state._idle is not None
+        async with self.state._solo:
+            if not await self.state._until(self.state._idle) or not self.state._isolating:
+                return
+            try:
+                got = await self.state._broker.fetch(pool.queues, 1, self.state.fetch_wait)
+            except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
+                log.error("fetch from {q} failed: {e}; retrying in 1s", q=list(pool.queues), e=error_text(exc))
+                await self.state._sleep(1.0)
+                return
+            if not got:
+                self.state._isolating = False  # nothing waits in this pool's queues (others find their own suspects)
+                return
+            delivery = got[0]
+            if self.state._stop_requested():
+                await self.state._broker.release(got)
+                return
+            if not self._suspect(delivery):
+                self.state._isolating = False
+                log.info("no more recovered jobs at the head of {q}: back to normal fetching", q=list(pool.queues))
+                start(delivery)
+                return
+            await self._run_alone(delivery, start, locked=True)
+
+    async def _run_alone(
+        self, delivery: Delivery, start: Callable[..., asyncio.Task[None]], *, locked: bool = False
+    ) -> None:
+        """Run a suspect with nothing beside it in this process, to its end (its ack included)."""
+        assert self.state._solo is not None and self.state._broker is not None
+        if not locked:
+            async with self.state._solo:  # free here (the caller checked): taken without yielding to other pools
+                return await self._run_alone(delivery, start, locked=True)
+        log.info("running recovered job {id} alone: {c} crash(es) so far, one more makes it crash_loop",
+                 id=delivery.id, c=delivery.crashes)
+        # Awaited with asyncio.wait: cancelling this pool at shutdown does not cancel the job itself.
+        await asyncio.wait({start(delivery, solo=True)})
+
+    async def _until(self, event: asyncio.Event) -> bool:
+        """Wait for ``event`` or a stop request; ``True`` if the event came first."""
+        assert self.state._stop is not None
+        if event.is_set():
+            return True
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.state._stop.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return event.is_set() and not self.state._stop_requested()
+
+    async def _pause_while_unhealthy(self) -> None:
+        """Take no work while this process cannot renew leases: jobs it started would run twice."""
+        assert self.state._heartbeat is not None
+        if not self.state._paused:
+            self.state._paused = True
+            log.error("leases cannot be renewed ({r}): taking no new jobs until renewal works again; jobs already "
+                      "running may be recovered by other workers", r=self.state._heartbeat.problem or "unknown")
+        while not self.state._stop_requested() and not self.state._heartbeat.healthy():
+            await self.state._sleep(0.2)
+        if self.state._paused and self.state._heartbeat.healthy():
+            self.state._paused = False
+            log.info("lease renewal works again: taking jobs")
+
+    # -- one job -------------------------------------------------------------------------------------------------
+    async def _process(self, slot: _Slot, pool: PoolPlan, pool_id: str) -> None:
+        try:
+            outcome = await self.execution.run(slot, pool.job_types, pool_id)
+            await self.settlement.settle(slot, pool_id, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - settling failed (broker outage past retry_for): the lease decides
+            log.error("job {id}: could not settle it with the broker ({e}); its lease will expire and it runs again",
+                      id=slot.delivery.id, e=error_text(exc))
+            slot.done = True
+            self.state.slots.pop(slot.delivery.id, None)

@@ -1,0 +1,223 @@
+"""Settlement: the one place that turns an :data:`~bananas.worker.execution.Outcome` into broker calls, result
+backend writes, counters and observer calls.
+
+- **Succeeded**: the result is stored (when a result backend is configured; ``result_ttl=0`` stores none), then
+  the delivery is acknowledged. Acks are batched: while one ``ack`` call is in flight the next ones queue up and go
+  in the following call. With a broker that has the optional ``ack_and_fetch`` (see :mod:`bananas.broker`), the
+  acks of jobs that finish while their pool is about to fetch ride along with that fetch instead (the pool takes
+  them with :meth:`Settlement.take_acks`): one round trip for both. A pool blocked in an idle fetch (or a stopping
+  worker) still acks at once. ``bananas_job_succeeded`` follows the ack, only for deliveries that still held their
+  lease.
+- **Failed**: ``bananas_job_failed``, then a retry with exponential backoff and jitter (``bananas_job_retried``)
+  or, past ``max_retries``, the dead letters (``bananas_job_dead``, failure stored in the result backend).
+- **Rejected** (no handler ran): the dead letters and ``bananas_job_dead(job, reason)``. A job without a handler
+  in this worker has its failure stored like any dead job. A body that cannot be decoded goes to the dead letters
+  as it came; observers get a placeholder job (see :func:`malformed_job`) and nothing is stored for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import traceback
+from typing import Any
+
+from loguru import logger
+
+from bananas.broker import Delivery
+from bananas.errors import SerializationError
+from bananas.job import Job, Status
+from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
+from bananas.worker.context import WorkerContext
+from bananas.worker.execution import Failed, Outcome, Rejected, Succeeded
+from bananas.worker.state import WorkerState, _Slot, error_text
+
+__all__ = ["MALFORMED_JOB_NAME", "Settlement", "malformed_job"]
+
+MALFORMED_JOB_NAME = "<malformed>"
+"""The ``name`` of the placeholder job observers get for a body that could not be decoded."""
+
+Ack = tuple[Delivery, Job, Any, float]
+"""A finished job waiting for its ack: delivery, job, result, duration."""
+
+log = logger.bind(component="worker", log_source="bananas_internal")
+
+
+def malformed_job(delivery: Delivery, reason: str) -> Job:
+    """The job ``bananas_job_dead`` gets for a body that could not be decoded: ``id`` and ``queue`` of the
+    delivery, ``name`` :data:`MALFORMED_JOB_NAME`, empty payload, status ``DEAD``, ``attempts`` 0 and
+    ``last_error`` the reason. The body itself stays in the dead letters (``bananas dlq show``)."""
+    return Job(name=MALFORMED_JOB_NAME, id=delivery.id or "?", queue=delivery.queue, status=Status.DEAD,
+               last_error=reason, finished_at=time.time())
+
+
+class Settlement:
+    """Acks, retries, dead letters, stored results and failures, counters and observer calls of one worker."""
+
+    def __init__(self, state: WorkerState) -> None:
+        self.state = state
+        context: WorkerContext = state.context
+        self.codec = context.codec
+        self.has_results = context.has_results
+        self.results = context.results
+        self.backoff = context.backoff
+        self.notify = context.observers.notify
+        self.processed = 0
+        self.failed = 0
+        self.rejected = 0  # malformed bodies and jobs without a handler here (not counted as processed)
+        self.combined = False  # the broker has ack_and_fetch: pools take pending acks along with their fetches
+        self._acks: list[Ack] = []
+        self._ack_task: asyncio.Task[None] | None = None
+
+    # -- observers around the run ------------------------------------------------------------------------------
+    def started(self, job: Job, pool_id: str) -> None:
+        self.notify("bananas_job_started", job=job, process_id=self.state.id, pool_id=pool_id)
+
+    # -- one outcome -----------------------------------------------------------------------------------------------
+    async def settle(self, slot: _Slot, pool_id: str, outcome: Outcome) -> None:
+        delivery = slot.delivery
+        if type(outcome) is Succeeded:
+            job = slot.job
+            assert job is not None
+            value = outcome.value
+            if self.has_results:
+                ok, value = await self._store_result(job, value)
+                if not ok:
+                    slot.done = True
+                    await self._fail(delivery, job, value)
+                    self.state.slots.pop(delivery.id, None)
+                    return
+            object.__setattr__(job, "status", Status.COMPLETED)
+            slot.settling = True
+            self._acks.append((delivery, job, value, outcome.duration))
+            if slot.solo:  # a recovered job's ack lands before anything else runs in this process
+                await self.flush_acks()
+                return
+            # Its pool's loop fetches again as soon as this slot is free and takes the ack along (ack_and_fetch),
+            # unless that loop is blocked in a fetch already, is stopping, or the broker cannot combine: then ack now.
+            piggyback = self.combined and pool_id not in self.state._blocked and not self.state._stop_requested()
+            if not piggyback:
+                self.flush_soon()
+            return
+        slot.done = True
+        if type(outcome) is Failed:
+            assert slot.job is not None
+            await self._fail(delivery, slot.job, outcome.error)
+        else:
+            assert isinstance(outcome, Rejected)
+            await self._reject(delivery, outcome)
+        self.state.slots.pop(delivery.id, None)
+
+    # -- acks ------------------------------------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        return len(self._acks)
+
+    def flush_soon(self) -> None:
+        """Send the pending acks now, unless an ack call is in flight (they go in the next one)."""
+        if self._acks and (self._ack_task is None or self._ack_task.done()):
+            self._ack_task = asyncio.create_task(self.flush_acks())
+
+    def take_acks(self) -> list[Ack]:
+        """The pending acks, for a pool to send along with its fetch (``ack_and_fetch``); settle them with
+        :meth:`acked`."""
+        acks, self._acks = self._acks, []
+        return acks
+
+    async def flush_acks(self) -> None:
+        assert self.state._broker is not None
+        while self._acks:
+            batch, self._acks = self._acks, []
+            try:
+                owned = await self.state._broker.ack([item[0] for item in batch])
+            except Exception as exc:  # noqa: BLE001 - unacked jobs are redelivered after their lease
+                log.error("ack of {n} job(s) failed: {e}; their leases will expire and they run again",
+                          n=len(batch), e=error_text(exc))
+                owned = [False] * len(batch)
+            self.acked(batch, owned)
+
+    async def drain(self) -> None:
+        """At shutdown: wait for the ack call in flight (those jobs finished: acked, not released), send the rest."""
+        if self._ack_task is not None and not self._ack_task.done():
+            await asyncio.gather(self._ack_task, return_exceptions=True)
+        await self.flush_acks()
+
+    def acked(self, batch: list[Ack], owned: list[bool]) -> None:
+        slots = self.state.slots
+        for (delivery, job, value, duration), mine in zip(batch, owned, strict=True):
+            slot = slots.pop(delivery.id, None)
+            if slot is not None:
+                slot.done = True
+            self.processed += 1
+            if not mine:
+                log.warning("job {id} finished but its lease was lost; it may run again", id=delivery.id)
+                continue
+            self.notify("bananas_job_succeeded", job=job, result=value, duration=duration)
+
+    # -- results, retries, dead letters ---------------------------------------------------------------------------
+    async def _store_result(self, job: Job, value: Any) -> tuple[bool, Any]:
+        backend = await self.results()
+        if backend is None:
+            return True, value
+        ttl = ttl_from_headers(job.headers) if job.headers else None
+        if ttl == 0:  # result_ttl=0: the producer wants no stored result
+            return True, value
+        try:
+            body = encode_success(self.codec, value)
+        except SerializationError as exc:
+            return False, TypeError(f"result of job {job.name} cannot be stored: {exc}")
+        await backend.store(job.id, body, ttl)
+        return True, value
+
+    async def _fail(self, delivery: Delivery, job: Job, error: BaseException) -> None:
+        broker = self.state._broker
+        assert broker is not None
+        self.processed += 1
+        self.failed += 1
+        job.last_error = error_text(error)
+        job.traceback = "".join(traceback.format_exception(error)) if error.__traceback__ else job.last_error
+        will_retry = job.attempts <= job.max_retries
+        self.notify("bananas_job_failed", job=job, error=error, will_retry=will_retry)
+        if not will_retry:
+            await self._bury(delivery, job, f"failed after {job.attempts} attempt(s): {job.last_error}")
+            return
+        base, factor, cap = self.backoff
+        delay = min(cap, base * factor ** (job.attempts - 1)) * random.uniform(0.5, 1.0)
+        job.status = Status.RETRYING
+        job.scheduled_at = time.time() + delay
+        if await broker.retry(delivery, body=self.codec.encode(job), at=job.scheduled_at):
+            log.info("job {id} ({name}) failed ({err}); retry {n}/{max} in {d:.2f}s", id=job.id, name=job.name,
+                     err=job.last_error, n=job.attempts, max=job.max_retries, d=delay)
+            self.notify("bananas_job_retried", job=job, delay=delay)
+        else:
+            log.warning("job {id} failed but its lease was lost; not retried by this worker", id=job.id)
+
+    async def _reject(self, delivery: Delivery, rejected: Rejected) -> None:
+        broker = self.state._broker
+        assert broker is not None
+        self.rejected += 1
+        if rejected.job is not None:  # decoded, but no handler for it here
+            await self._bury(delivery, rejected.job, rejected.reason)
+            return
+        owned = await broker.dead_letter(delivery, body=delivery.body, reason=rejected.reason)
+        log.error("job {id} is malformed and went to the dead letters: {r}", id=delivery.id, r=rejected.detail)
+        if owned:
+            self.notify("bananas_job_dead", job=malformed_job(delivery, rejected.reason), reason=rejected.reason)
+
+    async def _bury(self, delivery: Delivery, job: Job, reason: str) -> None:
+        broker = self.state._broker
+        assert broker is not None
+        job.status = Status.DEAD
+        job.finished_at = time.time()
+        if await broker.dead_letter(delivery, body=self.codec.encode(job), reason=reason):
+            log.error("job {id} ({name}) is dead: {r}", id=job.id, name=job.name, r=reason)
+            backend = await self.results() if self.has_results else None
+            if backend is not None:
+                if job.last_error:
+                    error_type, _, message = job.last_error.partition(": ")
+                else:  # dead without a handler error (no handler): the reason is the message
+                    error_type, message = "DeadLetter", reason
+                body = encode_failure(self.codec, error_type, message or reason, job.traceback)
+                await backend.store(job.id, body, ttl_from_headers(job.headers) if job.headers else None)
+            self.notify("bananas_job_dead", job=job, reason=reason)

@@ -1,0 +1,103 @@
+"""The run state one worker process shares between its seams (pools, execution, settlement, duties, heartbeat).
+
+:class:`WorkerState` holds it; :class:`bananas.worker.runtime.Worker` extends it with the control API. The seams
+take the state, never the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Protocol
+
+import attrs
+
+from bananas.broker import Broker, BrokerCapabilities, Delivery
+from bananas.job import Job
+from bananas.worker.context import WorkerContext, WorkerInfo
+from bananas.worker_mode import WorkerPlan
+
+__all__ = ["FETCH_WAIT", "WorkerState", "error_text"]
+
+FETCH_WAIT = 2.0
+"""Seconds one blocking fetch waits; also the longest a stop request waits for an idle pool."""
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class LeaseKeeper(Protocol):
+    """What the pools ask the heartbeat (:class:`bananas.worker.heartbeat._Heartbeat`)."""
+
+    problem: str | None
+
+    def healthy(self) -> bool: ...
+
+
+@attrs.define(eq=False)
+class _Slot:
+    delivery: Delivery
+    job: Job | None = None
+    thread_id: int | None = None
+    done: bool = False
+    settling: bool = False  # finished; its ack is queued or in flight (a lost renewal then is no news)
+    solo: bool = False  # a job recovered from a dead worker, running alone in this process
+
+
+class WorkerState:
+    """What the seams of one worker process share. Loop-bound parts (events, locks) are made in :meth:`bind`."""
+
+    def __init__(self, context: WorkerContext, plan: WorkerPlan) -> None:
+        self.context = context
+        self.plan = plan
+        self.info = WorkerInfo.of(plan)
+        self.id = self.info.process_id
+        self.slots: dict[str, _Slot] = {}
+        self.fetch_wait = FETCH_WAIT
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker: Broker | None = None
+        self._caps = BrokerCapabilities()  # the broker's optional capabilities, resolved once (bananas.broker)
+        self._blocked: set[str] = set()  # pools (by pool id) whose loop is inside a (possibly blocking) fetch
+        self._started = threading.Event()
+        # Crash isolation (see bananas.worker.pools): jobs recovered from a dead worker run one at a time here.
+        self._inflight = 0  # job tasks running in this process, all pools
+        self._idle: asyncio.Event | None = None  # set while _inflight == 0
+        self._solo: asyncio.Lock | None = None  # held by the pool running (or about to run) a job alone
+        self._isolating = False  # a suspect was seen: fetch one job at a time, alone, until a clean one comes
+        self._heartbeat: LeaseKeeper | None = None
+        self._paused = False  # not taking work: leases cannot be renewed (see _Heartbeat.healthy)
+
+    def bind(self) -> None:
+        """Make the loop-bound parts on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._solo = asyncio.Lock()
+
+    def _stop_requested(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until a stop request; ``True`` when stopping."""
+        assert self._stop is not None
+        try:
+            await asyncio.wait_for(self._stop.wait(), max(seconds, 0.0))
+        except TimeoutError:
+            pass
+        return self._stop.is_set()
+
+    async def _until(self, event: asyncio.Event) -> bool:
+        """Wait for ``event`` or a stop request; ``True`` if the event came first."""
+        assert self._stop is not None
+        if event.is_set():
+            return True
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._stop.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return event.is_set() and not self._stop_requested()
