@@ -24,8 +24,9 @@ from bananas.broker import (
     capabilities,
     require_admin,
 )
-from bananas.config import Schema, Settings, plugin_options, read_sources
-from bananas.config import build_options as build_options  # re-exported: it moved to bananas.config
+from bananas.config import Schema, Settings, read_sources
+from bananas.config_options import build_options as build_options  # re-exported: it moved out of app.py
+from bananas.config_options import plugin_options
 from bananas.errors import ConfigError, JobNotFound, SerializationError, UsageError
 from bananas.handle import JobHandle
 from bananas.handlers import HandlerSpec

@@ -287,7 +287,8 @@ def config(ctx: click.Context, as_json: bool) -> None:
     installed plugin.
     """
     from bananas._manager import load_plugins
-    from bananas.config import Schema, check_plugin_names, read_sources
+    from bananas.config import Schema, read_sources
+    from bananas.config_options import check_plugin_names
 
     raw = read_sources(config_path=ctx.obj.get("config"))
     plugins = load_plugins(env=raw.env)

@@ -9,9 +9,9 @@ Loading runs in two phases:
    ``bananas_register_settings`` hook. Unknown keys fail with a "did you mean", or name the package that would own
    them (:data:`bananas.config_kernel.KNOWN_OWNERS`).
 
-:func:`load_settings` runs both, loading the plugins in between. :func:`build_options` is the one builder that turns
-a table of settings into a plugin's options (broker, result backend, router, log sink …). ``docs/CONFIGURATION.md``
-documents the kernel keys; each plugin documents its own.
+:func:`load_settings` runs both, loading the plugins in between. :func:`bananas.config_options.build_options` is the
+one builder that turns a table of settings into a plugin's options (broker, result backend, router, log sink …).
+``docs/CONFIGURATION.md`` documents the kernel keys; each plugin documents its own.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from bananas.config_kernel import (
 from bananas.config_schema import REDACTED, KeySpec, parse_value, redact_url, setting
 from bananas.errors import ConfigError, PluginError, UsageError
 from bananas.job import Priority
-from bananas.units import parse_duration
 
 
 class Plugins(Protocol):
@@ -57,8 +56,6 @@ __all__ = [
     "RawSources",
     "Schema",
     "Settings",
-    "build_options",
-    "check_plugin_names",
     "load_settings",
     "read_sources",
     "redact_url",
@@ -471,69 +468,3 @@ def set_plugin_loader(loader: Callable[..., Plugins]) -> None:
     manager depends on the settings, not the other way round). Without a loader only the kernel's keys are known.
     """
     _PLUGIN_LOADER[:] = [loader]
-
-
-def build_options(target: Any, table: Mapping[str, Any], key: str, source: str) -> Any:
-    """The one options builder: a config table → the options a plugin declared.
-
-    ``target`` is an attrs class (its fields are the allowed keys; string durations become float seconds for float
-    fields; errors name ``key.field``) or ``None`` (the table is passed through as a plain dict).
-    """
-    if target is None:
-        return copy.deepcopy(dict(table))
-    fields = {f.name: f for f in attrs.fields(target)}
-    kwargs: dict[str, Any] = {}
-    for name, value in table.items():
-        field = fields.get(name)
-        if field is None or name == "clock":
-            allowed = ", ".join(n for n in fields if n != "clock")
-            raise ConfigError(f"{key}.{name}", value, source, f"unknown option; allowed: {allowed}")
-        if isinstance(value, str) and field.type in (float, "float"):
-            try:
-                value = parse_duration(value)
-            except ValueError as exc:
-                raise ConfigError(f"{key}.{name}", value, source, str(exc)) from None
-        kwargs[name] = value
-    try:
-        return target(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(key, dict(table), source, str(exc)) from None
-
-
-def plugin_options(settings: Settings, kind: str, spec: object) -> Any:
-    """The options of one plugin, built from its table with :func:`build_options` for every kind.
-
-    ``kind``: ``broker`` (``[broker_options]``), ``result backend`` (``[result_backend_options]``), ``router``
-    (``[routes]``), ``log sink:<tier>`` (``[logging.<tier>]``), ``serializer`` and ``worker mode`` (their declared
-    keys are read from ``settings``; they get an empty table). The target is the spec's ``options`` attrs class when
-    it has one, else the table as a dict.
-    """
-    target = getattr(spec, "options", None)
-    target = target if isinstance(target, type) and attrs.has(target) else None
-    if kind == "broker":
-        return build_options(target, settings.table("broker_options"), "broker_options", settings.source("broker"))
-    if kind == "result backend":
-        return build_options(target, settings.table("result_backend_options"), "result_backend_options",
-                             settings.source("result_backend"))
-    if kind == "router":
-        return build_options(target, settings.table("routes"), "routes", settings.source("router"))
-    if kind.startswith("log sink:"):
-        tier = kind.partition(":")[2]
-        return build_options(target, settings.table(f"logging.{tier}"), f"logging.{tier}", "config")
-    return build_options(target, {}, kind, "config")
-
-
-def check_plugin_names(settings: Settings, plugins: Any) -> None:
-    """Fail with :class:`bananas.errors.UnknownPlugin` (one line, listing what is installed) when the serializer,
-    broker scheme, result-backend scheme, router, worker mode or an enabled log tier names no installed plugin."""
-    from urllib.parse import urlsplit
-
-    plugins.serializers.get(settings["serializer"])
-    plugins.brokers.get(urlsplit(settings["broker"]).scheme)
-    if settings["result_backend"]:
-        plugins.result_backends.get(urlsplit(settings["result_backend"]).scheme)
-    plugins.routers.get(settings["router"])
-    plugins.worker_modes.get(settings["worker.mode"])
-    for tier in settings.logging_tiers():
-        if settings.table(f"logging.{tier}").get("enabled"):
-            plugins.log_sinks.get(tier)

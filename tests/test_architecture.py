@@ -1,5 +1,5 @@
-"""The kernel's shape, read from its source: no import cycle between ``bananas`` modules, and no module above
-500 lines.
+"""The kernel's shape, read from its source: no import cycle between ``bananas`` modules, no module above
+500 lines, and plugin packages that import only the public plugin API.
 
 The import graph comes from ``ast``: every ``import bananas.x`` / ``from bananas.x import y`` / ``from . import y``
 anywhere in a module (module level and inside functions, which is where lazy imports hide a cycle).
@@ -19,14 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "bananas"
 MAX_LINES = 500
 
-ALLOWED_OVER = {
+ALLOWED_OVER: dict[str, str] = {
     # module: reason. Remove an entry as soon as the work it names lands.
-    "bananas.config": "the settings become plugin-owned (Kernel 0.2 point 5); that work shrinks config.py",
 }
-"""Modules allowed above ``MAX_LINES`` for now, each with the reason."""
+"""Modules allowed above ``MAX_LINES`` for now, each with the reason (none today)."""
 
-SKIPPED = ("bananas.testing",)
-"""Not size-checked: ``bananas/testing/conformance.py`` is being split separately."""
+PLUGINS = ROOT / "plugins"
+PUBLIC_API = "bananas.plugin_api"
+"""The one kernel module plugin packages import (see ``bananas/plugin_api.py``)."""
 
 
 def _module_name(path: Path) -> str:
@@ -161,14 +161,49 @@ def test_the_worker_never_imports_the_app_and_needs_no_type_checking_imports() -
 
 
 def test_no_module_is_above_the_line_budget() -> None:
-    # Given every module of bananas/ but the test kit
-    sizes = {
-        name: len(path.read_text(encoding="utf-8").splitlines())
-        for name, path in _modules().items()
-        if not name.startswith(SKIPPED)
-    }
+    # Given every module of bananas/, the conformance kits included
+    sizes = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in _modules().items()}
     # Then none is above MAX_LINES, except those allowed for now (with a reason)
     over = {name: n for name, n in sizes.items() if n > MAX_LINES and name not in ALLOWED_OVER}
     assert not over, f"modules above {MAX_LINES} lines: {over}"
     stale = [name for name in ALLOWED_OVER if sizes.get(name, 0) <= MAX_LINES]
     assert not stale, f"remove from ALLOWED_OVER (now within {MAX_LINES} lines): {stale}"
+
+
+def _kernel_imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, module)`` of every import of a ``bananas`` module in ``path`` (any depth, TYPE_CHECKING included)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "bananas"]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            if node.module.split(".")[0] == "bananas":
+                found.append((node.lineno, node.module))
+    return found
+
+
+def test_plugin_packages_import_only_the_public_plugin_api() -> None:
+    # Given every source file of every package under plugins/ (tests may also use bananas.testing)
+    sources = [p for p in sorted(PLUGINS.glob("*/src/**/*.py")) if not p.name.endswith("_pb2.py")]
+    assert len(sources) > 10
+    # Then each kernel import is bananas.plugin_api, nothing else
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in sources
+        for line, module in _kernel_imports(path)
+        if module != PUBLIC_API
+    ]
+    assert offenders == [], "plugins must import the kernel through bananas.plugin_api only:\n" + "\n".join(offenders)
+
+
+def test_the_public_plugin_api_exports_exactly_its_all(tmp_path: Path) -> None:
+    import bananas.plugin_api as api
+
+    # Every name in __all__ exists, and every public name it binds is in __all__ (nothing leaks in by accident)
+    assert all(hasattr(api, name) for name in api.__all__)
+    public = {n for n in vars(api) if n.isidentifier() and not n.startswith("_") and n != "annotations"}
+    assert public == set(api.__all__), sorted(public ^ set(api.__all__))
+    # and the guard above catches an offender
+    bad = tmp_path / "bad.py"
+    bad.write_text("from bananas.config import Settings\nimport bananas.job\nfrom bananas.plugin_api import Job\n")
+    assert _kernel_imports(bad) == [(1, "bananas.config"), (2, "bananas.job"), (3, "bananas.plugin_api")]

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from bananas._manager import load_plugins
-from bananas.config import Schema, build_options, load_settings, read_sources
+from bananas.config import Schema, load_settings, read_sources
 from bananas.config_kernel import KERNEL_KEYS, KNOWN_OWNERS
+from bananas.config_options import build_options
 from bananas.config_schema import setting
 from bananas.errors import ConfigError, PluginError
 from bananas.hookspecs import hookimpl

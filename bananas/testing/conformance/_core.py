@@ -1,4 +1,4 @@
-"""Core checks: the factory contract, enqueue and fetch, ack, release and one live copy per id."""
+"""Core checks: the factory contract, enqueue and fetch, ack and release."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from bananas.broker import (
     capabilities,
 )
 from bananas.testing.conformance._base import (
-    ADM,
     MakeBroker,
     _Base,
     _drain,
@@ -418,90 +417,3 @@ class CoreChecks(_Base):
         # Then one of them succeeds and there is still one copy of the job
         assert sorted(result) == [False, True]
         assert _ids(await self._fetch(broker, ["q"], 5)) == ["a"]
-
-    # -- one live copy per id ----------------------------------------------------------------------------------------
-    @pytest.mark.asyncio
-    async def test_duplicate_enqueue_of_a_ready_job_is_ignored(self, broker_factory: MakeBroker) -> None:
-        # Given a ready job
-        broker, _ = await self._make(broker_factory)
-        await broker.enqueue([_env("a", body=b"first")])
-
-        # When the same id is enqueued again, in another queue and within one batch
-        await broker.enqueue([_env("a", "other", body=b"second")])
-        await broker.enqueue([_env("b"), _env("b", body=b"again")])
-
-        # Then each id has one copy, with its first body
-        got = await self._fetch(broker, ["q", "other"], 10)
-        assert [(d.id, d.queue, d.body) for d in got] == [("a", "q", b"first"), ("b", "q", b"b")]
-
-    @pytest.mark.asyncio
-    async def test_concurrent_enqueues_of_one_id_keep_one_copy(self, broker_factory: MakeBroker) -> None:
-        # Given / When ten tasks enqueue the same id at once
-        broker, _ = await self._make(broker_factory)
-        await asyncio.gather(*(broker.enqueue([_env("a")]) for _ in range(10)))
-
-        # Then there is one copy
-        assert _ids(await self._fetch(broker, ["q"], 10)) == ["a"]
-
-    @pytest.mark.asyncio
-    async def test_duplicate_enqueue_of_a_scheduled_job_is_ignored(self, broker_factory: MakeBroker) -> None:
-        # Given a scheduled job
-        broker, clock = await self._make(broker_factory)
-        await broker.enqueue([_env("a", eta=clock.now + 60)])
-
-        # When the same id is enqueued to run now
-        await broker.enqueue([_env("a", body=b"now")])
-
-        # Then it stays scheduled with its first body
-        record = await self._lookup(broker, "a")
-        assert record is not None and (record.state, record.body) == ("scheduled", b"a")
-        assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
-
-    @pytest.mark.asyncio
-    async def test_duplicate_enqueue_of_a_running_job_is_ignored(self, broker_factory: MakeBroker) -> None:
-        # Given a leased job
-        broker, _ = await self._make(broker_factory)
-        await broker.enqueue([_env("a")])
-        (d,) = await self._fetch(broker, ["q"], 1)
-
-        # When the same id is enqueued again
-        await broker.enqueue([_env("a", body=b"again")])
-
-        # Then no second copy is handed out and the lease still settles the job
-        assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
-        assert await self._state(broker, "a") == "running"
-        assert await broker.ack([d]) == [True]
-
-    @pytest.mark.asyncio
-    async def test_a_completed_id_is_enqueued_anew(self, broker_factory: MakeBroker) -> None:
-        # Given a completed job
-        broker, _ = await self._make(broker_factory)
-        await broker.enqueue([_env("a")])
-        (d,) = await self._fetch(broker, ["q"], 1)
-        await broker.ack([d])
-
-        # When the same id is enqueued again
-        await broker.enqueue([_env("a", body=b"second run")])
-
-        # Then it runs again as a new job
-        (again,) = await self._fetch(broker, ["q"], 1)
-        assert (again.body, again.deliveries, again.crashes) == (b"second run", 1, 0)
-
-    @pytest.mark.asyncio
-    async def test_a_dead_id_is_enqueued_anew(self, broker_factory: MakeBroker) -> None:
-        # Given a dead job
-        broker, _ = await self._make(broker_factory, needs=ADM)
-        await broker.enqueue([_env("a")])
-        (d,) = await self._fetch(broker, ["q"], 1)
-        await broker.dead_letter(d, body=b"a", reason="boom")
-
-        # When the same id is enqueued again (and someone requeues the dead letters)
-        await broker.enqueue([_env("a", body=b"second run")])
-        await broker.requeue_dead("q")
-
-        # Then it is one ready job, no longer a dead letter
-        record = await self._lookup(broker, "a")
-        assert record is not None and (record.state, record.body) == ("ready", b"second run")
-        assert await self._dead_letters(broker, "q") == []
-        got = await self._fetch(broker, ["q"], 10)
-        assert [(x.id, x.deliveries) for x in got] == [("a", 1)]

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bananas.config import Settings
-from bananas.config_schema import KeySpec, setting
-from bananas.errors import ConfigError
-from bananas.hookspecs import hookimpl
-from bananas.job import Job, Priority
-from bananas.registry import Register
-from bananas.router import Router
-from bananas.worker_mode import PoolPlan, WorkerModeSpec, WorkerPlan
+from bananas.plugin_api import (
+    ConfigError,
+    Job,
+    KeySpec,
+    PoolPlan,
+    Priority,
+    Register,
+    Router,
+    Settings,
+    WorkerModeSpec,
+    WorkerPlan,
+    hookimpl,
+    setting,
+)
 
 __all__ = ["JobSpecializedMode"]
 

@@ -7,12 +7,7 @@ has its own loop on) never runs a job twice; it only repeats work.
 
 from __future__ import annotations
 
-from bananas.config import Settings
-from bananas.errors import ConfigError
-from bananas.hookspecs import hookimpl
-from bananas.registry import Register
-from bananas.router import Router
-from bananas.worker_mode import WorkerModeSpec, WorkerPlan
+from bananas.plugin_api import ConfigError, Register, Router, Settings, WorkerModeSpec, WorkerPlan, hookimpl
 
 __all__ = ["SchedulerOnlyMode"]
 

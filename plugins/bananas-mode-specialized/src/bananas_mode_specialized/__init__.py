@@ -8,12 +8,7 @@ those wait, and a flood of low jobs never delays it. It runs every job type of i
 
 from __future__ import annotations
 
-from bananas.config import Settings
-from bananas.errors import ConfigError
-from bananas.hookspecs import hookimpl
-from bananas.registry import Register
-from bananas.router import Router
-from bananas.worker_mode import PoolPlan, WorkerModeSpec, WorkerPlan
+from bananas.plugin_api import ConfigError, PoolPlan, Register, Router, Settings, WorkerModeSpec, WorkerPlan, hookimpl
 
 __all__ = ["SpecializedMode"]
 

@@ -16,14 +16,19 @@ router nothing is routed there and the pool idles (one blocking fetch at a time)
 
 from __future__ import annotations
 
-from bananas.config import Settings
-from bananas.config_schema import KeySpec, setting
-from bananas.errors import ConfigError
-from bananas.hookspecs import hookimpl
-from bananas.job import Priority
-from bananas.registry import Register
-from bananas.router import Router
-from bananas.worker_mode import PoolPlan, WorkerModeSpec, WorkerPlan
+from bananas.plugin_api import (
+    ConfigError,
+    KeySpec,
+    PoolPlan,
+    Priority,
+    Register,
+    Router,
+    Settings,
+    WorkerModeSpec,
+    WorkerPlan,
+    hookimpl,
+    setting,
+)
 
 __all__ = ["ThinPlusMode"]
 

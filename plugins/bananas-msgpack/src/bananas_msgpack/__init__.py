@@ -14,10 +14,7 @@ from typing import Any, NoReturn
 
 import msgpack
 
-from bananas import hookimpl
-from bananas.errors import SerializationError
-from bananas.registry import Register
-from bananas.serializer import SerializerSpec
+from bananas.plugin_api import Register, SerializationError, SerializerSpec, hookimpl
 
 __all__ = ["MsgpackSerializer"]
 

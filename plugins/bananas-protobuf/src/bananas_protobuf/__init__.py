@@ -22,11 +22,7 @@ from typing import Any, NoReturn
 from google.protobuf.message import DecodeError, EncodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from bananas import hookimpl
-from bananas.errors import SerializationError
-from bananas.job import JOB_FIELDS, Priority, Status
-from bananas.registry import Register
-from bananas.serializer import SerializerSpec
+from bananas.plugin_api import JOB_FIELDS, Priority, Register, SerializationError, SerializerSpec, Status, hookimpl
 from bananas_protobuf import job_pb2
 
 __all__ = ["UNKNOWN_FIELDS_KEY", "ProtobufSerializer", "job_pb2"]

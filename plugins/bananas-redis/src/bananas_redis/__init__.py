@@ -7,9 +7,7 @@ schemes, with :class:`RedisOptions` as the ``[broker_options]`` schema, and :cla
 
 from __future__ import annotations
 
-from bananas.broker import BrokerSpec
-from bananas.hookspecs import hookimpl
-from bananas.registry import Register
+from bananas.plugin_api import BrokerSpec, Register, hookimpl
 from bananas_redis.broker import RedisBroker
 from bananas_redis.options import RedisOptions
 from bananas_redis.results import RedisResultBackend, bananas_register_result_backends

@@ -71,9 +71,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
-from bananas.broker import BrokerOptions, DeadLetter, Delivery, Envelope, JobRecord, QueueDepth
-from bananas.config import redact_url
-from bananas.errors import BrokerError, BrokerUnavailable, ConfigError
+from bananas.plugin_api import (
+    BrokerError,
+    BrokerOptions,
+    BrokerUnavailable,
+    ConfigError,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    JobRecord,
+    QueueDepth,
+    redact_url,
+)
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
 

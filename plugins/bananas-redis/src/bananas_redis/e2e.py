@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from bananas import Bananas
+from bananas.plugin_api import Bananas
 from bananas_redis.testing import RedisServer, find_redis_servers
 
 __all__ = ["APP", "CPU", "IO", "PRIORITIES", "ROUTED_TOML", "TYPES", "Fleet", "deliveries", "depths", "dry_run"]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from bananas.broker import BrokerOptions
+from bananas.plugin_api import BrokerOptions
 
 __all__ = ["RedisOptions"]
 

@@ -41,11 +41,16 @@ from redis.exceptions import AuthenticationError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bananas.config import redact_url
-from bananas.errors import BrokerUnavailable, ConfigError
-from bananas.hookspecs import hookimpl
-from bananas.registry import Register
-from bananas.result_backend import DEFAULT_RESULT_TTL, ResultBackendSpec, parse_ttl
+from bananas.plugin_api import (
+    DEFAULT_RESULT_TTL,
+    BrokerUnavailable,
+    ConfigError,
+    Register,
+    ResultBackendSpec,
+    hookimpl,
+    parse_ttl,
+    redact_url,
+)
 from bananas_redis.options import _positive, _positive_int, _prefix
 
 __all__ = ["RedisResultBackend", "RedisResultOptions", "bananas_register_result_backends", "result_keys"]

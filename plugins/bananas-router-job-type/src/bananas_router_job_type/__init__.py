@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from bananas.hookspecs import hookimpl
-from bananas.job import Job, Priority
-from bananas.registry import Register
-from bananas.router import RouterSpec
+from bananas.plugin_api import Job, Priority, Register, RouterSpec, hookimpl
 
 __all__ = ["JobTypeRouter", "queue_name", "split_queue"]
 

@@ -1,0 +1,132 @@
+"""The public plugin API: everything a plugin package imports from the kernel, and nothing else.
+
+Plugins (the packages under ``plugins/`` and third-party ones) write ``from bananas.plugin_api import …``. The names
+below are the kernel's contract with them: they change only with a note in ``docs/PLUGINS.md`` ("0.1 → 0.2"). Any
+other kernel module is an implementation detail and may move; ``tests/test_architecture.py`` fails when a package
+under ``plugins/`` imports one. (Tests of a plugin may also use ``bananas.testing``, the conformance kits.)
+
+Grouped by what a plugin does:
+
+* every plugin: :data:`hookimpl`, :class:`Register`, :func:`setting` / :class:`KeySpec` (declared settings) and the
+  errors;
+* brokers: the :class:`Broker` protocol, its optional capabilities (``Supports…``), options and the records it
+  hands out;
+* result backends: :class:`ResultBackend`, :class:`ResultBackendSpec` and the TTL helpers;
+* log sinks: :class:`LogSinkSpec`, :class:`SinkConfig`;
+* serializers: :class:`SerializerSpec` and the job model (:class:`Job`, :data:`JOB_FIELDS`);
+* routers and worker modes: :class:`Router`, :class:`RouterSpec`, :class:`PoolPlan`, :class:`WorkerPlan`,
+  :class:`WorkerModeSpec` and :class:`Settings` (what a mode reads);
+* worker plugins: :class:`WorkerInfo`, :class:`PoolInfo`, :class:`Duty`.
+"""
+
+from __future__ import annotations
+
+from bananas.app import Bananas
+from bananas.broker import (
+    ADMIN,
+    CAPABILITIES,
+    MAINTENANCE,
+    Broker,
+    BrokerCapabilities,
+    BrokerOptions,
+    BrokerSpec,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    JobRecord,
+    QueueDepth,
+    RecordState,
+    SupportsAckAndFetch,
+    SupportsAdmin,
+    SupportsEnqueueSync,
+    SupportsEnqueueWithHints,
+    SupportsMaintenance,
+    capabilities,
+    require_admin,
+    require_maintenance,
+)
+from bananas.config import Settings
+from bananas.config_schema import KeySpec, redact_url, setting
+from bananas.errors import (
+    BananasError,
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    LeaseLost,
+    PluginError,
+    SerializationError,
+    UsageError,
+)
+from bananas.hookspecs import hookimpl
+from bananas.job import JOB_FIELDS, Job, Priority, Status
+from bananas.logsink import LogSinkSpec, SinkConfig
+from bananas.registry import Register
+from bananas.result_backend import (
+    DEFAULT_RESULT_TTL,
+    ResultBackend,
+    ResultBackendSpec,
+    parse_ttl,
+)
+from bananas.router import Router, RouterSpec
+from bananas.serializer import Serializer, SerializerSpec
+from bananas.worker import Duty, PoolInfo, WorkerInfo
+from bananas.worker_mode import PoolPlan, WorkerModeSpec, WorkerPlan
+
+__all__ = [
+    "ADMIN",
+    "CAPABILITIES",
+    "DEFAULT_RESULT_TTL",
+    "JOB_FIELDS",
+    "MAINTENANCE",
+    "Bananas",
+    "BananasError",
+    "Broker",
+    "BrokerCapabilities",
+    "BrokerError",
+    "BrokerOptions",
+    "BrokerSpec",
+    "BrokerUnavailable",
+    "ConfigError",
+    "DeadLetter",
+    "Delivery",
+    "Duty",
+    "Envelope",
+    "Job",
+    "JobRecord",
+    "KeySpec",
+    "LeaseLost",
+    "LogSinkSpec",
+    "PluginError",
+    "PoolInfo",
+    "PoolPlan",
+    "Priority",
+    "QueueDepth",
+    "RecordState",
+    "Register",
+    "ResultBackend",
+    "ResultBackendSpec",
+    "Router",
+    "RouterSpec",
+    "SerializationError",
+    "Serializer",
+    "SerializerSpec",
+    "Settings",
+    "SinkConfig",
+    "Status",
+    "SupportsAckAndFetch",
+    "SupportsAdmin",
+    "SupportsEnqueueSync",
+    "SupportsEnqueueWithHints",
+    "SupportsMaintenance",
+    "UsageError",
+    "WorkerInfo",
+    "WorkerModeSpec",
+    "WorkerPlan",
+    "capabilities",
+    "hookimpl",
+    "parse_ttl",
+    "redact_url",
+    "require_admin",
+    "require_maintenance",
+    "setting",
+]
