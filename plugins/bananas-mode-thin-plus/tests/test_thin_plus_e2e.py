@@ -3,47 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from bananas_redis.e2e import (
     ROUTED_TOML,
-    Fleet,
     dry_run,
-    e2e_fleet,
-    e2e_producer,
-    e2e_server,
     enqueue_mix,
     once_each,
     plan_pools,
-    write_app,
 )
-from bananas_redis.testing import RedisServer
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with e2e_server() as server:
-        yield server
-
-
-@pytest.fixture
-def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
-    with e2e_fleet(redis_server, tmp_path) as made:
-        yield made
-
-
-@pytest.fixture
-def producer(fleet: Fleet) -> Iterator:
-    with e2e_producer(fleet) as make:
-        yield make
-
-
-@pytest.fixture
-def app_dir(tmp_path: Path) -> Path:
-    write_app(tmp_path)
-    return tmp_path
 
 
 def test_thin_plus_runs_routed_scheduled_work_in_its_own_pool(fleet, producer):
