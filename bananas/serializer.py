@@ -1,16 +1,16 @@
-"""Serializers turn a job's fields into bytes and back; :class:`JobCodec` wraps them in a versioned envelope.
+"""Serializers turn a job's fields into bytes and back; :class:`JobCodec` wraps them in a versioned frame.
 
 A serializer only sees JSON-compatible mappings (``Job.to_dict()``); the kernel's :class:`JobCodec` adds the job
-model, the envelope and optional signing on top. Serializers are registered by name through
+model, the frame and optional signing on top. Serializers are registered by name through
 ``bananas_register_serializers`` and chosen with ``serializer = "<name>"``.
 
-Every body the codec writes starts with an envelope header that names the serializer, so a worker decodes jobs
+Every body the codec writes starts with a frame header that names the serializer, so a worker decodes jobs
 written by producers configured with any serializer it has installed (a rolling migration from ``json`` to
 ``protobuf`` needs no drained queues)::
 
     offset  size  field
     0       2     magic b"BN"
-    2       1     envelope version (1)
+    2       1     frame version (1)
     3       1     flags: bit 0 = signed; every other bit must be 0
     4       1     n = length of the serializer name (1..64)
     5       n     serializer name, ASCII (letters, digits, "_", "-", ".")
@@ -39,21 +39,21 @@ if TYPE_CHECKING:
     from bananas.registry import Registry
 
 __all__ = [
-    "ENVELOPE_VERSION",
+    "FRAME_VERSION",
     "MAGIC",
-    "EnvelopeHeader",
+    "FrameHeader",
     "JobCodec",
     "Serializer",
     "SerializerSpec",
     "SignatureError",
-    "pack_envelope",
-    "read_envelope",
+    "pack_frame",
+    "read_frame",
 ]
 
 MAGIC = b"BN"
 """The first two bytes of every encoded job and result."""
-ENVELOPE_VERSION = 1
-"""The envelope version this kernel writes and the newest it reads."""
+FRAME_VERSION = 1
+"""The frame version this kernel writes and the newest it reads."""
 FLAG_SIGNED = 0x01
 _KNOWN_FLAGS = FLAG_SIGNED
 _TAG_SIZE = hashlib.sha256().digest_size
@@ -67,7 +67,7 @@ class Serializer(Protocol):
 
     Implementations must never execute code while decoding (no pickle), and must raise
     :class:`bananas.errors.SerializationError` for any bytes they cannot decode. They see only the body: the
-    envelope header is the codec's business. A job's mapping may hold keys that this version's job model does not
+    frame header is the codec's business. A job's mapping may hold keys that this version's job model does not
     know (fields a newer producer wrote, see :attr:`bananas.job.Job.extra`) or lack optional ones (an older
     producer): a serializer must write and read back every key it is given, with its value, and never require one.
     """
@@ -87,7 +87,7 @@ class Serializer(Protocol):
 class SerializerSpec:
     """What a plugin registers: a name and a factory that builds the serializer.
 
-    The name is written into every envelope, so it must be stable, ASCII (letters, digits, ``_``, ``-``, ``.``)
+    The name is written into every frame, so it must be stable, ASCII (letters, digits, ``_``, ``-``, ``.``)
     and at most 64 characters.
     """
 
@@ -102,11 +102,11 @@ class SignatureError(SerializationError):
 
 
 @attrs.frozen
-class EnvelopeHeader:
-    """The parsed header of an enveloped body.
+class FrameHeader:
+    """The parsed header of an framed body.
 
     Attributes:
-        version: The envelope version (1).
+        version: The frame version (1).
         serializer: The name of the serializer that wrote the body.
         signed: Whether a tag follows the name.
         tag: The HMAC-SHA256 tag, or ``b""``.
@@ -126,60 +126,60 @@ def _check_name(name: str) -> bytes:
     raw = name.encode("ascii", "replace")
     if not _NAME.fullmatch(raw):
         raise SerializationError(
-            f"serializer name {name!r} cannot go into an envelope: use 1 to {_MAX_NAME} ASCII letters, digits, "
+            f"serializer name {name!r} cannot go into a frame: use 1 to {_MAX_NAME} ASCII letters, digits, "
             "'_', '-' or '.'"
         )
     return raw
 
 
-def pack_envelope(serializer: str, body: bytes, *, key: bytes | None = None) -> bytes:
-    """Prefix ``body`` with the envelope header naming ``serializer``; sign it with ``key`` when given."""
+def pack_frame(serializer: str, body: bytes, *, key: bytes | None = None) -> bytes:
+    """Prefix ``body`` with the frame header naming ``serializer``; sign it with ``key`` when given."""
     raw = _check_name(serializer)
     flags = FLAG_SIGNED if key is not None else 0
-    head = MAGIC + bytes((ENVELOPE_VERSION, flags, len(raw))) + raw
+    head = MAGIC + bytes((FRAME_VERSION, flags, len(raw))) + raw
     if key is None:
         return head + body
     return head + _tag(key, head, body) + body
 
 
-def read_envelope(data: bytes) -> EnvelopeHeader:
+def read_frame(data: bytes) -> FrameHeader:
     """Parse and check the header of ``data``; raise ``SerializationError`` naming what is wrong."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise SerializationError(f"a job body must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if data[:2] != MAGIC:
         raise SerializationError(
-            "not a Bananas job envelope: the body does not start with b'BN' (written by something other than a "
+            "not a Bananas job frame: the body does not start with b'BN' (written by something other than a "
             "Bananas producer?)",
             data,
         )
     if len(data) < 5:
-        raise SerializationError("truncated envelope header", data)
+        raise SerializationError("truncated frame header", data)
     version, flags, size = data[2], data[3], data[4]
-    if version > ENVELOPE_VERSION:
+    if version > FRAME_VERSION:
         raise SerializationError(
-            f"envelope version {version} is newer than this Bananas reads (up to {ENVELOPE_VERSION}); upgrade "
+            f"frame version {version} is newer than this Bananas reads (up to {FRAME_VERSION}); upgrade "
             "bananas here",
             data,
         )
     if version < 1:
-        raise SerializationError(f"unknown envelope version {version}", data)
+        raise SerializationError(f"unknown frame version {version}", data)
     if flags & ~_KNOWN_FLAGS:
         raise SerializationError(
-            f"unknown envelope flags 0x{flags:02x} (written by a newer Bananas?); this version knows 0x01 (signed)",
+            f"unknown frame flags 0x{flags:02x} (written by a newer Bananas?); this version knows 0x01 (signed)",
             data,
         )
     end = 5 + size
     raw = data[5:end]
     if size == 0 or len(raw) < size:
-        raise SerializationError("truncated envelope header: the serializer name is cut off", data)
+        raise SerializationError("truncated frame header: the serializer name is cut off", data)
     if not _NAME.fullmatch(raw):
-        raise SerializationError(f"invalid serializer name in the envelope: {raw!r}", data)
+        raise SerializationError(f"invalid serializer name in the frame: {raw!r}", data)
     signed = bool(flags & FLAG_SIGNED)
     tag = data[end : end + _TAG_SIZE] if signed else b""
     if signed and len(tag) < _TAG_SIZE:
-        raise SerializationError("truncated envelope header: the signature is cut off", data)
-    return EnvelopeHeader(
+        raise SerializationError("truncated frame header: the signature is cut off", data)
+    return FrameHeader(
         version=version,
         serializer=raw.decode("ascii"),
         signed=signed,
@@ -208,9 +208,9 @@ def _keys(values: Iterable[str | bytes]) -> tuple[bytes, ...]:
 
 @attrs.define(eq=False)
 class JobCodec:
-    """Job ↔ enveloped bytes; every failure becomes ``SerializationError``.
+    """Job ↔ framed bytes; every failure becomes ``SerializationError``.
 
-    ``serializer`` writes every body. Reading dispatches on the envelope's serializer name: the codec's own
+    ``serializer`` writes every body. Reading dispatches on the frame's serializer name: the codec's own
     serializer, else one built from ``registry`` (every serializer installed in the app), so jobs written by
     producers configured with another installed serializer decode too.
 
@@ -238,7 +238,7 @@ class JobCodec:
     def __attrs_post_init__(self) -> None:
         raw = _check_name(self.serializer.name)
         self._readers[self.serializer.name] = self.serializer
-        self._heads[(self.serializer.name, False)] = MAGIC + bytes((ENVELOPE_VERSION, 0, len(raw))) + raw
+        self._heads[(self.serializer.name, False)] = MAGIC + bytes((FRAME_VERSION, 0, len(raw))) + raw
 
     @classmethod
     def from_settings(cls, registry: Registry[SerializerSpec], settings: Settings) -> JobCodec:
@@ -254,7 +254,7 @@ class JobCodec:
     @property
     def name(self) -> str:
         """The configured serializer's name: with :meth:`dumps` and :meth:`loads`, a codec is itself a
-        :class:`Serializer` whose bodies are enveloped (and signed), e.g. for stored results."""
+        :class:`Serializer` whose bodies are framed (and signed), e.g. for stored results."""
         return self.serializer.name
 
     @property
@@ -264,7 +264,7 @@ class JobCodec:
 
     # -- mappings (job fields, results) ----------------------------------------------------------------------
     def dumps(self, data: Mapping[str, Any], *, job_id: str | None = None) -> bytes:
-        """Encode any JSON-compatible mapping (a result, say) with the configured serializer, in an envelope."""
+        """Encode any JSON-compatible mapping (a result, say) with the configured serializer, in a frame."""
         try:
             body = self.serializer.dumps(data)
         except SerializationError as exc:
@@ -282,14 +282,14 @@ class JobCodec:
         head = self._heads.get((name, key is not None))
         if head is None:  # the header only depends on the name and the flags: checked and built once
             raw = _check_name(name)
-            head = MAGIC + bytes((ENVELOPE_VERSION, FLAG_SIGNED if key is not None else 0, len(raw))) + raw
+            head = MAGIC + bytes((FRAME_VERSION, FLAG_SIGNED if key is not None else 0, len(raw))) + raw
             self._heads[(name, key is not None)] = head
         if key is None:
             return head + body
         return head + _tag(key, head, body) + body
 
     def loads(self, data: bytes, *, require_signature: bool = False) -> dict[str, Any]:
-        """Decode an enveloped mapping written by any installed serializer.
+        """Decode an framed mapping written by any installed serializer.
 
         Signed bodies are verified whenever this codec has keys; unsigned ones are accepted unless
         ``require_signature`` (results written by a worker that has no key yet still read). :meth:`decode`
@@ -301,7 +301,7 @@ class JobCodec:
             # name): nothing in it needs checking or verifying, so go straight to the body.
             reader, body, name = self.serializer, data[len(plain) :], self.serializer.name
         else:
-            head = read_envelope(data)
+            head = read_frame(data)
             view = memoryview(data)[head.body_offset :]
             self._verify(head, view, data, self.signing if require_signature is None else require_signature)
             reader, body, name = self._reader(head.serializer, data), bytes(view), head.serializer
@@ -319,7 +319,7 @@ class JobCodec:
 
     # -- jobs ------------------------------------------------------------------------------------------------
     def encode(self, job: Job) -> bytes:
-        """The job's fields, enveloped (and signed when a key is set): :meth:`Job.to_dict`, so the fields this
+        """The job's fields, framed (and signed when a key is set): :meth:`Job.to_dict`, so the fields this
         version does not know (:attr:`Job.extra`) are written back as they were read."""
         return self.dumps(job.to_dict(), job_id=job.id)
 
@@ -338,7 +338,7 @@ class JobCodec:
             raise SerializationError(f"malformed job: {exc}", data, job_id) from exc
 
     # -- internals -------------------------------------------------------------------------------------------
-    def _verify(self, head: EnvelopeHeader, body: memoryview, data: bytes, required: bool) -> None:
+    def _verify(self, head: FrameHeader, body: memoryview, data: bytes, required: bool) -> None:
         keys = (self.signing_key, *self.old_signing_keys) if self.signing_key is not None else self.old_signing_keys
         if not head.signed:
             if required:

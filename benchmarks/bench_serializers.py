@@ -2,7 +2,7 @@
 
     python benchmarks/bench_serializers.py [--repeat 7] [--markdown]
 
-Each row goes through the kernel's ``JobCodec`` (envelope included), so it is what a producer and a worker pay per
+Each row goes through the kernel's ``JobCodec`` (frame included), so it is what a producer and a worker pay per
 job: ``encode`` is ``codec.encode(job)``, ``decode`` is ``codec.decode(body)``, ``bytes`` is the stored body. The
 payload is a list of user-like records (ints, floats, short strings, booleans, a nested list), grown until its
 compact JSON is about the target size. Times are the best of ``--repeat`` runs of ``timeit``'s auto-ranged loop,

@@ -12,7 +12,7 @@ import pytest
 
 from bananas import Bananas, Status
 from bananas.broker import Envelope
-from bananas.serializer import pack_envelope
+from bananas.serializer import pack_frame
 
 SERIALIZERS = {"json": None, "orjson": "bananas_json", "msgpack": "bananas_msgpack", "protobuf": "bananas_protobuf"}
 NEWER = {
@@ -24,7 +24,7 @@ NEWER = {
 
 
 def newer_body(app: Bananas, serializer: str, job_id: str, name: str, payload: dict[str, Any], retries: int) -> bytes:
-    """The body a newer producer writes: every field this version knows, then its own, in this app's envelope."""
+    """The body a newer producer writes: every field this version knows, then its own, in this app's frame."""
     now = time.time()
     fields = {
         "name": name,
@@ -46,7 +46,7 @@ def newer_body(app: Bananas, serializer: str, job_id: str, name: str, payload: d
         "finished_at": None,
         **NEWER,
     }
-    return pack_envelope(serializer, app.plugins.serializers.get(serializer).factory().dumps(fields))
+    return pack_frame(serializer, app.plugins.serializers.get(serializer).factory().dumps(fields))
 
 
 def put_raw(app: Bananas, job_id: str, body: bytes) -> None:
@@ -115,7 +115,7 @@ def test_an_older_producers_job_with_only_the_required_fields_runs_with_defaults
     app = make_app()
     ran: list[str] = []
     app.job("ping")(lambda: ran.append("pong"))
-    put_raw(app, "ping-1", pack_envelope("json", b'{"name":"ping","id":"ping-1"}'))
+    put_raw(app, "ping-1", pack_frame("json", b'{"name":"ping","id":"ping-1"}'))
     # When a worker runs it, then the handler ran and the job completed with the defaults filled in
     run_worker(app)
     wait_for(lambda: app.get_job("ping-1").status is Status.COMPLETED)
@@ -130,7 +130,7 @@ def test_a_job_without_an_id_is_dead_lettered_as_malformed(
     # Given a body that lacks a required field
     app = make_app()
     app.job("ping")(lambda: None)
-    put_raw(app, "no-id-1", pack_envelope("json", b'{"name":"ping"}'))
+    put_raw(app, "no-id-1", pack_frame("json", b'{"name":"ping"}'))
     run_worker(app)
     # Then the worker dead-letters it with a reason that names the missing field
 

@@ -92,7 +92,7 @@ def test_malformed_and_unhandled_jobs_notify_dead_observers(make_app, run_worker
     # Then both went to bananas_job_dead with their reason; the malformed one with a placeholder job
     dead = {job.id: (job, reason) for job, reason in recorder.of("dead")}
     placeholder, reason = dead["bad-1"]
-    assert reason.startswith("malformed job: not a Bananas job envelope")
+    assert reason.startswith("malformed job: not a Bananas job frame")
     assert (placeholder.name, placeholder.queue, placeholder.payload, placeholder.attempts) == (
         MALFORMED_JOB_NAME, "normal", {}, 0)
     assert placeholder.status.value == "dead" and placeholder.last_error == reason

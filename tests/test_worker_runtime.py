@@ -132,7 +132,7 @@ def test_malformed_body_goes_to_dead_letters_at_once(make_app, run_worker, wait_
     assert done.wait(10)
     wait_for(lambda: len(dead_letters(app)) == 1)
     [letter] = dead_letters(app)
-    assert letter.id == "bad-1" and letter.reason.startswith("malformed job: not a Bananas job envelope")
+    assert letter.id == "bad-1" and letter.reason.startswith("malformed job: not a Bananas job frame")
 
 
 def test_unknown_job_name_is_dead_lettered_not_lost(make_app, run_worker, wait_for) -> None:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from bananas.errors import SerializationError
 from bananas.job import JOB_FIELDS, REQUIRED_FIELDS, Job, Priority, Status
-from bananas.serializer import JobCodec, Serializer, pack_envelope
+from bananas.serializer import JobCodec, Serializer, pack_frame
 
 __all__ = [
     "SerializerConformance",
@@ -158,10 +158,10 @@ class SerializerConformance:
         else:
             assert actual == expected
 
-    def test_satisfies_the_protocol_and_has_an_envelope_name(self) -> None:
+    def test_satisfies_the_protocol_and_has_a_frame_name(self) -> None:
         serializer = self.make()
         assert isinstance(serializer, Serializer)
-        assert pack_envelope(serializer.name, b"")[:2] == b"BN"
+        assert pack_frame(serializer.name, b"")[:2] == b"BN"
 
     @_SETTINGS
     @given(data=payloads)
@@ -185,7 +185,7 @@ class SerializerConformance:
 
     @_SETTINGS
     @given(job=jobs)
-    def test_jobs_round_trip_through_the_codec_envelope(self, job: Job) -> None:
+    def test_jobs_round_trip_through_the_codec_frame(self, job: Job) -> None:
         codec = JobCodec(self.make())
         body = codec.encode(job)
         assert body.startswith(b"BN\x01\x00")
@@ -237,10 +237,10 @@ class SerializerConformance:
 
     @_SETTINGS
     @given(garbage=st.binary(max_size=512))
-    def test_garbage_inside_a_valid_envelope_raises_only_serialization_error(self, garbage: bytes) -> None:
+    def test_garbage_inside_a_valid_frame_raises_only_serialization_error(self, garbage: bytes) -> None:
         codec = JobCodec(self.make())
         try:
-            assert isinstance(codec.decode(pack_envelope(codec.serializer.name, garbage)), Job)
+            assert isinstance(codec.decode(pack_frame(codec.serializer.name, garbage)), Job)
         except SerializationError:
             pass
 

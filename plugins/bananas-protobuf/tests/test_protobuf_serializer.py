@@ -8,7 +8,7 @@ from bananas_protobuf import UNKNOWN_FIELDS_KEY, ProtobufSerializer, job_pb2
 from bananas.builtin.json_serializer import JsonSerializer
 from bananas.errors import SerializationError
 from bananas.job import Job, Priority, Status
-from bananas.serializer import JobCodec, read_envelope
+from bananas.serializer import JobCodec, read_frame
 from bananas.testing.serializers import SerializerConformance, worker_reencodes
 
 
@@ -130,7 +130,7 @@ def test_fields_of_a_newer_job_proto_survive_a_retry_and_the_dead_letter() -> No
     # And every re-encode (two retries, the dead letter) writes the field back as the same protobuf field
     statuses = []
     for written in worker_reencodes(codec, body):
-        message = job_pb2.Body.FromString(written[read_envelope(written).body_offset :])
+        message = job_pb2.Body.FromString(written[read_frame(written).body_offset :])
         assert message.job.SerializeToString().endswith(NEWER_FIELD)
         assert message.job.extra == b'{"region":"eu"}'
         statuses.append(message.job.status)

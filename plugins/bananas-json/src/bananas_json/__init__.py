@@ -1,6 +1,6 @@
 """``serializer = "orjson"``: compact UTF-8 JSON through orjson (Rust), a faster twin of the built-in ``json``.
 
-The bytes are plain JSON, but the envelope names ``orjson``, so every worker that reads them needs this package
+The bytes are plain JSON, but the frame names ``orjson``, so every worker that reads them needs this package
 installed (``docs/SERIALIZERS.md`` explains why it does not replace the kernel's ``json``). Differences from the
 built-in serializer, all from orjson: integers must fit in 64 bits (signed or unsigned) when writing; on reading,
 larger integers become floats; NaN and ±Infinity are written as ``null`` instead of being refused; ``datetime``,

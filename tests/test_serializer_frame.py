@@ -1,4 +1,4 @@
-"""The job envelope: header, dispatch to any installed serializer, signing, size limit, and the worker with each
+"""The job frame: header, dispatch to any installed serializer, signing, size limit, and the worker with each
 serializer (issue 5)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bananas.builtin.json_serializer import JsonSerializer
 from bananas.config import load_settings
 from bananas.errors import SerializationError
 from bananas.job import Job
-from bananas.serializer import JobCodec, SignatureError, pack_envelope, read_envelope
+from bananas.serializer import JobCodec, SignatureError, pack_frame, read_frame
 from bananas.testing.serializers import SerializerConformance, jobs, payloads
 from bananas.worker_mode import PoolPlan, WorkerPlan
 
@@ -103,19 +103,19 @@ def test_every_body_starts_with_magic_version_flags_and_the_serializer_name() ->
     # Then the header is b"BN", version 1, no flags, the name with its length, then the JSON body
     assert body[:9] == b"BN\x01\x00\x04json"
     assert body[9:10] == b"{"
-    head = read_envelope(body)
+    head = read_frame(body)
     assert (head.version, head.serializer, head.signed, head.body_offset) == (1, "json", False, 9)
 
 
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b'{"name":"x"}', "not a Bananas job envelope"),
-        (b"", "not a Bananas job envelope"),
-        (b"BN", "truncated envelope header"),
-        (b"BN\x02\x00\x04json{}", "envelope version 2 is newer than this Bananas reads (up to 1)"),
-        (b"BN\x00\x00\x04json{}", "unknown envelope version 0"),
-        (b"BN\x01\x80\x04json{}", "unknown envelope flags 0x80"),
+        (b'{"name":"x"}', "not a Bananas job frame"),
+        (b"", "not a Bananas job frame"),
+        (b"BN", "truncated frame header"),
+        (b"BN\x02\x00\x04json{}", "frame version 2 is newer than this Bananas reads (up to 1)"),
+        (b"BN\x00\x00\x04json{}", "unknown frame version 0"),
+        (b"BN\x01\x80\x04json{}", "unknown frame flags 0x80"),
         (b"BN\x01\x00\x09json", "the serializer name is cut off"),
         (b"BN\x01\x00\x00{}", "the serializer name is cut off"),
         (b"BN\x01\x00\x04j\xffon{}", "invalid serializer name"),
@@ -136,23 +136,23 @@ def test_an_uninstalled_serializer_names_the_package_to_install() -> None:
     reg = load_plugins(entrypoints=False, env={}).serializers
     json_only = JobCodec(reg.get("json").factory(), reg)
     with pytest.raises(SerializationError, match="pip install bananas-msgpack"):
-        json_only.decode(pack_envelope("msgpack", b"\x80"))
+        json_only.decode(pack_frame("msgpack", b"\x80"))
 
 
 def test_a_codec_without_a_registry_reads_only_its_own_serializer() -> None:
     with pytest.raises(SerializationError, match="this codec reads only 'json'"):
-        JobCodec(JsonSerializer()).decode(pack_envelope("msgpack", b"\x80"))
+        JobCodec(JsonSerializer()).decode(pack_frame("msgpack", b"\x80"))
 
 
-def test_serializer_names_must_fit_the_envelope() -> None:
-    with pytest.raises(SerializationError, match="cannot go into an envelope"):
-        pack_envelope("no spaces", b"")
-    with pytest.raises(SerializationError, match="cannot go into an envelope"):
-        pack_envelope("x" * 65, b"")
+def test_serializer_names_must_fit_the_frame() -> None:
+    with pytest.raises(SerializationError, match="cannot go into a frame"):
+        pack_frame("no spaces", b"")
+    with pytest.raises(SerializationError, match="cannot go into a frame"):
+        pack_frame("x" * 65, b"")
 
 
-def test_a_malformed_job_inside_a_valid_envelope_carries_its_id() -> None:
-    body = pack_envelope("json", b'{"id":"j-9","name":"x","attempts":-1}')
+def test_a_malformed_job_inside_a_valid_frame_carries_its_id() -> None:
+    body = pack_frame("json", b'{"id":"j-9","name":"x","attempts":-1}')
     with pytest.raises(SerializationError) as err:
         codec("json").decode(body)
     assert err.value.job_id == "j-9" and err.value.reason.startswith("malformed job: attempts")
@@ -169,7 +169,7 @@ def test_a_codec_reads_jobs_written_with_any_installed_serializer(writer: str, r
     decoded = codec(reader).decode(codec(writer).encode(job))
     # Then it is the same job, and the worker's own writes use its serializer
     assert decoded == job
-    assert read_envelope(codec(reader).encode(decoded)).serializer == reader
+    assert read_frame(codec(reader).encode(decoded)).serializer == reader
 
 
 @pytest.mark.parametrize("name", SERIALIZERS)
@@ -188,11 +188,11 @@ def test_results_round_trip_across_serializers_through_dumps_and_loads(name: str
 def test_garbage_bytes_never_raise_anything_but_serialization_error(name: str, garbage: bytes) -> None:
     _need(name)
     reader = codec(name, signing_key="k")
-    for body in (garbage, b"BN" + garbage, b"BN\x01" + garbage, pack_envelope(name, garbage)):
+    for body in (garbage, b"BN" + garbage, b"BN\x01" + garbage, pack_frame(name, garbage)):
         with pytest.raises(SerializationError):
             reader.decode(body)  # signed codec: nothing unsigned passes, but every failure is SerializationError
     plain = codec(name)
-    for body in (garbage, b"BN\x01\x00" + garbage, pack_envelope(name, garbage)):
+    for body in (garbage, b"BN\x01\x00" + garbage, pack_frame(name, garbage)):
         try:
             assert isinstance(plain.decode(body), Job)
         except SerializationError:
@@ -201,7 +201,7 @@ def test_garbage_bytes_never_raise_anything_but_serialization_error(name: str, g
 
 def test_deeply_nested_json_raises_serialization_error() -> None:
     with pytest.raises(SerializationError, match="invalid JSON"):
-        codec("json").decode(pack_envelope("json", b'{"a":' + b"[" * 100_000))
+        codec("json").decode(pack_frame("json", b'{"a":' + b"[" * 100_000))
 
 
 @pytest.mark.parametrize("text", [b'{"a":NaN}', b'{"a":Infinity}', b'{"a":1e999}', b'{"a":"\xff"}'])
@@ -215,7 +215,7 @@ def test_signed_bodies_round_trip_and_carry_a_tag() -> None:
     signer = codec("json", signing_key="s3cret")
     job = Job(name="x")
     body = signer.encode(job)
-    assert body[3] == 0x01 and read_envelope(body).signed and len(read_envelope(body).tag) == 32
+    assert body[3] == 0x01 and read_frame(body).signed and len(read_frame(body).tag) == 32
     assert signer.decode(body) == job
 
 
@@ -338,7 +338,7 @@ def test_the_worker_runs_retries_and_dead_letters_with_each_serializer(
     wait_for(lambda: app.get_job(dead.id).status is Status.DEAD)
     [letter] = dead_letters(app)
     assert letter.reason == "failed after 1 attempt(s): ValueError: never works"
-    assert read_envelope(letter.body).serializer == name
+    assert read_frame(letter.body).serializer == name
 
 
 @pytest.mark.parametrize(("writer", "reader"), [("json", "protobuf"), ("protobuf", "json"), ("msgpack", "json")])
