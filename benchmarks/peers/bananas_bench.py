@@ -3,16 +3,19 @@
 the run, leases renewed by a heartbeat, job records kept 24 h).
 
 Run it next to the other ``<lib>_bench.py`` files (the harness lives in ``$BENCH_PEERS``, default
-``/work/shared/bench/peers``), with a redis-server on the harness's port (6399, no persistence)::
+``../shared/bench/peers`` beside the repository), with a redis-server on the harness's port (6399, no persistence)::
 
     BENCH_N=20000 BENCH_RUNS=1 .venv/bin/python benchmarks/peers/bananas_bench.py --variant thin
 """
 
 import os
 import sys
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEERS = os.environ.get("BENCH_PEERS", "/work/shared/bench/peers")
+PEERS = os.environ.get(
+    "BENCH_PEERS", str(Path(__file__).resolve().parents[3] / "shared" / "bench" / "peers")
+)  # ../shared beside the repository
 sys.path[:0] = [HERE, PEERS]
 
 import bananas_tasks  # noqa: E402

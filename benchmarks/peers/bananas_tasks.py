@@ -1,6 +1,6 @@
-"""Bananas app for the peers' harness (``/work/shared/bench/peers/common.py``): Redis broker on the harness's port,
-async no-op and latency jobs (one ``INCR`` / ``RPUSH`` each on an async client, like the other async peers), no
-result backend. The worker runs it as ``bananas worker --app bananas_tasks``."""
+"""Bananas app for the peers' harness (``../shared/bench/peers/common.py`` beside the repository): Redis broker on
+the harness's port, async no-op and latency jobs (one ``INCR`` / ``RPUSH`` each on an async client, like the other
+async peers), no result backend. The worker runs it as ``bananas worker --app bananas_tasks``."""
 
 import os
 
