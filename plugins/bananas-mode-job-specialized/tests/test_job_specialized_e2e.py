@@ -11,6 +11,7 @@ from bananas_redis.e2e import (
     IO,
     PRIORITIES,
     ROUTED_TOML,
+    check_unknown_mode,
     deliveries,
     depths,
     dry_run,
@@ -136,9 +137,4 @@ def test_job_specialized_without_routes_is_a_one_line_error(app_dir):
 
 
 def test_unknown_mode_lists_this_plugins_mode_with_the_built_in_ones(app_dir):
-    result = dry_run(
-        app_dir,
-        {"WORKER_MODE": "turbo", "BANANAS_LOAD_PLUGINS": "bananas-mode-job-specialized", "BANANAS_BROKER": "memory://"},
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip() == "Error: no worker mode named 'turbo'; installed: default, job-specialized, thin"
+    check_unknown_mode(app_dir, "bananas-mode-job-specialized", "job-specialized")

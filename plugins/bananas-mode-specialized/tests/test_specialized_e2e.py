@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from bananas_redis.e2e import (
     TYPES,
+    check_guide_plan,
+    check_unknown_mode,
     depths,
-    dry_run,
     once_each,
-    plan_pools,
     wait_until,
 )
 
@@ -70,17 +68,8 @@ GUIDE_PLANS = [
 
 @pytest.mark.parametrize(("env", "scheduler", "pools"), GUIDE_PLANS, ids=[e["WORKER_MODE"] for e, _, _ in GUIDE_PLANS])
 def test_dry_run_prints_the_plan_of_the_guides_configuration(app_dir, env, scheduler, pools):
-    result = dry_run(app_dir, env)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["mode"] == env["WORKER_MODE"]
-    assert json.loads(result.stdout)["scheduler"] is scheduler
-    assert plan_pools(result.stdout) == pools
+    check_guide_plan(app_dir, env, scheduler, pools)
 
 
 def test_unknown_mode_lists_this_plugins_mode_with_the_built_in_ones(app_dir):
-    result = dry_run(
-        app_dir,
-        {"WORKER_MODE": "turbo", "BANANAS_LOAD_PLUGINS": "bananas-mode-specialized", "BANANAS_BROKER": "memory://"},
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip() == "Error: no worker mode named 'turbo'; installed: default, specialized, thin"
+    check_unknown_mode(app_dir, "bananas-mode-specialized", "specialized")

@@ -17,12 +17,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from bananas_redis.e2e import clean_env, wait_until
 from bananas_redis.testing import RedisServer, find_redis_servers
 
 from bananas import Bananas, JobFailed, Status
@@ -32,7 +33,6 @@ PLUGINS = {
 }
 """The entry points these tests need; the other installed plugins stay out (hermetic workers and producer)."""
 
-CLEAN_ENV = ("BANANAS_", "WORKER_", "REDIS_", "LOG_", "ENABLE_SCHEDULER", "SCHEDULER_", "SHUTDOWN_", "JOB_", "MAX_")
 
 APP = textwrap.dedent(
     '''
@@ -114,21 +114,6 @@ APP = textwrap.dedent(
         raise ERRORS[error](error + " from " + key)
     '''
 )
-
-
-def _clean_env() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if not key.startswith(CLEAN_ENV)}
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs()}")
-        time.sleep(0.02)
 
 
 class Events:
@@ -234,7 +219,7 @@ class Harness:
 
     def start(self, name: str, **env: str) -> Proc:
         full = {
-            **_clean_env(),
+            **clean_env(),
             **PLUGINS,
             "BANANAS_BROKER": self.url,
             "BANANAS_RESULT_BACKEND": self.url,

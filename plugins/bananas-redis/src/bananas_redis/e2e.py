@@ -30,7 +30,7 @@ from bananas_redis.testing import RedisServer, find_redis_servers
 
 __all__ = ["APP", "CPU", "IO", "PRIORITIES", "ROUTED_TOML", "TYPES", "Fleet", "deliveries", "depths", "dry_run"]
 __all__ += ["e2e_fleet", "e2e_producer", "e2e_server", "enqueue_mix", "no_dead_letters", "once_each", "plan_pools"]
-__all__ += ["clean_env", "wait_until", "write_app"]
+__all__ += ["check_guide_plan", "check_unknown_mode", "clean_env", "wait_until", "write_app"]
 
 APP = '''
 """The e2e app: one handler per job type of the guide, and a recorder of every job start."""
@@ -289,3 +289,21 @@ def e2e_producer(fleet: Fleet) -> Iterator[Callable[[], Bananas]]:
     finally:
         for app in apps:
             app.close()
+
+
+def check_guide_plan(root: Path, env: dict[str, str], scheduler: bool, pools: list[tuple[str, int, list[str]]]) -> None:
+    """``bananas worker --dry-run`` with ``env`` prints the mode, the scheduler flag and exactly ``pools``."""
+    result = dry_run(root, env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mode"] == env["WORKER_MODE"]
+    assert json.loads(result.stdout)["scheduler"] is scheduler
+    assert plan_pools(result.stdout) == pools
+
+
+def check_unknown_mode(root: Path, distribution: str, mode: str) -> None:
+    """With only ``distribution`` loaded, an unknown mode is one line listing its ``mode`` beside the built-ins."""
+    env = {"WORKER_MODE": "turbo", "BANANAS_LOAD_PLUGINS": distribution, "BANANAS_BROKER": "memory://"}
+    result = dry_run(root, env)
+    assert result.returncode == 2
+    installed = ", ".join(sorted(("default", "thin", mode)))
+    assert result.stderr.strip() == f"Error: no worker mode named 'turbo'; installed: {installed}"
