@@ -12,7 +12,8 @@ Grouped by what a plugin does:
 * brokers: the :class:`Broker` protocol, its optional capabilities (``Supports…``), options and the records it
   hands out;
 * result backends: :class:`ResultBackend`, :class:`ResultBackendSpec` and the TTL helpers;
-* log sinks: :class:`LogSinkSpec`, :class:`SinkConfig`;
+* log sinks: :class:`LogSinkSpec`, :class:`SinkConfig` and the one event model (:func:`flat_record`,
+  :func:`json_line`, :data:`CONTEXT_FIELDS`);
 * serializers: :class:`SerializerSpec` and the job model (:class:`Job`, :data:`JOB_FIELDS`);
 * routers and worker modes: :class:`Router`, :class:`RouterSpec`, :class:`PoolPlan`, :class:`WorkerPlan`,
   :class:`WorkerModeSpec` and :class:`Settings` (what a mode reads);
@@ -59,6 +60,7 @@ from bananas.errors import (
 )
 from bananas.hookspecs import hookimpl
 from bananas.job import JOB_FIELDS, Job, Priority, Status
+from bananas.log_record import CONTEXT_FIELDS, FIXED_FIELDS, flat_record, json_line
 from bananas.logsink import LogSinkSpec, SinkConfig
 from bananas.registry import Register
 from bananas.result_backend import (
@@ -75,7 +77,9 @@ from bananas.worker_mode import PoolPlan, WorkerModeSpec, WorkerPlan
 __all__ = [
     "ADMIN",
     "CAPABILITIES",
+    "CONTEXT_FIELDS",
     "DEFAULT_RESULT_TTL",
+    "FIXED_FIELDS",
     "JOB_FIELDS",
     "MAINTENANCE",
     "Bananas",
@@ -123,7 +127,9 @@ __all__ = [
     "WorkerModeSpec",
     "WorkerPlan",
     "capabilities",
+    "flat_record",
     "hookimpl",
+    "json_line",
     "parse_ttl",
     "redact_url",
     "require_admin",

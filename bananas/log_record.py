@@ -1,0 +1,93 @@
+"""One event model for every log tier: a loguru record → a flat JSON-ready dict with the seed's field names.
+
+Every tier (console JSON, file, Elasticsearch, third-party sinks) writes :func:`flat_record` of the loguru record, so
+a query written for one tier works on the others. The fields, in order:
+
+``time`` (RFC 3339, UTC, milliseconds, ``Z``), ``level`` (``DEBUG`` … ``CRITICAL``), ``msg``, ``component``
+(``worker``, ``scheduler``, ``queue``, ``redis``, ``api``, ``cli``), ``log_source`` (``bananas_internal`` for the
+system, ``bananas_job`` for what handlers log), then, when known: ``worker_id`` (the process id, ``host-pid``),
+``pool_id``, ``worker_type`` (the mode), ``job_id``, ``job_name``, ``priority``, ``queue``, ``attempt``,
+``duration_ms``, ``wait_ms``, ``error``, ``traceback``. Any other context bound with ``logger.bind(...)`` follows
+under its own (readable) name. Values that JSON cannot hold become their ``str()``.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback as _traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["CONTEXT_FIELDS", "FIXED_FIELDS", "flat_record", "json_line"]
+
+FIXED_FIELDS = ("time", "level", "msg", "component", "log_source")
+"""Fields every record carries."""
+
+CONTEXT_FIELDS = (
+    "worker_id",
+    "pool_id",
+    "worker_type",
+    "job_id",
+    "job_name",
+    "priority",
+    "queue",
+    "attempt",
+    "duration_ms",
+    "wait_ms",
+    "error",
+    "traceback",
+)
+"""Fields a record carries when they are known, in this order."""
+
+_INTERNAL = frozenset(FIXED_FIELDS) | frozenset(CONTEXT_FIELDS)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "value") and isinstance(value.value, str):  # enums such as Priority
+        return value.value
+    return str(value)
+
+
+def flat_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat event of a loguru record (``message.record``): the seed's fields first, then other bound context.
+
+    ``component`` defaults to ``worker`` and ``log_source`` to ``bananas_internal``. An exception attached with
+    ``logger.exception`` / ``opt(exception=…)`` fills ``error`` (``Type: message``) and ``traceback`` unless the
+    record already carries them.
+    """
+    extra: Mapping[str, Any] = record.get("extra", {})
+    out: dict[str, Any] = {
+        "time": _iso(record["time"]),
+        "level": record["level"].name,
+        "msg": record["message"],
+        "component": extra.get("component") or "worker",
+        "log_source": extra.get("log_source") or "bananas_internal",
+    }
+    for name in CONTEXT_FIELDS:
+        value = extra.get(name)
+        if value is not None:
+            out[name] = _plain(value)
+    exc = record.get("exception")
+    if exc is not None and exc.type is not None:
+        out.setdefault("error", f"{exc.type.__name__}: {exc.value}")
+        out.setdefault("traceback", "".join(_traceback.format_exception(exc.type, exc.value, exc.traceback)))
+    for name, value in extra.items():
+        if name not in _INTERNAL and not name.startswith("_"):
+            out[name] = _plain(value)
+    return out
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """:func:`flat_record` as one JSON line (no trailing newline)."""
+    return json.dumps(flat_record(record), ensure_ascii=False, separators=(",", ":"), default=str)
