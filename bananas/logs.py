@@ -8,6 +8,7 @@ from loguru import logger
 
 from bananas._manager import Plugins
 from bananas.config import Settings
+from bananas.config_options import plugin_options
 
 __all__ = ["configure_logging"]
 
@@ -37,8 +38,9 @@ def configure_logging(settings: Settings, plugins: Plugins) -> Callable[[], None
         if tier == "console" or not table.get("enabled"):
             continue
         spec = plugins.log_sinks.get(tier)
-        options = dict(table)
-        options["level"] = _level(options.get("level") or settings["logging.level"])
+        options = plugin_options(settings, f"log sink:{tier}", spec)
+        if isinstance(options, dict):
+            options["level"] = _level(options.get("level") or settings["logging.level"])
         sink = spec.factory(options)
         logger.add(sink.sink, level=sink.level, **dict(sink.options))
         if sink.close is not None:

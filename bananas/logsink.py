@@ -33,9 +33,17 @@ class SinkConfig:
 
 @attrs.frozen
 class LogSinkSpec:
-    """A named log tier. ``factory(options)`` gets the tier's config table and returns a :class:`SinkConfig`."""
+    """A named log tier. ``factory(options)`` returns a :class:`SinkConfig`.
+
+    ``options`` is built by the kernel's one options builder (``plugin_options``): without an ``options`` class it
+    is a dict of the tier's table — every key the plugin declared under ``logging.<name>.`` (with
+    ``bananas_register_settings``), defaults filled in, without the prefix — whose ``level`` is already a loguru
+    level name (the tier's own ``level`` when set, else the console's). With an attrs ``options`` class it is an
+    instance of that class built from the same table.
+    """
 
     name: str
-    factory: Callable[[Mapping[str, Any]], SinkConfig] = attrs.field(eq=False)
+    factory: Callable[[Any], SinkConfig] = attrs.field(eq=False)
     summary: str = ""
     default_enabled: bool = False
+    options: type | None = None
