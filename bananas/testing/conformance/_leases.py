@@ -36,7 +36,8 @@ class LeaseChecks(_Base):
         # Then nothing is reaped and the delivery still settles the job
         assert renewed == [True]
         assert reaped == 0
-        assert await self._state(broker, "a") == "running"
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            assert await self._state(broker, "a") == "running"
         assert await broker.ack([d]) == [True]
 
     @pytest.mark.asyncio
@@ -52,7 +53,8 @@ class LeaseChecks(_Base):
 
         # Then nothing is recovered
         assert reaped == 0
-        assert await self._state(broker, "a") == "running"
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            assert await self._state(broker, "a") == "running"
         assert await broker.ack([d]) == [True]
 
     @pytest.mark.asyncio
@@ -67,8 +69,9 @@ class LeaseChecks(_Base):
 
         # Then the job is ready again, ahead of "b", counted as a crash
         assert reaped == 1
-        record = await self._lookup(broker, "a")
-        assert record is not None and (record.state, record.crashes) == ("ready", 1)
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            record = await self._lookup(broker, "a")
+            assert record is not None and (record.state, record.crashes) == ("ready", 1)
         (again,) = await self._fetch(broker, ["q"], 1)
         assert (again.id, again.deliveries, again.crashes) == ("a", 2, 1)
         assert again.token != first.token
@@ -93,9 +96,10 @@ class LeaseChecks(_Base):
 
         # Then each fails and the job is untouched: ready, original body, one crash
         assert results == [[False]] * 5
-        record = await self._lookup(broker, "a")
-        assert record is not None and (record.state, record.body, record.crashes) == ("ready", b"a", 1)
-        assert await self._dead_letters(broker, "q") == []
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            record = await self._lookup(broker, "a")
+            assert record is not None and (record.state, record.body, record.crashes) == ("ready", b"a", 1)
+            assert await self._dead_letters(broker, "q") == []
 
     @pytest.mark.asyncio
     async def test_the_old_token_stays_fenced_after_redelivery(self, broker_factory: MakeBroker) -> None:
@@ -117,7 +121,8 @@ class LeaseChecks(_Base):
 
         # Then the late worker fails and the new one still owns the job
         assert late == [[False]] * 5
-        assert await self._state(broker, "a") == "running"
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            assert await self._state(broker, "a") == "running"
         assert await broker.renew([new]) == [True]
         assert await broker.ack([new]) == [True]
 
@@ -136,11 +141,12 @@ class LeaseChecks(_Base):
 
         # Then it was redelivered twice and is now a crash_loop dead letter, no longer handed out
         assert seen == [(1, 0), (2, 1), (3, 2)]
-        record = await self._lookup(broker, "a")
-        assert record is not None
-        assert (record.state, record.reason, record.crashes) == ("dead", "crash_loop", 3)
-        letters = await self._dead_letters(broker, "q")
-        assert [(x.id, x.reason, x.body) for x in letters] == [("a", "crash_loop", b"a")]
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            record = await self._lookup(broker, "a")
+            assert record is not None
+            assert (record.state, record.reason, record.crashes) == ("dead", "crash_loop", 3)
+            letters = await self._dead_letters(broker, "q")
+            assert [(x.id, x.reason, x.body) for x in letters] == [("a", "crash_loop", b"a")]
         assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
         assert (await broker.depths(["q"]))["q"] == QueueDepth(dead=1)
 
@@ -159,7 +165,8 @@ class LeaseChecks(_Base):
 
         # Then only b is recovered
         assert reaped == 1
-        assert [await self._state(broker, x) for x in "abc"] == ["running", "ready", "running"]
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            assert [await self._state(broker, x) for x in "abc"] == ["running", "ready", "running"]
         assert await broker.renew([a, b, c]) == [True, False, True]
 
     # -- retry -----------------------------------------------------------------------------------------------------
@@ -174,7 +181,8 @@ class LeaseChecks(_Base):
         assert await broker.retry(d, body=b"a-v2", at=clock.now + 60) is True
 
         # Then it is scheduled, not ready, until the clock passes and move_due runs
-        assert await self._state(broker, "a") == "scheduled"
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            assert await self._state(broker, "a") == "scheduled"
         assert (await broker.depths(["q"]))["q"] == QueueDepth(scheduled=1)
         assert await broker.move_due() == 0
         assert await self._fetch(broker, ["q"], 1, timeout=0.05) == []
@@ -210,8 +218,9 @@ class LeaseChecks(_Base):
         await broker.retry(d, body=b"attempt-2", at=clock.now + 10)
 
         # Then the record holds the new body and counts no crash
-        record = await self._lookup(broker, "a")
-        assert record is not None and (record.body, record.crashes) == (b"attempt-2", 0)
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            record = await self._lookup(broker, "a")
+            assert record is not None and (record.body, record.crashes) == (b"attempt-2", 0)
 
     # -- delays ------------------------------------------------------------------------------------------------------
     @pytest.mark.asyncio
@@ -221,7 +230,7 @@ class LeaseChecks(_Base):
         await broker.enqueue([_env("a", eta=clock.now + 30)])
 
         # When time passes in two steps, with move_due after each
-        scheduled = await self._lookup(broker, "a")
+        scheduled = await self._lookup(broker, "a") if self.caps.admin is not None else None
         before = await self._fetch(broker, ["q"], 1, timeout=0.05)
         clock.advance(29)
         moved_early = await broker.move_due()
@@ -229,7 +238,8 @@ class LeaseChecks(_Base):
         moved_late = await broker.move_due()
 
         # Then it is scheduled until its time has come, then ready
-        assert scheduled is not None and (scheduled.state, scheduled.deliveries) == ("scheduled", 0)
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            assert scheduled is not None and (scheduled.state, scheduled.deliveries) == ("scheduled", 0)
         assert before == []
         assert (moved_early, moved_late) == (0, 1)
         assert _ids(await self._fetch(broker, ["q"], 1)) == ["a"]
@@ -241,7 +251,8 @@ class LeaseChecks(_Base):
         await broker.enqueue([_env("a", eta=clock.now - 5)])
 
         # Then it is ready without move_due
-        assert await self._state(broker, "a") == "ready"
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            assert await self._state(broker, "a") == "ready"
         assert _ids(await self._fetch(broker, ["q"], 1)) == ["a"]
 
     @pytest.mark.asyncio
@@ -258,5 +269,6 @@ class LeaseChecks(_Base):
         # Then it moves at most the limit, earliest eta first, and leaves the job not yet due
         assert counts == [1, 2, 2]
         assert _ids(await self._fetch(broker, ["q"], 1)) == ["j0"]
-        assert await self._state(broker, "later") == "scheduled"
+        if self.caps.admin is not None:  # admin reads: checked only on a broker with the admin capability
+            assert await self._state(broker, "later") == "scheduled"
         assert await broker.move_due() == 0
