@@ -176,7 +176,7 @@ class Plugins:
         self.observers.refresh()
 
     def describe(self) -> list[dict[str, Any]]:
-        """One row per plugin: name, distribution, version, hooks and the names it registered."""
+        """One row per plugin: name, distribution, version, hooks, the names it registered and each one's summary."""
         rows = []
         for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda item: item[0]):
             if plugin is None:
@@ -184,7 +184,12 @@ class Plugins:
             dist, ver = self.dists.get(name, (name, ""))
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
             registered = {kind: reg.by_plugin(name) for kind, reg in self.registries().items() if reg.by_plugin(name)}
-            rows.append({"name": name, "distribution": dist, "version": ver, "hooks": hooks, "registered": registered})
+            summaries = {
+                kind: {n: str(getattr(self.registries()[kind].get(n), "summary", "") or "") for n in names}
+                for kind, names in registered.items()
+            }
+            rows.append({"name": name, "distribution": dist, "version": ver, "hooks": hooks, "registered": registered,
+                         "summaries": summaries})
         return rows
 
 

@@ -275,6 +275,10 @@ def plugins(as_json: bool, show_all: bool, hook: str | None) -> None:
         click.echo(f"    hooks: {', '.join(row['hooks']) or '-'}")
         if registered:
             click.echo(f"    registered: {registered}")
+        for kind, names in row["summaries"].items():
+            for name, summary in names.items():
+                if summary:
+                    click.echo(f"      {kind[:-1].replace('_', ' ')} {name}: {summary}")
 
 
 @cli.command()

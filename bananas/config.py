@@ -287,7 +287,8 @@ class Settings:
         return self._tree(redact=redact, jsonable=True)
 
     def explain(self, redact: bool = True, owners: bool = False) -> list[dict[str, Any]]:
-        """Rows ``{"key", "value", "source"}`` (and ``"owner"`` with ``owners=True``) sorted by key."""
+        """Rows ``{"key", "value", "source"}`` sorted by key; with ``owners=True`` also ``"owner"``, the environment
+        variables that set the key (``"env"``, highest precedence first) and its one-line ``"help"``."""
         rows = []
         for key in sorted(self._values):
             row = {
@@ -297,6 +298,9 @@ class Settings:
             }
             if owners:
                 row["owner"] = self.schema.owner(key)
+                spec = self.schema.specs.get(key)
+                row["env"] = list(spec.env) if spec is not None else []
+                row["help"] = spec.help if spec is not None else ""
             rows.append(row)
         return rows
 

@@ -45,5 +45,4 @@ class LogSinkSpec:
     name: str
     factory: Callable[[Any], SinkConfig] = attrs.field(eq=False)
     summary: str = ""
-    default_enabled: bool = False
     options: type | None = None

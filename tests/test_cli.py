@@ -126,7 +126,9 @@ def test_config_json_shows_values_sources_and_redacts_secrets(tmp_path: Path) ->
     rows = {row["key"]: row for row in data["settings"]}
     assert data["config_file"] == "bananas.toml"
     assert rows["worker.concurrency"] == {"key": "worker.concurrency", "value": 14,
-                                          "source": "env BANANAS_WORKER_CONCURRENCY", "owner": "bananas"}
+                                          "source": "env BANANAS_WORKER_CONCURRENCY", "owner": "bananas",
+                                          "env": ["BANANAS_WORKER_CONCURRENCY", "WORKER_CONCURRENCY"],
+                                          "help": "Concurrent job slots of this worker."}
     assert rows["broker"]["value"] == "redis://app:***@cache:6379/0" and rows["broker"]["source"] == "env REDIS_URL"
     assert rows["signing_key"]["value"] == "***"  # the log tiers (LOG_ES_PASSWORD) left the kernel
     assert "s3cret" not in result.stdout and "hunter2" not in result.stdout

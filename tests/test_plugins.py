@@ -161,6 +161,8 @@ def test_plugins_json_lists_distribution_version_hooks_and_names() -> None:
     assert thin["hooks"] == ["bananas_register_worker_modes"] and thin["version"] == memory["version"]
     default = rows["bananas.builtin.default_mode"]
     assert default["distribution"] == "bananas" and default["registered"] == {"worker_modes": ["default"]}
+    # and each registered name carries its spec's one-line summary
+    assert set(thin["summaries"]) == {"worker_modes"} and thin["summaries"]["worker_modes"]["thin"]
 
 
 def test_plugins_lists_the_built_in_modes_with_the_kernel_alone(tmp_path) -> None:
@@ -173,6 +175,7 @@ def test_plugins_lists_the_built_in_modes_with_the_kernel_alone(tmp_path) -> Non
     assert "bananas.builtin.thin_mode  (bananas " in result.stdout
     assert "bananas.builtin.default_mode  (bananas " in result.stdout
     assert "    registered: worker_modes: thin" in blocks and "    registered: worker_modes: default" in blocks
+    assert any(line.startswith("      worker mode thin: ") and len(line) > 26 for line in blocks)
     assert {line.split("  (")[1].split()[0] for line in blocks if line and not line.startswith(" ")} == {"bananas"}
 
 

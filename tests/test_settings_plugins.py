@@ -89,6 +89,11 @@ def test_installed_mode_plugins_declare_and_own_their_keys(tmp_path):
     assert set(s.owner("worker.scheduled_queues").split(", ")) == {"bananas-mode-thin-plus", "bananas-mode-scaled"}
     rows = {row["key"]: row for row in s.explain(owners=True)}
     assert rows["worker.priority_concurrency"]["owner"] == "bananas-mode-thin-plus"
+    # and each row says which variable sets the key and what it means
+    assert "WORKER_CONCURRENCY" in rows["worker.concurrency"]["env"]
+    assert rows["worker.concurrency"]["help"] == "Concurrent job slots of this worker."
+    assert "WORKER_PRIORITY_CONCURRENCY" in rows["worker.priority_concurrency"]["env"]
+    assert rows["worker.priority_concurrency"]["help"]
 
 
 def test_typo_in_a_plugin_key_gets_did_you_mean(tmp_path):
@@ -195,7 +200,10 @@ def test_config_shows_owner_in_text_and_json(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = {row["key"]: row for row in json.loads(result.stdout)["settings"]}
     assert rows["worker.high_count"] == {"key": "worker.high_count", "value": 4, "source": "env WORKER_HIGH_COUNT",
-                                         "owner": "bananas-mode-scaled"}
+                                         "owner": "bananas-mode-scaled",
+                                         "env": ["BANANAS_WORKER_HIGH_COUNT", "WORKER_HIGH_COUNT"],
+                                         "help": rows["worker.high_count"]["help"]}
+    assert "high" in rows["worker.high_count"]["help"].lower()
     text = run_config(tmp_path).stdout
     assert any(line.startswith("worker.high_count") and line.endswith("(default)  [bananas-mode-scaled]")
                for line in text.splitlines())
