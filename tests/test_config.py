@@ -46,25 +46,48 @@ LOG_TIER_KEYS = (
     setting("logging.elasticsearch.num_workers", "int", 2, "Bulk workers.", "LOG_ES_NUM_WORKERS", minimum=1,
             maximum=64),
 )
-"""The 18 log-tier keys that left the kernel, declared here by a stand-in for the future log-tier plugins: the
-environment variables users set today keep working once a plugin declares them."""
+"""The 18 log-tier keys of the seed, as the log-tier plugins declare them."""
 
 
-class LogTiers:
-    """Stand-in for the file and elasticsearch log-tier plugins (not published yet)."""
+_SLOTS = {"minimum": 1, "maximum": 1000}
 
-    __name__ = "log_tiers_stand_in"
+MODE_KEYS = (
+    setting("worker.job_types", "list", (), "Job names this worker runs.", "WORKER_JOB_TYPES"),
+    setting("worker.priority_concurrency", "int", 10, "Slots of the priority pool.", "WORKER_PRIORITY_CONCURRENCY",
+            **_SLOTS),
+    setting("worker.priority_queues", "list", ("high", "normal", "low"), "Queues of the priority pool.",
+            "WORKER_PRIORITY_QUEUES"),
+    setting("worker.scheduled_concurrency", "int", 5, "Slots per scheduled pool.", "WORKER_SCHEDULED_CONCURRENCY",
+            **_SLOTS),
+    setting("worker.scheduled_queues", "list", ("scheduled",), "Queues of the scheduled pool.",
+            "WORKER_SCHEDULED_QUEUES"),
+    setting("worker.high_concurrency", "int", 10, "Slots per high pool.", "WORKER_HIGH_CONCURRENCY", **_SLOTS),
+    setting("worker.normal_concurrency", "int", 10, "Slots per normal pool.", "WORKER_NORMAL_CONCURRENCY", **_SLOTS),
+    setting("worker.low_concurrency", "int", 5, "Slots per low pool.", "WORKER_LOW_CONCURRENCY", **_SLOTS),
+    setting("worker.high_count", "int", 3, "Number of high pools.", "WORKER_HIGH_COUNT", minimum=0),
+    setting("worker.normal_count", "int", 2, "Number of normal pools.", "WORKER_NORMAL_COUNT", minimum=0),
+    setting("worker.low_count", "int", 1, "Number of low pools.", "WORKER_LOW_COUNT", minimum=0),
+    setting("worker.scheduled_count", "int", 1, "Number of scheduled pools.", "WORKER_SCHEDULED_COUNT", minimum=0),
+)
+"""The seed's mode keys as the mode plugins declare them (their own tests check the real declarations)."""
+
+
+class PluginKeys:
+    """Stand-in for the plugins that declare the seed's mode and log-tier keys, so these kernel tests check the
+    settings machinery with the seed's names whatever is installed (each plugin's tests check its own keys)."""
+
+    __name__ = "plugin_keys_stand_in"
 
     @hookimpl
     def bananas_register_settings(self, register):
-        for spec in LOG_TIER_KEYS:
+        for spec in (*MODE_KEYS, *LOG_TIER_KEYS):
             register(spec)
 
 
-PLUGINS = load_plugins(plugins=[LogTiers()], env={})
-"""Built-ins, the installed plugins (the mode plugins declare their keys) and the log-tier stand-in."""
+PLUGINS = load_plugins(plugins=[PluginKeys()], entrypoints=False, env={})
+"""The built-ins and the stand-in only: hermetic, the same with the kernel alone or with every plugin installed."""
 ALL_KEYS = list(Schema.of(PLUGINS).specs.values())
-"""Every key: the kernel's, the installed plugins' and the stand-in's."""
+"""Every key: the kernel's and the stand-in's."""
 
 
 def load(tmp_path: Path, env: dict[str, str] | None = None, **kwargs) -> Settings:
