@@ -116,7 +116,7 @@ def test_worker_flags_win_over_env(tmp_path: Path) -> None:
 def test_config_json_shows_values_sources_and_redacts_secrets(tmp_path: Path) -> None:
     # Given a file, env vars and a secret in a URL
     (tmp_path / "bananas.toml").write_text('[worker]\nconcurrency = 12\n')
-    env = {"REDIS_URL": "redis://app:s3cret@cache:6379/0", "BANANAS_WORKER_CONCURRENCY": "14",
+    env = {"BANANAS_BROKER": "memory://app:s3cret@cache:6379/0", "BANANAS_WORKER_CONCURRENCY": "14",
            "WORKER_CONCURRENCY": "13", "BANANAS_SIGNING_KEY": "hunter2"}
     # When `bananas config --json` runs
     result = run("config", "--json", cwd=tmp_path, env=env)
@@ -129,13 +129,14 @@ def test_config_json_shows_values_sources_and_redacts_secrets(tmp_path: Path) ->
                                           "source": "env BANANAS_WORKER_CONCURRENCY", "owner": "bananas",
                                           "env": ["BANANAS_WORKER_CONCURRENCY", "WORKER_CONCURRENCY"],
                                           "help": "Concurrent job slots of this worker."}
-    assert rows["broker"]["value"] == "redis://app:***@cache:6379/0" and rows["broker"]["source"] == "env REDIS_URL"
+    assert rows["broker"]["value"] == "memory://app:***@cache:6379/0"
+    assert rows["broker"]["source"] == "env BANANAS_BROKER"
     assert rows["signing_key"]["value"] == "***"  # the log tiers (LOG_ES_PASSWORD) left the kernel
     assert "s3cret" not in result.stdout and "hunter2" not in result.stdout
 
 
 def test_config_text_output(tmp_path: Path) -> None:
-    result = run("config", cwd=tmp_path)
+    result = run("config", cwd=tmp_path, env={"BANANAS_BROKER": "memory://"})
     assert result.returncode == 0
     assert "worker.concurrency" in result.stdout and "(default)" in result.stdout
 

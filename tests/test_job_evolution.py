@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 
 from bananas import Bananas, Status
+from bananas._manager import load_plugins
 from bananas.broker import Envelope
 from bananas.serializer import pack_frame
 
-SERIALIZERS = {"json": None, "orjson": "bananas_json", "msgpack": "bananas_msgpack", "protobuf": "bananas_protobuf"}
+SERIALIZERS = ("json", "orjson", "msgpack", "protobuf")
+"""The built-in json and the serializer plugins of this repository; a plugin not installed is skipped."""
+INSTALLED = set(load_plugins(env={}).serializers)
 NEWER = {
     "region": "eu-west",
     "trace_context": {"span": "0af7651916cd43dd", "sampled": True, "hops": [1, 2]},
@@ -70,8 +73,8 @@ def test_a_newer_producers_job_is_retried_and_dead_lettered_with_its_unknown_fie
     serializer: str, make_app: Callable[..., Bananas], run_worker: Any, wait_for: Any
 ) -> None:
     # Given a worker of this version, configured with this serializer, and a handler that fails once
-    if SERIALIZERS[serializer]:
-        pytest.importorskip(SERIALIZERS[serializer])
+    if serializer not in INSTALLED:
+        pytest.skip(f"no serializer named {serializer!r} installed")
     app = make_app(serializer=serializer)
     calls: list[int] = []
 
