@@ -36,7 +36,7 @@ from bananas.job import Job, Priority, Status, new_job_id
 from bananas.job import _headers as _job_headers
 from bananas.job import _payload as _job_payload
 from bananas.job import _timeout as _job_timeout
-from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, result_ttl_header
+from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, choose_result_backend, result_ttl_header
 from bananas.router import Router
 from bananas.serializer import JobCodec
 from bananas.units import parse_duration
@@ -108,7 +108,8 @@ class Bananas:
         self.codec = JobCodec.from_settings(self.plugins.serializers, s)
         router_spec = self.plugins.routers.get(s["router"])
         self.router: Router = router_spec.factory(plugin_options(s, "router", router_spec))
-        self.result_backend_url: str | None = s["result_backend"]
+        self.result_backend_url: str | None = choose_result_backend(s["result_backend"], self.broker_url,
+                                                                    self.plugins.result_backends)
         self._result_spec = None
         if self.result_backend_url:
             scheme = _url_scheme(self.result_backend_url, "result_backend", s.source("result_backend"))

@@ -13,8 +13,9 @@ plugins, serializer and router are exactly a worker's::
     client.submit_and_wait("add", {"a": 1, "b": 2}, timeout=30)   # RPC style → 3
 
 The result backend is the ``result_backend=`` argument, else the URL itself when its scheme has a result backend
-installed (``redis://``, ``memory://``), else the configured ``result_backend``. Workers must store into the same
-backend (``result_backend`` in their configuration).
+installed (``redis://``, ``memory://``), else the configured ``result_backend`` — which, unset, is the broker's URL
+too, as for workers: a worker and a client on the same Redis find each other's results with no setting at all.
+``result_backend = "none"`` turns storage off; then ``submit_and_wait`` fails before it sends anything.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 
 from bananas.errors import ResultTimeout, UsageError
 from bananas.job import Job, Priority
-from bananas.result_backend import RESULT_TTL_HEADER, decode_result, result_ttl_header
+from bananas.result_backend import RESULT_TTL_HEADER, result_ttl_header
 from bananas.units import parse_duration
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def _build_app(
         )
 
     app = make(result_backend)
-    if result_backend is None:
+    if result_backend is None and app.settings["result_backend"] != "none":
         # An explicit URL brings its own result backend when its scheme has one; Client() from config keeps the
         # configured result_backend and only falls back to the broker's URL when none is set.
         candidate = url if url is not None else (app.broker_url if app.result_backend_url is None else None)
@@ -216,23 +217,23 @@ class AsyncClient:
         seconds = _seconds(timeout, "timeout")
         if seconds is None or seconds <= 0:
             raise ValueError(f"timeout: expected a positive duration, got {timeout!r}")
+        ttl = options.get("result_ttl")
+        if ttl is not None and _seconds(ttl, "result_ttl") == 0:
+            raise UsageError("submit_and_wait with result_ttl=0 would wait for a result that is never stored")
         await self.connect()
         backend = await self.app.results()
         if backend is None:
             raise UsageError(
-                "submit_and_wait needs a result backend; pass result_backend= or set result_backend "
-                "(the workers must store results there too)"
+                "submit_and_wait needs a result backend, and result_backend is 'none' here; pass result_backend= "
+                "or set result_backend (the workers must store results there too)"
             )
         handle = await self.submit_job(name, payload, **options)
-        body = await backend.get(handle.id, wait=seconds)  # the job was just sent: block on its completion at once
-        if body is None:
-            try:  # explains what happened: dead without a stored failure, completed with result_ttl=0, or running
-                return await self.app.get_result_async(handle.id)
-            except ResultTimeout:
-                raise ResultTimeout(
-                    f"no result for job {name} {handle.id} within {seconds:g}s; the job keeps running"
-                ) from None
-        return decode_result(self.app.codec, handle.id, body)
+        try:  # blocks on the completion signal; ends at once when the job ends without a stored result
+            return await self.app.get_result_async(handle.id, wait=seconds)
+        except ResultTimeout:
+            raise ResultTimeout(
+                f"no result for job {name} {handle.id} within {seconds:g}s; the job keeps running"
+            ) from None
 
     # -- inspecting --------------------------------------------------------------------------------------------
     async def get_result(self, job_id: str, wait: str | float | None = None) -> Any:

@@ -26,8 +26,8 @@ KERNEL_KEYS: tuple[KeySpec, ...] = (
             "BANANAS_BROKER"),
     setting("redis_url", "url", "redis://localhost:6379", "Redis URL (seed name); the broker default.", "REDIS_URL"),
     setting("serializer", "str", "json", "Serializer name (json built in; plugins add more).", "BANANAS_SERIALIZER"),
-    setting("result_backend", "url", None, "Result backend URL; unset disables result storage.",
-            "BANANAS_RESULT_BACKEND"),
+    setting("result_backend", "url", None, "Result backend URL; unset: the broker's URL when its plugin keeps "
+            "results (redis://, memory://); none: store no results.", "BANANAS_RESULT_BACKEND", choices=("none",)),
     setting("router", "str", "priority", "Routing strategy name; [routes] is its table.", "BANANAS_ROUTER"),
     setting("signing_key", "str", None, "Key that signs job bodies; unset disables signing.", "BANANAS_SIGNING_KEY",
             secret=True),

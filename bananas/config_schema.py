@@ -7,6 +7,7 @@ The kernel declares its own keys in :mod:`bananas.config_kernel`; plugins declar
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -52,7 +53,9 @@ class KeySpec:
         """What a valid value looks like, e.g. ``an integer from 1 to 1000`` (used in errors and docs)."""
         fmt = _fmt_duration if self.type == "duration" else _fmt_number
         text = _TYPE_TEXT[self.type]
-        if self.choices:
+        if self.choices and self.type == "url":
+            text += " or " + ", ".join(repr(choice) for choice in self.choices)
+        elif self.choices:
             text += ": " + ", ".join(self.choices)
         if self.minimum is not None and self.maximum is not None:
             text += f" from {fmt(self.minimum)} to {fmt(self.maximum)}"
@@ -165,10 +168,14 @@ def parse_value(spec: KeySpec, raw: object, source: str) -> Any:
     kind = spec.type
     if kind in ("str", "url", "enum"):
         text = raw.strip() if isinstance(raw, str) else ""
-        if kind == "enum":
-            text = text.lower()
-        if not text or (kind == "url" and not _URL.match(text)) or (spec.choices and text not in spec.choices):
-            _fail(spec, raw, source)
+        if kind == "enum" or (kind == "url" and text.lower() in spec.choices):
+            text = text.lower()  # enum values and a URL setting's words (result_backend = "None") ignore case
+        if kind == "url" and text in spec.choices:
+            return text
+        if not text or (kind == "url" and not _URL.match(text)) or (kind != "url" and spec.choices
+                                                                     and text not in spec.choices):
+            close = difflib.get_close_matches(text, spec.choices, n=1) if kind == "enum" and text else []
+            _fail(spec, raw, source, f"; did you mean {close[0]!r}?" if close else "")
         return "warning" if kind == "enum" and text == "warn" else text
     if kind == "bool":
         try:

@@ -90,6 +90,11 @@ class JobNotFound(BananasError):
     """No job (or result) with this id is known."""
 
 
+class ResultNotStored(JobNotFound):
+    """The job completed, but no result was stored for it (``result_ttl=0``, an expired result, or a worker that
+    stores no results): waiting longer cannot help, so waits end with this at once."""
+
+
 class ResultTimeout(BananasError):
     """Waiting for a result timed out; the job itself keeps running."""
 

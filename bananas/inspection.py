@@ -11,13 +11,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bananas.broker import Broker, JobRecord, RecordState, SupportsAdmin
-from bananas.errors import JobFailed, JobNotFound, ResultTimeout
+from bananas.errors import JobFailed, JobNotFound, ResultNotStored, ResultTimeout
 from bananas.job import Job, Status
 from bananas.result_backend import ResultBackend, decode_result
 from bananas.serializer import JobCodec
 from bananas.units import parse_duration
 
-__all__ = ["STATE_TO_STATUS", "job_from_record", "wait_for_result"]
+__all__ = ["STATE_TO_STATUS", "WATCH_INTERVAL", "job_from_record", "wait_for_result"]
+
+WATCH_INTERVAL = 0.5
+"""Seconds between two looks at the job's record while waiting for its result: a job that ends without a stored
+result ends the wait this soon after (one record lookup per waiter per interval)."""
 
 STATE_TO_STATUS = {
     RecordState.READY: Status.PENDING,
@@ -67,11 +71,14 @@ async def wait_for_result(
     body = await backend.get(job_id)
     if body is None:
         body = await _result_missing(codec, broker, admin, job_id, backend, can_wait=seconds > 0)
+    # Block on the backend's completion signal, in slices: between two, the broker's record tells whether the job
+    # ended without a stored result (completed with result_ttl=0 or on a worker that stores none, or dead), so the
+    # wait ends then instead of at its deadline.
+    while body is None and (remaining := deadline - time.monotonic()) > 0:
+        body = await backend.get(job_id, wait=min(remaining, WATCH_INTERVAL))
+        if body is None and remaining > WATCH_INTERVAL:
+            body = await _result_missing(codec, broker, admin, job_id, backend, can_wait=True)
     if body is None:
-        remaining = deadline - time.monotonic()
-        if remaining > 0:
-            body = await backend.get(job_id, wait=remaining)
-        if body is None:
             body = await _result_missing(codec, broker, admin, job_id, backend, can_wait=False, waited=seconds)
     return decode_result(codec, job_id, body)
 
@@ -108,7 +115,7 @@ async def _result_missing(
         error_type, _, message = (job.last_error or "dead").partition(": ")
         raise JobFailed(job_id, error_type, message or (record.reason or ""), job.traceback)
     if record.state == "completed":
-        raise JobNotFound(
+        raise ResultNotStored(
             f"job {job_id} completed but no result is stored for it (result_ttl=0, the result expired, or the "
             "worker had no result backend)"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, Protocol, TypeVar
 
@@ -98,11 +99,17 @@ class Registry(Generic[SpecT]):
             self.entries[name] = Registration(name, spec, plugin, dist, version)
 
     def get(self, name: str) -> SpecT:
-        """The spec for ``name``, or :class:`UnknownPlugin` listing what is installed and how to get ``name``."""
+        """The spec for ``name`` (exact, else the one registered name equal to it ignoring case and ``-``/``_``), or
+        :class:`UnknownPlugin` with "did you mean", what is installed and how to get ``name``."""
         entry = self.entries.get(name)
         if entry is None:
+            folded = [e for key, e in self.entries.items() if _fold(key) == _fold(name)]
+            if len(folded) == 1:
+                return folded[0].spec
             installed = ", ".join(sorted(self.entries)) or "none"
-            message = f"no {self.kind} named {name!r}; installed: {installed}"
+            close = difflib.get_close_matches(name.lower(), sorted(self.entries), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            message = f"no {self.kind} named {name!r}; {hint}installed: {installed}"
             dist = KNOWN_PLUGINS.get((self.kind, name))
             if dist in UNPUBLISHED:
                 message += f" — {install_hint((dist,), UNPUBLISHED[dist], published=False)}"
@@ -128,3 +135,8 @@ class Registry(Generic[SpecT]):
         """Distributions that registered ``name`` (several for a shared spec), first registration first."""
         entries = [self.entries[name], *self.co_owners.get(name, ())] if name in self.entries else []
         return tuple(dict.fromkeys(entry.dist for entry in entries))
+
+
+def _fold(name: str) -> str:
+    """``Thin-Plus`` and ``thin_plus`` are the same plugin name."""
+    return name.lower().replace("-", "_")

@@ -4,6 +4,8 @@ A result backend stores opaque bodies by job id, like a broker stores job bodies
 through the configured serializer (:func:`encode_success` / :func:`encode_failure`) and decodes it on the way out
 (:func:`decode_result`). Backends are registered by URL scheme through ``bananas_register_result_backends`` and
 chosen with ``result_backend = "<scheme>://…"``; ``[result_backend_options]`` is passed to the factory as a dict.
+Unset, it is the broker's URL when a backend is registered for the broker's scheme (:func:`choose_result_backend`);
+``result_backend = "none"`` stores no results.
 
 Semantics every backend must have (``plugins/bananas-redis/tests/test_redis_results.py`` checks them for
 ``memory://`` and ``redis://``):
@@ -20,8 +22,9 @@ Semantics every backend must have (``plugins/bananas-redis/tests/test_redis_resu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -37,6 +40,7 @@ __all__ = [
     "decode_result",
     "encode_failure",
     "encode_success",
+    "choose_result_backend",
     "parse_ttl",
     "result_ttl_header",
     "ttl_from_headers",
@@ -47,6 +51,17 @@ DEFAULT_RESULT_TTL = 24 * 3600.0
 
 RESULT_TTL_HEADER = "result_ttl"
 """Job header carrying the job's own result TTL in seconds (``"0"``: store no result)."""
+
+
+def choose_result_backend(configured: str | None, broker_url: str, schemes: Iterable[str]) -> str | None:
+    """The result backend URL to use: ``configured`` when set, ``None`` for ``"none"`` (store no results), else the
+    broker's URL when a result backend is installed for its scheme (results live beside the jobs, as with RQ, arq
+    and SAQ), else ``None``."""
+    if configured == "none":
+        return None
+    if configured:
+        return configured
+    return broker_url if urlsplit(broker_url).scheme in set(schemes) else None
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bananas import AsyncClient, Bananas, Client, JobFailed, JobNotFound, ResultTimeout, Status
+from bananas import AsyncClient, Bananas, Client, JobFailed, JobNotFound, ResultNotStored, ResultTimeout, Status
 from bananas.broker import BrokerSpec
 from bananas.builtin.memory_broker import MemoryBroker
 from bananas.builtin.memory_results import MemoryResultBackend
@@ -285,6 +285,62 @@ def test_per_job_result_ttl_zero_stores_nothing(worker_app, client) -> None:
     # When / Then it completed and nothing was kept
     with pytest.raises(JobNotFound, match="completed but no result is stored"):
         client.get_result(handle.id)
+
+
+def test_a_worker_with_no_result_setting_keeps_results_in_its_brokers_backend(run_worker, memory_url) -> None:
+    # Given a worker app whose configuration names no result backend at all (as in the README)
+    app = Bananas(broker=memory_url, env={}, overrides={"worker.mode": "thin"})
+    assert app.settings["result_backend"] is None and app.result_backend_url == memory_url
+
+    @app.job("double")
+    def double(n: int) -> int:
+        return n * 2
+
+    run_worker(app)
+    # When a client on the same URL asks for a result
+    with Client(memory_url, env={}) as client:
+        # Then it comes back: results live beside the jobs, with no setting on either side
+        assert client.submit_and_wait("double", {"n": 21}, timeout=10) == 42
+
+
+def test_result_backend_none_stores_nothing_and_the_client_fails_before_sending(memory_url) -> None:
+    # Given result_backend = "none" (any case) on the client side
+    app = Bananas(broker=memory_url, result_backend="None", env={})
+    assert app.settings["result_backend"] == "none" and app.result_backend_url is None
+    with Client(app=app) as client:
+        # When / Then RPC refuses before anything is sent
+        with pytest.raises(UsageError, match="result_backend is 'none'"):
+            client.submit_and_wait("echo", {"n": 1}, job_id="never-sent")
+        with pytest.raises(JobNotFound):
+            client.get_job("never-sent")
+
+
+def test_waiting_for_a_result_a_worker_never_stores_ends_at_once(run_worker, memory_url) -> None:
+    # Given a worker that stores no results, and a client that has a result backend
+    worker = Bananas(broker=memory_url, result_backend="none", env={}, overrides={"worker.mode": "thin"})
+
+    @worker.job("echo")
+    def echo(n: int) -> int:
+        return n
+
+    run_worker(worker)
+    with Client(memory_url, env={}) as client:
+        # When it waits (up to 30 s) for a result
+        started = time.monotonic()
+        with pytest.raises(ResultNotStored, match="completed but no result is stored"):
+            client.submit_and_wait("echo", {"n": 1}, timeout=30)
+        # Then the wait ends as soon as the job's record says it completed, not at the timeout
+        assert time.monotonic() - started < 5
+
+
+def test_submit_and_wait_with_result_ttl_zero_is_a_usage_error_and_sends_nothing(client) -> None:
+    with pytest.raises(UsageError, match="result_ttl=0 would wait for a result that is never stored"):
+        client.submit_and_wait("echo", {"n": 1}, result_ttl=0, job_id="never-sent-1")
+    with pytest.raises(UsageError, match="result_ttl=0"):
+        client.submit_and_wait("echo", {"n": 1}, result_ttl="0s", job_id="never-sent-2")
+    for job_id in ("never-sent-1", "never-sent-2"):
+        with pytest.raises(JobNotFound):
+            client.get_job(job_id)
 
 
 def test_unencodable_result_fails_the_job_clearly(worker_app, client) -> None:
