@@ -761,3 +761,19 @@ def test_docs_list_every_key_and_env_var():
         assert f"`{spec.key}`" in text, spec.key
         for name in spec.env:
             assert f"`{name}`" in text, name
+
+
+def test_enum_values_ignore_case_and_a_typo_gets_did_you_mean(tmp_path):
+    assert load(tmp_path, env={"LOG_LEVEL": "DEBUG", "LOG_FORMAT": "Json"})["logging.format"] == "json"
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, env={"LOG_LEVEL": "infoo"})
+    assert str(info.value) == (
+        "invalid logging.level = 'infoo' (from env LOG_LEVEL): must be one of: debug, info, warn, warning, error; "
+        "did you mean 'info'?"
+    )
+
+
+def test_result_backend_accepts_none_in_any_case_and_explains_what_is_allowed(tmp_path):
+    assert load(tmp_path, env={"BANANAS_RESULT_BACKEND": "NONE"})["result_backend"] == "none"
+    with pytest.raises(ConfigError, match=r"must be a URL with a scheme, .* or 'none'$"):
+        load(tmp_path, env={"BANANAS_RESULT_BACKEND": "nothing"})

@@ -196,3 +196,28 @@ def test_wrapper_observers_are_rejected() -> None:
 
     with pytest.raises(PluginError, match="bananas_job_started cannot be a wrapper"):
         load_plugins(plugins=[Wrapping()], entrypoints=False, env={})
+
+
+def test_plugin_names_ignore_case_and_dash_or_underscore_and_unknown_ones_get_did_you_mean() -> None:
+    from bananas._manager import load_plugins
+    from bananas.errors import UnknownPlugin
+
+    plugins = load_plugins(entrypoints=False, env={})
+    # Given the built-in thin mode / When named as users type it / Then it is found
+    assert plugins.worker_modes.get("Thin").name == "thin"
+    assert plugins.worker_modes.get("DEFAULT").name == "default"
+    assert plugins.serializers.get("JSON").name == "json"
+    # and a misspelled one names the closest installed plugin and lists the rest
+    with pytest.raises(UnknownPlugin) as info:
+        plugins.worker_modes.get("thinn")
+    assert str(info.value) == "no worker mode named 'thinn'; did you mean 'thin'? installed: default, thin"
+    with pytest.raises(UnknownPlugin, match=r"^no router named 'zzz'; installed: priority$"):
+        plugins.routers.get("zzz")
+
+
+def test_worker_mode_from_env_in_another_case_runs(tmp_path) -> None:
+    (tmp_path / "tasks.py").write_text("from bananas import Bananas\napp = Bananas()\n")
+    result = run_cli("worker", "--app", "tasks:app", "--dry-run", cwd=tmp_path,
+                     env={**os.environ, "WORKER_MODE": "Thin", "BANANAS_BROKER": "memory://"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mode"] == "thin"
