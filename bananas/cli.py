@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -89,6 +90,8 @@ def worker(
         click.echo(json.dumps(plan.describe(), indent=2))
         return
     close = configure_logging(app.settings, app.plugins)
+    if not is_child():  # said once, by the process the user started
+        _say_configuration(app)
     try:
         count = app.settings["worker.processes"]
         if count > 1 and not is_child():  # the plan above was checked once here, before any child starts
@@ -292,6 +295,7 @@ def config(ctx: click.Context, as_json: bool) -> None:
     """
     from bananas._manager import load_plugins
     from bananas.config import Schema, read_sources
+    from bananas.config_files import search_note
     from bananas.config_options import check_plugin_names
 
     raw = read_sources(config_path=ctx.obj.get("config"))
@@ -299,14 +303,34 @@ def config(ctx: click.Context, as_json: bool) -> None:
     settings = raw.validate(Schema.of(plugins))
     check_plugin_names(settings, plugins)
     rows = settings.explain(redact=True, owners=True)
+    for warning in settings.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if as_json:
-        click.echo(json.dumps({"config_file": settings.config_file, "settings": rows}, indent=2))
+        click.echo(json.dumps({"config_file": settings.config_file, "warnings": list(settings.warnings),
+                               "settings": rows}, indent=2))
         return
-    click.echo(f"# config file: {settings.config_file or 'none'}")
+    click.echo(f"# config file: {settings.config_file or search_note(Path.cwd())}")
     width = max(len(row["key"]) for row in rows)
     for row in rows:
         value = json.dumps(row["value"]) if not isinstance(row["value"], str) else row["value"]
         click.echo(f"{row['key']:<{width}}  {value}    ({row['source']})  [{row['owner']}]")
+
+
+def _say_configuration(app: Any) -> None:
+    """The worker's first lines: which config file it read (or what was searched), broker and result backend, and
+    any environment variable that looks like a setting but is none."""
+    from loguru import logger
+
+    from bananas.config_files import search_note
+    from bananas.config_schema import redact_url
+
+    log = logger.bind(component="cli", log_source="bananas_internal")
+    s = app.settings
+    results = redact_url(app.result_backend_url) if app.result_backend_url else "none (results are not stored)"
+    log.info("config file: {f}; broker {b} ({src}); result backend {r}", f=s.config_file or search_note(Path.cwd()),
+             b=redact_url(app.broker_url), src=s.source("broker"), r=results)
+    for warning in s.warnings:
+        log.warning(warning)
 
 
 @cli.command()

@@ -20,7 +20,6 @@ import copy
 import datetime
 import difflib
 import os
-import tomllib
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any, NoReturn, Protocol
 
 import attrs
 
+from bananas.config_env import unknown_env
+from bananas.config_files import find_file, read_file
 from bananas.config_kernel import (
     FREE_TABLES,
     KERNEL,
@@ -38,7 +39,7 @@ from bananas.config_kernel import (
     known_owner,
 )
 from bananas.config_schema import REDACTED, KeySpec, parse_value, redact_url, setting
-from bananas.errors import ConfigError, PluginError, UsageError
+from bananas.errors import ConfigError, PluginError
 from bananas.job import Priority
 
 
@@ -233,6 +234,8 @@ class Settings:
     _sources: Mapping[str, str] = attrs.field(converter=types.MappingProxyType)
     config_file: str | None = None
     schema: Schema = attrs.field(factory=Schema, eq=False, repr=False)
+    warnings: tuple[str, ...] = ()
+    """Environment variables that look like settings but match none (see :mod:`bananas.config_env`)."""
 
     def __getitem__(self, key: str) -> Any:
         if key in self._values:
@@ -329,46 +332,6 @@ class Settings:
         return root
 
 
-def _read_file(path: Path, shown: str, discovered: bool) -> dict[str, Any] | None:
-    """The Bananas table of a file; ``None`` for a discovered pyproject.toml without ``[tool.bananas]``."""
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise UsageError(f"config file {shown} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {shown}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {shown} is not valid TOML: {exc}") from None
-    if path.name == "pyproject.toml":
-        tool = data.get("tool")
-        found = tool.get("bananas") if isinstance(tool, dict) else None
-        if found is None and not discovered:
-            raise UsageError(f"config file {shown} has no [tool.bananas] table")
-        if found is not None and not isinstance(found, dict):
-            raise UsageError(f"config file {shown}: tool.bananas must be a table")
-        return found
-    wrapped = data.get("bananas")
-    if isinstance(wrapped, dict):
-        if len(data) > 1:
-            raise UsageError(f"config file {shown} mixes a [bananas] table with top-level keys; use one or the other")
-        return wrapped
-    return data
-
-
-def _find_file(
-    config_path: str | os.PathLike[str] | None, env: Mapping[str, str], cwd: Path
-) -> tuple[Path, str, bool] | None:
-    """``(path, path as shown in sources, discovered?)`` of the config file, or ``None``."""
-    given = config_path if config_path is not None else env.get("BANANAS_CONFIG", "").strip() or None
-    if given is not None:
-        return cwd / Path(given).expanduser(), os.fspath(given), False
-    for name in ("bananas.toml", "pyproject.toml"):
-        if (cwd / name).is_file():
-            return cwd / name, name, True
-    return None
-
-
 @attrs.frozen
 class RawSources:
     """Phase one: the sources as read, not yet interpreted (no schema is needed to read them)."""
@@ -411,9 +374,21 @@ class RawSources:
             else:
                 put([(key, raw)], label)
 
-        if sources["broker"] == "default":  # an explicit broker always wins over redis_url, whatever its source
+        if values["broker"] is None or _rank(sources["redis_url"]) > _rank(sources["broker"]):  # see _rank
             values["broker"], sources["broker"] = values["redis_url"], sources["redis_url"]
-        return Settings(values=values, sources=sources, config_file=self.config_file, schema=schema)
+        claimed = {name for spec in schema.specs.values() for name in spec.env}
+        return Settings(values=values, sources=sources, config_file=self.config_file, schema=schema,
+                        warnings=tuple(unknown_env(self.env, claimed)))
+
+
+def _rank(source: str) -> int:
+    """How strong a source is, for the one rule between ``broker`` and ``redis_url`` (``REDIS_URL``): the broker is
+    whichever of the two was set by the stronger source — flag or argument > environment > file > default — and
+    ``broker`` when both come from the same kind of source (``BANANAS_BROKER`` beats ``REDIS_URL``)."""
+    for rank, prefix in enumerate(("default", "file ", "env ")):
+        if source.startswith(prefix):
+            return rank
+    return 3
 
 
 def read_sources(
@@ -427,10 +402,10 @@ def read_sources(
     """Phase one of :func:`load_settings`: find and parse the config file; capture env and overrides."""
     env = os.environ if env is None else env
     base = Path.cwd() if cwd is None else Path(cwd)
-    found = _find_file(config_path, env, base)
-    data = _read_file(*found) if found is not None else None
+    found = find_file(config_path, env, base)
+    data = read_file(found) if found is not None else None
     return RawSources(
-        config_file=found[1] if found is not None and data is not None else None,
+        config_file=found.shown if found is not None and data is not None else None,
         data=data,
         env=dict(env),
         overrides=dict(overrides or {}),

@@ -158,3 +158,49 @@ def test_demo_runs_with_the_kernel_alone(tmp_path: Path) -> None:
     assert "dead after 3 attempts (RuntimeError: card declined for 42)" in result.stdout
     assert "start order: send_email → resize_image → flaky_payment → cleanup" in result.stdout
     assert "sent 'delayed' to later@example.com" in result.stdout
+
+
+def test_config_says_which_file_it_found_upwards_and_warns_about_unknown_variables(tmp_path: Path) -> None:
+    # Given a project file two levels up and a misspelled variable
+    (tmp_path / "bananas.toml").write_text('broker = "memory://proj"\n')
+    deep = tmp_path / "src" / "app"
+    deep.mkdir(parents=True)
+    env = {"BANANAS_WORKER_CONCURENCY": "3"}
+    # When `bananas config` runs there
+    text = run("config", cwd=deep, env=env)
+    data = run("config", "--json", cwd=deep, env=env)
+    # Then it names the file and its broker, and reports the variable with a suggestion on stderr (exit 0)
+    assert text.returncode == 0 and data.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"# config file: {tmp_path / 'bananas.toml'}\n")
+    warning = ("environment variable BANANAS_WORKER_CONCURENCY matches no setting and is ignored; "
+               "did you mean BANANAS_WORKER_CONCURRENCY?")
+    assert text.stderr.strip() == f"Warning: {warning}"
+    parsed = json.loads(data.stdout)
+    assert parsed["config_file"] == str(tmp_path / "bananas.toml") and parsed["warnings"] == [warning]
+    # and with no file anywhere above, it says what it searched
+    alone = run("config", cwd=tmp_path.parent, env={"BANANAS_BROKER": "memory://"})
+    assert f"# config file: none (no bananas.toml or [tool.bananas] in {tmp_path.parent} or above" in alone.stdout
+
+
+def test_worker_start_lines_name_the_config_file_broker_and_result_backend(tmp_path: Path) -> None:
+    (tmp_path / "bananas.toml").write_text('broker = "memory://w"\n')
+    (tmp_path / "tasks.py").write_text(APP)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bananas.cli", "worker", "--app", "tasks:app"], cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("BANANAS_", "WORKER_", "REDIS_", "LOG_"))},
+             "WORKER_CONCURENCY": "3"},
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if " started: " in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    output = "".join(lines)
+    assert "config file: bananas.toml; broker memory://w (file bananas.toml); result backend memory://w" in output
+    assert "WORKER_CONCURENCY matches no setting and is ignored; did you mean WORKER_CONCURRENCY?" in output

@@ -96,6 +96,13 @@ def load(tmp_path: Path, env: dict[str, str] | None = None, **kwargs) -> Setting
     return load_settings(env=env or {}, cwd=tmp_path, **kwargs)
 
 
+def elsewhere(tmp_path: Path) -> Path:
+    """A directory beside ``tmp_path`` (not below it: the config search goes upwards) with no config file."""
+    other = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    other.mkdir(exist_ok=True)
+    return other
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -230,6 +237,43 @@ def test_bananas_toml_wins_over_pyproject(tmp_path):
     write(tmp_path / "bananas.toml", "[worker]\nconcurrency = 7\n")
     s = load(tmp_path)
     assert (s.config_file, s["worker.concurrency"]) == ("bananas.toml", 7)
+
+
+def test_discovery_searches_upwards_from_the_working_directory(tmp_path):
+    # Given a project with bananas.toml at its root, and a worker started two directories below
+    write(tmp_path / "bananas.toml", "[worker]\nconcurrency = 7\n")
+    deep = tmp_path / "src" / "app"
+    deep.mkdir(parents=True)
+    # When settings load there / Then the project's file is found, shown by its absolute path
+    s = load(deep)
+    assert s.config_file == str(tmp_path / "bananas.toml")
+    assert (s["worker.concurrency"], s.source("worker.concurrency")) == (7, f"file {tmp_path / 'bananas.toml'}")
+
+
+def test_discovery_passes_over_a_pyproject_without_tool_bananas_and_stops_at_the_nearest_file(tmp_path):
+    write(tmp_path / "bananas.toml", "[worker]\nconcurrency = 7\n")
+    (tmp_path / "pkg").mkdir()
+    write(tmp_path / "pkg" / "pyproject.toml", "[project]\nname = 'pkg'\n")
+    assert load(tmp_path / "pkg")["worker.concurrency"] == 7  # passed over: no [tool.bananas]
+    write(tmp_path / "pkg" / "pyproject.toml", "[project]\nname = 'pkg'\n[tool.bananas.worker]\nconcurrency = 9\n")
+    s = load(tmp_path / "pkg")
+    assert (s["worker.concurrency"], s.config_file) == (9, "pyproject.toml")  # the nearest one wins
+    write(tmp_path / "pkg" / "bananas.toml", "[worker]\nconcurrency = 11\n")
+    assert load(tmp_path / "pkg")["worker.concurrency"] == 11  # bananas.toml first within a directory
+
+
+def test_unknown_bananas_and_seed_style_env_vars_are_reported_with_did_you_mean(tmp_path):
+    s = load(tmp_path, env={"BANANAS_WORKER_CONCURENCY": "3", "WORKER_CONCURENCY": "4", "BANANAS_NOPE": "1",
+                            "WORKER_ID": "unrelated", "LOG_DIR": "/x", "HOME": "/root", "BANANAS_CONFIG": "",
+                            "BANANAS_TEST_REDIS_SERVER": "/usr/bin/redis-server", "BANANAS_LOAD_PLUGINS": "x"})
+    assert s.warnings == (
+        "environment variable BANANAS_NOPE matches no setting and is ignored",
+        "environment variable BANANAS_WORKER_CONCURENCY matches no setting and is ignored; "
+        "did you mean BANANAS_WORKER_CONCURRENCY?",
+        "environment variable WORKER_CONCURENCY matches no setting and is ignored; did you mean WORKER_CONCURRENCY?",
+    )
+    assert s["worker.concurrency"] == 10  # reported, not guessed
+    assert load(tmp_path, env={"WORKER_CONCURRENCY": "3"}).warnings == ()
 
 
 def test_bananas_config_env_wins_over_discovery(tmp_path):
@@ -439,7 +483,7 @@ def test_concurrency_range_from_file_and_flag(tmp_path):
         "invalid worker.concurrency = 5000 (from file bananas.toml): must be an integer from 1 to 1000"
     )
     with pytest.raises(ConfigError) as info:
-        load(tmp_path / "x", overrides={"worker.concurrency": 0},
+        load(elsewhere(tmp_path), overrides={"worker.concurrency": 0},
              override_sources={"worker.concurrency": "flag --concurrency"})
     assert str(info.value) == (
         "invalid worker.concurrency = 0 (from flag --concurrency): must be an integer from 1 to 1000"
@@ -573,11 +617,22 @@ def test_broker_defaults_to_redis_url(tmp_path):
     assert (s["broker"], s.source("broker")) == ("redis://file:6379", "file bananas.toml")
 
 
-def test_explicit_broker_wins_over_redis_url(tmp_path):
-    write(tmp_path / "bananas.toml", "broker = 'memory://'\n")
+def test_broker_and_redis_url_one_rule_the_stronger_source_wins_then_broker(tmp_path):
+    # The file sets both: broker wins
+    write(tmp_path / "bananas.toml", "broker = 'memory://file'\nredis_url = 'redis://file:6379'\n")
+    s = load(tmp_path)
+    assert (s["broker"], s.source("broker")) == ("memory://file", "file bananas.toml")
+    # REDIS_URL in the environment beats the file's broker (the environment beats the file, for every key)
     s = load(tmp_path, env={"REDIS_URL": "redis://redis:6379"})
-    assert (s["broker"], s.source("broker")) == ("memory://", "file bananas.toml")
-    assert s["redis_url"] == "redis://redis:6379"
+    assert (s["broker"], s.source("broker")) == ("redis://redis:6379", "env REDIS_URL")
+    # Both in the environment: BANANAS_BROKER wins
+    s = load(tmp_path, env={"REDIS_URL": "redis://redis:6379", "BANANAS_BROKER": "memory://env"})
+    assert (s["broker"], s.source("broker")) == ("memory://env", "env BANANAS_BROKER")
+    # An argument beats both
+    s = load(tmp_path, env={"REDIS_URL": "redis://redis:6379"}, overrides={"broker": "memory://arg"})
+    assert (s["broker"], s.source("broker")) == ("memory://arg", "argument")
+    # Nothing set: redis_url's default
+    assert load(elsewhere(tmp_path))["broker"] == "redis://localhost:6379"
 
 
 def test_free_tables_pass_through(tmp_path):
@@ -615,7 +670,7 @@ def test_logging_tiers_and_pass_through_keys(tmp_path):
     assert s.table("logging.loki") == {"enabled": True, "url": "http://loki:3100"}
     assert s.table("logging.elasticsearch")["enabled"] is False
     assert s.table("logging.absent") == {}
-    assert load(tmp_path / "x").logging_tiers() == ["file", "elasticsearch"]
+    assert load(elsewhere(tmp_path)).logging_tiers() == ["file", "elasticsearch"]
 
 
 def test_unknown_tier_enabled_must_be_bool(tmp_path):
