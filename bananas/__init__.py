@@ -68,5 +68,7 @@ def __getattr__(name: str) -> Any:
     if name == "__version__":
         from importlib.metadata import version
 
-        return version("bananas")
+        from bananas.config_kernel import KERNEL
+
+        return version(KERNEL)
     raise AttributeError(f"module 'bananas' has no attribute {name!r}")

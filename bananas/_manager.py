@@ -18,6 +18,7 @@ from bananas import hookspecs
 from bananas.broker import BrokerSpec
 from bananas.builtin import BUILTIN_PLUGINS, ESSENTIAL_PLUGINS
 from bananas.config import set_plugin_loader
+from bananas.config_kernel import KERNEL
 from bananas.config_schema import KeySpec
 from bananas.errors import PluginError
 from bananas.logsink import LogSinkSpec
@@ -55,7 +56,7 @@ class PluginManager(pluggy.PluginManager):
 
 def _kernel_version() -> str:
     try:
-        return version("bananas")
+        return version(KERNEL)
     except Exception:  # noqa: BLE001 - running from a source tree without metadata
         return "0+unknown"
 
@@ -231,7 +232,7 @@ def load_plugins(
         if pm.is_blocked(module_name):
             continue
         _register(pm, importlib.import_module(module_name), module_name)
-        loaded.dists[module_name] = ("bananas", kernel_version)
+        loaded.dists[module_name] = (KERNEL, kernel_version)
 
     if entrypoints:
         only = env.get("BANANAS_LOAD_PLUGINS")

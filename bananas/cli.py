@@ -41,7 +41,10 @@ def _app(ctx: click.Context, app_spec: str | None, overrides: dict[str, Any], so
 
 
 @click.group(context_settings=CONTEXT)
-@click.option("--config", "config", metavar="FILE", help="Config file (default: bananas.toml or pyproject.toml).")
+@click.option(
+    "--config", "config", metavar="FILE",
+    help="Config file (default: bananas.toml or [tool.bananas] in pyproject.toml, searched from here upwards).",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
     """Bananas: a distributed task queue for Python."""

@@ -15,8 +15,9 @@ from bananas.job import Priority
 
 __all__ = ["FREE_TABLES", "KERNEL", "KERNEL_KEYS", "KNOWN_OWNERS", "KnownOwner", "install_hint", "known_owner"]
 
-KERNEL = "bananas"
-"""The owner shown for kernel keys (the distribution name of the kernel)."""
+KERNEL = "bananas-queue"
+"""The kernel's distribution name (``pip install bananas-queue``; ``bananas`` on PyPI is an unrelated project, and the
+import name stays ``bananas``): the owner shown for kernel keys and built-in plugins."""
 
 _LEVELS = ("debug", "info", "warn", "warning", "error")
 _SLOTS = {"minimum": 1, "maximum": 1000}

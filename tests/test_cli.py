@@ -126,7 +126,7 @@ def test_config_json_shows_values_sources_and_redacts_secrets(tmp_path: Path) ->
     rows = {row["key"]: row for row in data["settings"]}
     assert data["config_file"] == "bananas.toml"
     assert rows["worker.concurrency"] == {"key": "worker.concurrency", "value": 14,
-                                          "source": "env BANANAS_WORKER_CONCURRENCY", "owner": "bananas",
+                                          "source": "env BANANAS_WORKER_CONCURRENCY", "owner": "bananas-queue",
                                           "env": ["BANANAS_WORKER_CONCURRENCY", "WORKER_CONCURRENCY"],
                                           "help": "Concurrent job slots of this worker."}
     assert rows["broker"]["value"] == "memory://app:***@cache:6379/0"

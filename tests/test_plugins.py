@@ -31,7 +31,7 @@ class ExtraMemory:
 def test_builtins_register_through_the_hooks_with_the_kernel_as_owner() -> None:
     plugins = load_plugins(entrypoints=False, env={})
     entry = plugins.brokers.entries["memory"]
-    assert entry.plugin == "bananas.builtin.memory_broker" and entry.dist == "bananas"
+    assert entry.plugin == "bananas.builtin.memory_broker" and entry.dist == "bananas-queue"
     assert "json" in plugins.serializers and "priority" in plugins.routers and "console" in plugins.log_sinks
 
 
@@ -39,7 +39,7 @@ def test_two_plugins_claiming_one_scheme_is_an_error_naming_both() -> None:
     with pytest.raises(DuplicatePlugin) as err:
         load_plugins(plugins=[ExtraMemory()], entrypoints=False, env={})
     message = str(err.value)
-    assert message.startswith("broker 'memory' is claimed by two plugins: bananas ")
+    assert message.startswith("broker 'memory' is claimed by two plugins: bananas-queue ")
     assert "(bananas.builtin.memory_broker)" in message and "(extra_memory)" in message
 
 
@@ -117,7 +117,7 @@ def test_load_plugins_env_limits_entry_points(tmp_path, monkeypatch) -> None:
     # When BANANAS_LOAD_PLUGINS is empty, no entry point loads: the built-in modes are still there
     none = load_plugins(env={"BANANAS_LOAD_PLUGINS": ""})
     assert set(none.worker_modes) == {"default", "thin"}
-    assert all(dist == "bananas" for dist, _ in none.dists.values())
+    assert all(dist == "bananas-queue" for dist, _ in none.dists.values())
     # When it names one distribution, only that one loads
     only = load_plugins(env={"BANANAS_LOAD_PLUGINS": "bananas-fake-turbo"})
     assert "turbo" in only.worker_modes and "nitro" not in only.worker_modes
@@ -154,13 +154,13 @@ def test_plugins_json_lists_distribution_version_hooks_and_names() -> None:
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     memory = rows["bananas.builtin.memory_broker"]
-    assert memory["distribution"] == "bananas" and memory["version"]
+    assert memory["distribution"] == "bananas-queue" and memory["version"]
     assert memory["hooks"] == ["bananas_register_brokers"] and memory["registered"] == {"brokers": ["memory"]}
     thin = rows["bananas.builtin.thin_mode"]
-    assert thin["distribution"] == "bananas" and thin["registered"] == {"worker_modes": ["thin"]}
+    assert thin["distribution"] == "bananas-queue" and thin["registered"] == {"worker_modes": ["thin"]}
     assert thin["hooks"] == ["bananas_register_worker_modes"] and thin["version"] == memory["version"]
     default = rows["bananas.builtin.default_mode"]
-    assert default["distribution"] == "bananas" and default["registered"] == {"worker_modes": ["default"]}
+    assert default["distribution"] == "bananas-queue" and default["registered"] == {"worker_modes": ["default"]}
     # and each registered name carries its spec's one-line summary
     assert set(thin["summaries"]) == {"worker_modes"} and thin["summaries"]["worker_modes"]["thin"]
 
@@ -172,11 +172,11 @@ def test_plugins_lists_the_built_in_modes_with_the_kernel_alone(tmp_path) -> Non
     )
     assert result.returncode == 0, result.stderr
     blocks = result.stdout.split("\n")
-    assert "bananas.builtin.thin_mode  (bananas " in result.stdout
-    assert "bananas.builtin.default_mode  (bananas " in result.stdout
+    assert "bananas.builtin.thin_mode  (bananas-queue " in result.stdout
+    assert "bananas.builtin.default_mode  (bananas-queue " in result.stdout
     assert "    registered: worker_modes: thin" in blocks and "    registered: worker_modes: default" in blocks
     assert any(line.startswith("      worker mode thin: ") and len(line) > 26 for line in blocks)
-    assert {line.split("  (")[1].split()[0] for line in blocks if line and not line.startswith(" ")} == {"bananas"}
+    assert {line.split("  (")[1].split()[0] for line in blocks if line and not line.startswith(" ")} == {"bananas-queue"}
 
 
 def test_plugins_hook_filter() -> None:

@@ -103,7 +103,7 @@ def test_installed_mode_plugins_declare_and_own_their_keys(tmp_path):
     assert (s["worker.high_count"], s.source("worker.high_count")) == (4, "env WORKER_HIGH_COUNT")
     assert s.owner("worker.high_count") == "bananas-mode-scaled"
     assert s.owner("worker.job_types") == "bananas-mode-job-specialized" and s["worker.job_types"] == ("a", "b")
-    assert s.owner("worker.concurrency") == "bananas"
+    assert s.owner("worker.concurrency") == "bananas-queue"
     assert set(s.owner("worker.scheduled_queues").split(", ")) == {"bananas-mode-thin-plus", "bananas-mode-scaled"}
     rows = {row["key"]: row for row in s.explain(owners=True)}
     assert rows["worker.priority_concurrency"]["owner"] == "bananas-mode-thin-plus"
@@ -149,7 +149,7 @@ def test_periodic_array_of_tables(tmp_path, name, text):
     (tmp_path / name).write_text(text)
     s = kernel_only(tmp_path)
     assert s["periodic"] == ({"name": "nightly", "cron": "0 3 * * *"}, {"name": "hourly"})
-    assert s.source("periodic") == f"file {name}" and s.owner("periodic") == "bananas"
+    assert s.source("periodic") == f"file {name}" and s.owner("periodic") == "bananas-queue"
     assert s.as_dict()["periodic"][1] == {"name": "hourly"}
 
 
