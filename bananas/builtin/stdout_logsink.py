@@ -35,6 +35,13 @@ __all__ = ["MAX_QUEUED", "ConsoleWriter", "console_sink", "text_format"]
 MAX_QUEUED = 100_000
 """Lines the console queues at most while the stream is slower than the logging (then it drops and counts)."""
 
+WRITE_EVERY = 0.05
+"""Seconds between two writes of the writer thread: lines are written in batches, so the writer does not wake (and
+take the GIL from the worker) once per line. A line is on the console at most this long after it was logged."""
+
+WAKE_AT = 1_000
+"""Queued lines that wake the writer before its next turn."""
+
 _HEAD = "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
 _JOB = "<magenta>{extra[job_name]}</magenta> {extra[job_id]} | "
 
@@ -49,7 +56,8 @@ def text_format(record: Record) -> str:
 
 
 class ConsoleWriter:
-    """A bounded line queue in front of ``stream``, written by one daemon thread.
+    """A bounded line queue in front of ``stream``, written in batches by one daemon thread (every
+    :data:`WRITE_EVERY` seconds, sooner when :data:`WAKE_AT` lines wait).
 
     :meth:`put` never waits for the stream; :meth:`flush` writes what is queued from the calling thread;
     :meth:`close` flushes and stops the thread (also at interpreter exit).
@@ -74,8 +82,9 @@ class ConsoleWriter:
             self.dropped += 1
             self.dropped_total += 1
             return
-        self._lines.append(line)
-        if not self._wake.is_set():
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= WAKE_AT and not self._wake.is_set():
             self._wake.set()
 
     def flush(self) -> None:
@@ -107,9 +116,10 @@ class ConsoleWriter:
 
     def _run(self) -> None:
         while not self._closed:
-            self._wake.wait()
+            self._wake.wait(WRITE_EVERY)
             self._wake.clear()
-            self.flush()
+            if self._lines or self.dropped:
+                self.flush()
 
 
 def console_sink(options: Mapping[str, Any], stream: IO[str] | None = None) -> SinkConfig:

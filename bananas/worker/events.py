@@ -34,8 +34,12 @@ __all__ = ["dead", "dequeued", "failed", "retried", "started", "succeeded"]
 log = logger.bind(component="worker", log_source="bananas_internal")
 
 
-def _bound(state: WorkerState, job: Job, pool_id: str | None, event: str) -> Any:  # a loguru Logger
-    return log.bind(**JobScope(job, pool_id, state.id, state.plan.mode).fields(), event=event)
+def _bound(state: WorkerState, job: Job, pool_id: str | None, event: str, **more: Any) -> Any:  # a loguru Logger
+    fields = JobScope(job, pool_id, state.id, state.plan.mode).fields()
+    fields["event"] = event
+    if more:
+        fields.update(more)
+    return log.bind(**fields)
 
 
 def _since_due(job: Job, now: float) -> float | None:
@@ -47,7 +51,7 @@ def dequeued(state: WorkerState, job: Job, pool_id: str) -> None:
     """The job was taken from its queue and decoded (DEBUG): ``wait_ms`` from the time it was due to now."""
     if levels.debug:
         wait = _since_due(job, time.time())
-        _bound(state, job, pool_id, "dequeued").bind(wait_ms=wait, attempt=job.attempts + 1).debug(
+        _bound(state, job, pool_id, "dequeued", wait_ms=wait, attempt=job.attempts + 1).debug(
             "job {} ({}) dequeued from {} after {} ms in the queue", job.id, job.name, job.queue, wait)
 
 
@@ -62,15 +66,15 @@ def succeeded(state: WorkerState, job: Job, pool_id: str, duration: float) -> No
     """The handler returned (DEBUG): ``duration_ms`` of the handler call."""
     if levels.debug:
         ms = round(duration * 1000, 3)
-        _bound(state, job, pool_id, "succeeded").bind(duration_ms=ms).debug(
+        _bound(state, job, pool_id, "succeeded", duration_ms=ms).debug(
             "job {} ({}) succeeded in {} ms", job.id, job.name, ms)
 
 
 def failed(state: WorkerState, job: Job, pool_id: str | None, will_retry: bool, duration: float | None) -> None:
     """The handler raised or timed out: WARNING when it will be retried, ERROR on its last attempt.
     ``error`` and ``traceback`` come from the job (``last_error``, ``traceback``)."""
-    bound = _bound(state, job, pool_id, "failed").bind(
-        error=job.last_error, traceback=job.traceback, will_retry=will_retry,
+    bound = _bound(
+        state, job, pool_id, "failed", error=job.last_error, traceback=job.traceback, will_retry=will_retry,
         duration_ms=round(duration * 1000, 3) if duration is not None else None)
     bound.log("WARNING" if will_retry else "ERROR", "job {} ({}) failed on attempt {}: {}", job.id, job.name,
               job.attempts, job.last_error)
@@ -78,12 +82,12 @@ def failed(state: WorkerState, job: Job, pool_id: str | None, will_retry: bool, 
 
 def retried(state: WorkerState, job: Job, pool_id: str | None, delay: float) -> None:
     """The job goes back to be run again after ``delay`` seconds (WARNING)."""
-    _bound(state, job, pool_id, "retried").bind(max_retries=job.max_retries, delay_s=round(delay, 3)).warning(
+    _bound(state, job, pool_id, "retried", max_retries=job.max_retries, delay_s=round(delay, 3)).warning(
         "job {} ({}) failed ({}); retry {}/{} in {:.2f}s", job.id, job.name, job.last_error, job.attempts,
         job.max_retries, delay)
 
 
 def dead(state: WorkerState, job: Job, pool_id: str | None, reason: str) -> None:
     """The job went to the dead letters (ERROR)."""
-    _bound(state, job, pool_id, "dead").bind(reason=reason).error("job {} ({}) is dead: {}", job.id, job.name,
+    _bound(state, job, pool_id, "dead", reason=reason).error("job {} ({}) is dead: {}", job.id, job.name,
                                                                   reason)
