@@ -1,6 +1,6 @@
 """What a log record knows about its surroundings: the running job, and whether a level is on at all.
 
-- :data:`levels`: which of ``DEBUG``/``INFO`` some configured tier writes, set once per
+- :data:`levels`: which of ``DEBUG``/``INFO``/``WARNING`` some configured tier writes, set once per
   :func:`bananas.logs.configure_logging` (:func:`set_min_level`). The worker's per-job events check a flag here
   before they build anything, so a disabled level costs one attribute read per event — no formatting, no dict, no
   ``logger.bind``. Code that adds its own loguru sinks later (a test capturing ``DEBUG``) calls
@@ -38,15 +38,17 @@ INTERNAL_SOURCE = "bananas_internal"
 class _Levels:
     """Flags of the levels some tier writes (``True`` until configured: loguru's default handler takes DEBUG)."""
 
-    __slots__ = ("debug", "info")
+    __slots__ = ("debug", "info", "warning")
 
     def __init__(self) -> None:
         self.debug = True
         self.info = True
+        self.warning = True
 
 
 levels = _Levels()
-"""``levels.debug`` / ``levels.info``: is that level written by any tier. Checked before building a record."""
+"""``levels.debug`` / ``.info`` / ``.warning``: is that level written by any tier. Checked before building a
+record."""
 
 
 def set_min_level(level: int | str) -> None:
@@ -54,6 +56,7 @@ def set_min_level(level: int | str) -> None:
     number = level if isinstance(level, int) else logger.level(str(level).upper()).no
     levels.debug = number <= logging.DEBUG
     levels.info = number <= logging.INFO
+    levels.warning = number <= logging.WARNING
 
 
 class JobScope:

@@ -37,7 +37,7 @@ Events = list[dict[str, Any]]
 def records() -> Iterator[Events]:
     """Every record from DEBUG up, as the flat event every tier writes; the level flags say DEBUG is on."""
     captured: Events = []
-    saved = (levels.debug, levels.info)
+    saved = (levels.debug, levels.info, levels.warning)
     sink = logger.add(lambda message: captured.append(flat_record(message.record)), level="DEBUG")
     set_min_level("DEBUG")
     yield captured
@@ -45,7 +45,7 @@ def records() -> Iterator[Events]:
         logger.remove(sink)
     except ValueError:  # configure_logging removed it (and the test added its own)
         pass
-    levels.debug, levels.info = saved
+    levels.debug, levels.info, levels.warning = saved
 
 
 def one_slot(app: Bananas) -> WorkerPlan:
@@ -225,7 +225,7 @@ def test_a_malformed_body_is_logged_dead_with_its_queue_and_reason(make_app, run
 def configured(make_app) -> Iterator[Callable[..., Bananas]]:
     """configure_logging of an app (console to stderr, the stdlib intercept); closed at teardown."""
     closers: list[Callable[[], None]] = []
-    saved = (levels.debug, levels.info)
+    saved = (levels.debug, levels.info, levels.warning)
 
     def configure(**overrides: Any) -> Bananas:
         app = make_app(overrides=overrides)
@@ -235,7 +235,7 @@ def configured(make_app) -> Iterator[Callable[..., Bananas]]:
     yield configure
     for close in closers:
         close()
-    levels.debug, levels.info = saved
+    levels.debug, levels.info, levels.warning = saved
 
 
 def test_job_logger_and_stdlib_logging_carry_the_job_in_sync_and_async_handlers(
@@ -300,11 +300,11 @@ def test_outside_a_job_job_logger_has_no_job_fields_and_stdlib_records_are_inter
 
 def test_configure_logging_sets_the_level_flags_and_the_root_logger_level(configured) -> None:
     configured(**{"logging.level": "warn"})
-    assert (levels.debug, levels.info) == (False, False)
+    assert (levels.debug, levels.info, levels.warning) == (False, False, True)
     assert logging.getLogger().level == logging.WARNING
     assert sum(isinstance(h, InterceptHandler) for h in logging.getLogger().handlers) == 1
     configured(**{"logging.level": "debug"})  # configuring again replaces the intercept, never stacks it
-    assert (levels.debug, levels.info) == (True, True)
+    assert (levels.debug, levels.info, levels.warning) == (True, True, True)
     assert sum(isinstance(h, InterceptHandler) for h in logging.getLogger().handlers) == 1
 
 
@@ -335,11 +335,22 @@ def test_per_job_debug_events_read_nothing_when_debug_is_off(configured) -> None
     # Then nothing raised: nothing was read, bound or formatted
 
 
+def test_retry_warnings_read_nothing_at_error_level(configured) -> None:
+    # Given logging configured at ERROR
+    configured(**{"logging.level": "error"})
+    # When a failure that will be retried and its retry are emitted with a job that fails on any use
+    events.failed(Untouchable(), Untouchable(), "p", True, 0.1)  # type: ignore[arg-type]
+    events.retried(Untouchable(), Untouchable(), "p", 1.0)  # type: ignore[arg-type]
+    # Then nothing raised; a last failure (ERROR) is still built
+    with pytest.raises(AssertionError, match="touched"):
+        events.failed(Untouchable(), Untouchable(), "p", False, 0.1)  # type: ignore[arg-type]
+
+
 def test_a_worker_at_info_writes_no_debug_record_and_still_logs_failures(make_app, run_worker, wait_for) -> None:
     # Given logging at INFO (flags and sink)
     app = make_app()
     seen: Events = []
-    saved = (levels.debug, levels.info)
+    saved = (levels.debug, levels.info, levels.warning)
     set_min_level("INFO")
     sink = logger.add(lambda message: seen.append(flat_record(message.record)), level="INFO")
 
@@ -358,7 +369,7 @@ def test_a_worker_at_info_writes_no_debug_record_and_still_logs_failures(make_ap
         wait_for(lambda: "dead" in kernel_events(seen, failing.id))
     finally:
         logger.remove(sink)
-        levels.debug, levels.info = saved
+        levels.debug, levels.info, levels.warning = saved
     # Then the success left no line and the failure its ERROR lines
     assert of_job(seen, good.id) == []
     assert kernel_events(seen, failing.id) == ["failed", "dead"]
@@ -505,3 +516,25 @@ def test_a_worker_process_writes_flat_json_lines_to_stderr_and_flushes_them_at_s
                                                                            ("stdlib hello", "greet", "greeter")]
     assert lines[-1]["event"] == "worker_stopped" and lines[-1]["worker_id"].endswith(f"-{proc.pid}")
     assert not any(key in line for line in lines for key in ("id", "n", "d", "record", "text"))
+
+
+def test_console_text_is_colored_on_a_terminal_when_color_is_on_and_plain_when_off() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    outputs = []
+    for color in (True, False):
+        stream = Terminal()
+        config = console_sink({"format": "text", "level": "INFO", "color": color}, stream=stream)
+        sink = logger.add(config.sink, level=config.level, **dict(config.options))
+        try:
+            logger.info("hi")
+        finally:
+            logger.remove(sink)
+            assert config.close is not None
+            config.close()
+        outputs.append(stream.getvalue())
+    colored, plain = outputs
+    assert "\x1b[" in colored and colored.rstrip().endswith("hi\x1b[0m")
+    assert "\x1b[" not in plain and plain.endswith("| INFO    | worker | hi\n")

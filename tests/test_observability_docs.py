@@ -51,7 +51,7 @@ def test_the_handler_logging_example_runs_and_its_records_carry_the_job(
     namespace: dict[str, Any] = {"__name__": "docs_example"}
     exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 - the documentation's own example
     app = namespace["app"]
-    saved = (levels.debug, levels.info)
+    saved = (levels.debug, levels.info, levels.warning)
     close = configure_logging(app.settings, app.plugins)
     records: list[dict[str, Any]] = []
     sink = logger.add(lambda message: records.append(flat_record(message.record)), level="DEBUG")
@@ -67,7 +67,7 @@ def test_the_handler_logging_example_runs_and_its_records_carry_the_job(
     finally:
         logger.remove(sink)
         close()
-        levels.debug, levels.info = saved
+        levels.debug, levels.info, levels.warning = saved
         app.close()
 
     # Then each handler record is bananas_job with its job's id and name, the stdlib one with its logger

@@ -73,6 +73,8 @@ def succeeded(state: WorkerState, job: Job, pool_id: str, duration: float) -> No
 def failed(state: WorkerState, job: Job, pool_id: str | None, will_retry: bool, duration: float | None) -> None:
     """The handler raised or timed out: WARNING when it will be retried, ERROR on its last attempt.
     ``error`` and ``traceback`` come from the job (``last_error``, ``traceback``)."""
+    if will_retry and not levels.warning:
+        return
     bound = _bound(
         state, job, pool_id, "failed", error=job.last_error, traceback=job.traceback, will_retry=will_retry,
         duration_ms=round(duration * 1000, 3) if duration is not None else None)
@@ -82,6 +84,8 @@ def failed(state: WorkerState, job: Job, pool_id: str | None, will_retry: bool, 
 
 def retried(state: WorkerState, job: Job, pool_id: str | None, delay: float) -> None:
     """The job goes back to be run again after ``delay`` seconds (WARNING)."""
+    if not levels.warning:
+        return
     _bound(state, job, pool_id, "retried", max_retries=job.max_retries, delay_s=round(delay, 3)).warning(
         "job {} ({}) failed ({}); retry {}/{} in {:.2f}s", job.id, job.name, job.last_error, job.attempts,
         job.max_retries, delay)
