@@ -538,3 +538,27 @@ def test_console_text_is_colored_on_a_terminal_when_color_is_on_and_plain_when_o
     colored, plain = outputs
     assert "\x1b[" in colored and colored.rstrip().endswith("hi\x1b[0m")
     assert "\x1b[" not in plain and plain.endswith("| INFO    | worker | hi\n")
+
+
+def test_closing_a_console_stuck_in_a_write_gives_up_after_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bananas.builtin import stdout_logsink
+
+    # Given a terminal whose writes hang until released
+    release = threading.Event()
+
+    class Stuck(io.StringIO):
+        def write(self, text: str) -> int:
+            release.wait(10)
+            return super().write(text)
+
+    monkeypatch.setattr(stdout_logsink, "CLOSE_WAIT", 0.3)
+    writer = ConsoleWriter(Stuck())
+    writer.put("first\n")
+    time.sleep(0.15)  # the writer thread is stuck writing it
+    writer.put("second\n")
+    # When the console is closed
+    started = time.perf_counter()
+    writer.close()
+    # Then close returned after its bound instead of hanging with the terminal
+    assert time.perf_counter() - started < 2.0
+    release.set()

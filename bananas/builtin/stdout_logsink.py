@@ -42,6 +42,9 @@ take the GIL from the worker) once per line. A line is on the console at most th
 WAKE_AT = 1_000
 """Queued lines that wake the writer before its next turn."""
 
+CLOSE_WAIT = 5.0
+"""Seconds :meth:`ConsoleWriter.close` waits for a write in progress (a stuck terminal) before giving up."""
+
 _HEAD = "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
 _JOB = "<magenta>{extra[job_name]}</magenta> {extra[job_id]} | "
 
@@ -87,9 +90,12 @@ class ConsoleWriter:
         if len(lines) >= WAKE_AT and not self._wake.is_set():
             self._wake.set()
 
-    def flush(self) -> None:
-        """Write every queued line now (from the calling thread)."""
-        with self._write:
+    def flush(self, timeout: float = -1) -> None:
+        """Write every queued line now (from the calling thread). With ``timeout``, give up after that many seconds
+        of waiting for a write in progress (a stuck terminal must not hold a stopping process)."""
+        if not self._write.acquire(timeout=timeout):
+            return
+        try:
             lines = self._lines
             chunk: list[str] = []
             while lines:
@@ -104,6 +110,8 @@ class ConsoleWriter:
                 self.stream.flush()
             except (OSError, ValueError):  # a closed or broken stream: nothing to write to
                 pass
+        finally:
+            self._write.release()
 
     def close(self) -> None:
         """Flush and stop the writer thread."""
@@ -111,8 +119,8 @@ class ConsoleWriter:
         self._closed = True
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        self.flush()
+            self._thread.join(timeout=CLOSE_WAIT)
+        self.flush(timeout=CLOSE_WAIT)
 
     def _run(self) -> None:
         while not self._closed:
@@ -126,7 +134,7 @@ def console_sink(options: Mapping[str, Any], stream: IO[str] | None = None) -> S
     """Options: ``level``, ``format`` (``text``/``json``), ``color``. Writes to ``stream`` (stderr by default)."""
     out = sys.stderr if stream is None else stream
     writer = ConsoleWriter(out)
-    unregister = on_flush(writer.flush)
+    unregister = on_flush(lambda: writer.flush(timeout=1.0))
     level = str(options.get("level", "INFO")).upper()
 
     def close() -> None:
