@@ -157,7 +157,7 @@ def test_move_due_ticks_are_debug_when_idle_and_info_with_the_count_when_jobs_mo
         done.set()
 
     app.enqueue("later", delay="0.3s")
-    run_worker(app, one_slot(app))
+    worker = run_worker(app, one_slot(app))
     # When it comes due and runs
     assert done.wait(10)
 
@@ -166,6 +166,7 @@ def test_move_due_ticks_are_debug_when_idle_and_info_with_the_count_when_jobs_mo
     moved = [r for r in ticks if r["moved"]]
     assert [(r["level"], r["moved"], r["batches"], r["batch_size"]) for r in moved] == [("INFO", 1, 1, 1000)]
     assert moved[0]["component"] == "scheduler" and moved[0]["duration_ms"] >= 0
+    assert (moved[0]["worker_id"], moved[0]["worker_type"]) == (worker.id, "test")
     assert {r["level"] for r in ticks if not r["moved"]} == {"DEBUG"} and len(ticks) > 1
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from loguru import logger
 
@@ -38,8 +39,10 @@ log = logger.bind(component="worker", log_source="bananas_internal")
 scheduler_log = logger.bind(component="scheduler", log_source="bananas_internal")
 
 
-def move_due_duty(maintenance: SupportsMaintenance, interval: float) -> Duty:
-    """The move-due duty: due delayed jobs and retries go to their queues."""
+def move_due_duty(maintenance: SupportsMaintenance, interval: float, tick_log: Any = None) -> Duty:
+    """The move-due duty: due delayed jobs and retries go to their queues. Ticks are logged through ``tick_log``
+    (a loguru logger; the worker's, with ``component=scheduler``, by default one without worker fields)."""
+    ticks = scheduler_log if tick_log is None else tick_log
 
     async def move_due(_: Broker) -> None:
         started = time.perf_counter()
@@ -51,9 +54,9 @@ def move_due_duty(maintenance: SupportsMaintenance, interval: float) -> Duty:
                 break
         if moved or levels.debug:  # a tick that moved nothing is DEBUG: one a second per scheduler otherwise
             ms = round((time.perf_counter() - started) * 1000, 3)
-            scheduler_log.bind(event="move_due", moved=moved, batches=batches, batch_size=MOVE_DUE_BATCH,
-                               duration_ms=ms).log("INFO" if moved else "DEBUG",
-                                                   "scheduler moved {} due job(s) to their queues in {} ms", moved, ms)
+            ticks.bind(event="move_due", moved=moved, batches=batches, batch_size=MOVE_DUE_BATCH,
+                       duration_ms=ms).log("INFO" if moved else "DEBUG",
+                                           "scheduler moved {} due job(s) to their queues in {} ms", moved, ms)
 
     return Duty("move-due", interval, move_due, needs_leader=True)
 
@@ -77,7 +80,7 @@ def kernel_duties(state: WorkerState) -> list[Duty]:
     if maintenance is None:  # no reap/move_due (said at start): only the depths, which every broker reports
         return [depth_duty(state)]
     return [
-        move_due_duty(maintenance, state.plan.scheduler_interval),
+        move_due_duty(maintenance, state.plan.scheduler_interval, state.log.bind(component="scheduler")),
         reap_duty(maintenance, state._broker.options.reaper_interval),
         depth_duty(state),
     ]
