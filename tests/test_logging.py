@@ -563,3 +563,33 @@ def test_closing_a_console_stuck_in_a_write_gives_up_after_its_bound(monkeypatch
     # Then close returned after its bound instead of hanging with the terminal
     assert time.perf_counter() - started < 2.0
     release.set()
+
+
+def test_a_fetch_outage_is_logged_lost_then_back_with_component_queue(
+    make_app, run_worker, wait_for, records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bananas.builtin.memory_broker import MemoryBroker
+    from bananas.errors import BrokerUnavailable
+
+    # Given a broker whose next fetch fails as an outage would
+    real = MemoryBroker.fetch
+    failures = [1]
+
+    async def fetch(self: MemoryBroker, *args: Any, **kwargs: Any) -> Any:
+        if failures[0]:
+            failures[0] -= 1
+            raise BrokerUnavailable("memory broker unavailable during fetch: outage")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryBroker, "fetch", fetch)
+    app = make_app()
+    # When a worker runs through it
+    worker = run_worker(app, one_slot(app))
+    wait_for(lambda: any(r.get("event") == "broker_connection_back" for r in list(records)))
+
+    # Then the loss (ERROR) and the recovery (INFO) are the queue component's events of that pool
+    outage = [r for r in records if r.get("event", "").startswith("broker_connection")]
+    assert [(r["event"], r["level"], r["component"], r["pool_id"], r["worker_id"]) for r in outage] == [
+        ("broker_connection_lost", "ERROR", "queue", "solo-1", worker.id),
+        ("broker_connection_back", "INFO", "queue", "solo-1", worker.id)]
+    assert outage[0]["error"] == "BrokerUnavailable: memory broker unavailable during fetch: outage"
