@@ -3,6 +3,7 @@ log through ``job_logger`` and the standard library with the job's fields, as th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -81,3 +82,26 @@ def test_the_handler_logging_example_runs_and_its_records_carry_the_job(
     ], key=str)
     # and closing the logging took the stdlib intercept off the root logger again
     assert not any(isinstance(h, InterceptHandler) for h in logging.getLogger().handlers)
+
+
+def test_the_log_sink_example_of_the_plugin_guide_writes_the_flat_json_lines(tmp_path: Path) -> None:
+    # Given the jsonl sink of docs/PLUGINS.md ("### Log sink"), loaded as a module
+    text = (DOC.parent / "PLUGINS.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r'```python\n("""``\[logging\.jsonl\] enabled = true``.*?)\n```', text, re.S)
+    namespace: dict[str, Any] = {"__name__": "jsonl_example"}
+    exec(compile(block, "PLUGINS.md", "exec"), namespace)  # noqa: S102 - the documentation's own example
+    path = tmp_path / "bananas.jsonl"
+    config = namespace["jsonl_sink"]({"path": str(path), "level": "INFO"})
+    # When a job record is logged through it
+    sink = logger.add(config.sink, level=config.level, **dict(config.options))
+    try:
+        logger.bind(job_id="j1", job_name="send", log_source="bananas_job").info("sent {}", 3)
+        logger.complete()
+    finally:
+        logger.remove(sink)
+    # Then the file holds the record's flat JSON line, as every tier writes it
+    (line,) = path.read_text(encoding="utf-8").splitlines()
+    record = json.loads(line)
+    assert {k: record[k] for k in ("msg", "level", "log_source", "job_id", "job_name")} == {
+        "msg": "sent 3", "level": "INFO", "log_source": "bananas_job", "job_id": "j1", "job_name": "send"}
+    assert "_line" not in record
