@@ -158,6 +158,6 @@ def console_sink(options: Mapping[str, Any], stream: IO[str] | None = None) -> S
 def bananas_register_log_sinks(register: Register[LogSinkSpec]) -> None:
     register(
         LogSinkSpec(
-            name="console", factory=console_sink, summary="console (stderr), text or JSON", default_enabled=True
+            name="console", factory=console_sink, summary="console (stderr), text or JSON"
         )
     )
