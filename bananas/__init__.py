@@ -1,7 +1,7 @@
 """Bananas: a distributed task queue for Python.
 
-Import what you need from here: ``Bananas`` (the app), ``Client`` / ``AsyncClient`` (producer-only processes) and
-``hookimpl`` (for plugins).
+Import what you need from here: ``Bananas`` (the app), ``Client`` / ``AsyncClient`` (producer-only processes),
+``job_logger`` (a loguru logger bound to the running job, for handlers) and ``hookimpl`` (for plugins).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ __all__ = [
     "UnknownPlugin",
     "__version__",
     "hookimpl",
+    "job_logger",
 ]
 
 
@@ -65,6 +66,10 @@ def __getattr__(name: str) -> Any:
         from bananas import client
 
         return getattr(client, name)
+    if name == "job_logger":
+        from bananas.log_context import job_logger
+
+        return job_logger
     if name == "__version__":
         from importlib.metadata import version
 

@@ -330,8 +330,9 @@ def _say_configuration(app: Any) -> None:
     log = logger.bind(component="cli", log_source="bananas_internal")
     s = app.settings
     results = redact_url(app.result_backend_url) if app.result_backend_url else "none (results are not stored)"
-    log.info("config file: {f}; broker {b} ({src}); result backend {r}", f=s.config_file or search_note(Path.cwd()),
-             b=redact_url(app.broker_url), src=s.source("broker"), r=results)
+    log.info("config file: {config_file}; broker {broker} ({broker_source}); result backend {result_backend}",
+             config_file=s.config_file or search_note(Path.cwd()), broker=redact_url(app.broker_url),
+             broker_source=s.source("broker"), result_backend=results)
     for warning in s.warnings:
         log.warning(warning)
 

@@ -43,12 +43,26 @@ CONTEXT_FIELDS = (
 _INTERNAL = frozenset(FIXED_FIELDS) | frozenset(CONTEXT_FIELDS)
 
 
+_second: tuple[int, str] = (-1, "")
+"""The last whole second formatted and its text (records come in bursts); swapped as one tuple, so threads that
+race see a consistent pair."""
+
+
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    global _second
+    whole = int(moment.timestamp())
+    cached, text = _second
+    if cached != whole:
+        text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second = (whole, text)
+    return f"{text}{moment.microsecond // 1000:03d}Z"
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
+    if type(value) in _SCALARS or value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}

@@ -19,6 +19,10 @@ peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, l
 ``--parts`` picks the measures (``enqueue,drain,latency,idle``); ``--repeat N`` repeats the enqueue figures and the
 drain (each drain with a fresh worker process).
 
+``--logging warning,info:json`` drains once per logging profile ``LEVEL[:FORMAT]`` (``LOG_LEVEL``, ``LOG_FORMAT`` of
+the worker; its console goes to a log file), interleaved within each repeat, so the rows compare logging costs in one
+run (``benchmarks/bench_logging.py`` runs it this way). Default: ``warning``.
+
 ``--profile DIR`` records a py-spy flame graph (``DIR/drain-<mode>.svg``) and a top-style text profile of the worker
 during each drain (needs ``pip install py-spy``).
 """
@@ -151,6 +155,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--profile", metavar="DIR", help="py-spy the worker during each drain into DIR")
     ap.add_argument("--parts", default="enqueue,drain,latency,idle", help="which measures to take (comma-separated)")
     ap.add_argument("--repeat", type=int, default=1, help="measure each enqueue figure and drain this many times")
+    ap.add_argument("--logging", default="warning", help="worker logging profiles LEVEL[:FORMAT], comma-separated")
     args = ap.parse_args()
 
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
@@ -197,17 +202,23 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             print(rows[-1], flush=True)
 
         # -- drain + latency + idle, per mode -----------------------------------------------------------------------
-        def measure(mode: str, *, drain: bool, latency: bool, idle: bool) -> None:
+        profiles = [tuple(p.split(":", 1)) if ":" in p else (p, "text") for p in args.logging.split(",")]
+
+        def measure(mode: str, *, drain: bool, latency: bool, idle: bool, profile: tuple[str, ...] = ()) -> None:
             probe.flushdb()
             for _ in range(args.n // args.batch if drain else 0):
                 app.enqueue_many(specs)
             wenv = dict(env, WORKER_MODE=mode)
+            label = mode
+            if profile:
+                wenv.update(LOG_LEVEL=profile[0], LOG_FORMAT=profile[1])
+                label = f"{mode} (LOG_LEVEL={profile[0]}, {profile[1]})" if len(profiles) > 1 else mode
             before = commandstats(probe)
             worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log")).start()
             try:
                 assert worker.proc is not None
                 if drain:
-                    take_drain(mode, worker, before)
+                    take_drain(label, worker, before)
                 else:
                     time.sleep(1.0)  # the worker starts
                 if latency:
@@ -296,8 +307,10 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         for mode in args.modes.split(","):
             for run in range(args.repeat if "drain" in parts else 1):
                 last_run = run == args.repeat - 1 or "drain" not in parts
-                measure(mode, drain="drain" in parts, latency=last_run and "latency" in parts,
-                        idle=last_run and "idle" in parts)
+                for index, profile in enumerate(profiles):
+                    last = last_run and index == len(profiles) - 1
+                    measure(mode, drain="drain" in parts, latency=last and "latency" in parts,
+                            idle=last and "idle" in parts, profile=profile)
         app.close()
     finally:
         server.cleanup()

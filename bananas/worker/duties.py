@@ -6,7 +6,10 @@ The kernel's own duties need the broker's ``maintenance`` capability:
   reap at start matters: recovery must not wait for a worker that lives ``reaper_interval`` (in a crash loop none
   might), and a worker starting after a crash recovers the dead one's expired leases at once.
 - **move-due** (``needs_leader``, every ``scheduler_interval``): moves due delayed jobs and retries to their
-  queues, in batches of 1000, repeating while full batches come back.
+  queues, in batches of 1000, repeating while full batches come back. Each tick is logged (component
+  ``scheduler``): INFO when jobs moved, DEBUG when none did.
+- **queue-depths** (``needs_leader``, every 10 s): logs the depth of every known queue
+  (:mod:`bananas.worker.depth_log`).
 
 Plugins add duties with the ``bananas_worker_duties`` hook (:class:`~bananas.worker.context.Duty` specs). A duty
 that ``needs_leader`` runs only where the plan runs the scheduler (``WorkerPlan.scheduler``): there is no leader
@@ -16,12 +19,16 @@ election yet, so every such worker runs it, until a later issue adds the electio
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from loguru import logger
 
 from bananas.broker import Broker, SupportsMaintenance
+from bananas.log_context import levels
 from bananas.worker.context import Duty
+from bananas.worker.depth_log import depth_duty
 from bananas.worker.state import WorkerState, error_text
 
 __all__ = ["Duty", "kernel_duties", "move_due_duty", "reap_duty", "start_duties"]
@@ -29,14 +36,27 @@ __all__ = ["Duty", "kernel_duties", "move_due_duty", "reap_duty", "start_duties"
 MOVE_DUE_BATCH = 1000
 
 log = logger.bind(component="worker", log_source="bananas_internal")
+scheduler_log = logger.bind(component="scheduler", log_source="bananas_internal")
 
 
-def move_due_duty(maintenance: SupportsMaintenance, interval: float) -> Duty:
-    """The move-due duty: due delayed jobs and retries go to their queues."""
+def move_due_duty(maintenance: SupportsMaintenance, interval: float, tick_log: Any = None) -> Duty:
+    """The move-due duty: due delayed jobs and retries go to their queues. Ticks are logged through ``tick_log``
+    (a loguru logger; the worker's, with ``component=scheduler``, by default one without worker fields)."""
+    ticks = scheduler_log if tick_log is None else tick_log
 
     async def move_due(_: Broker) -> None:
-        while await maintenance.move_due(MOVE_DUE_BATCH) >= MOVE_DUE_BATCH:
-            pass
+        started = time.perf_counter()
+        moved = batches = 0
+        while True:
+            batch = await maintenance.move_due(MOVE_DUE_BATCH)
+            moved, batches = moved + batch, batches + 1
+            if batch < MOVE_DUE_BATCH:
+                break
+        if moved or levels.debug:  # a tick that moved nothing is DEBUG: one a second per scheduler otherwise
+            ms = round((time.perf_counter() - started) * 1000, 3)
+            ticks.bind(event="move_due", moved=moved, batches=batches, batch_size=MOVE_DUE_BATCH,
+                       duration_ms=ms).log("INFO" if moved else "DEBUG",
+                                           "scheduler moved {} due job(s) to their queues in {} ms", moved, ms)
 
     return Duty("move-due", interval, move_due, needs_leader=True)
 
@@ -47,7 +67,8 @@ def reap_duty(maintenance: SupportsMaintenance, interval: float) -> Duty:
     async def reap(_: Broker) -> None:
         recovered = await maintenance.reap()
         if recovered:
-            log.warning("recovered {n} job(s) whose worker stopped renewing its lease", n=recovered)
+            log.bind(event="reaped").warning("recovered {recovered} job(s) whose worker stopped renewing its lease",
+                                             recovered=recovered)
 
     return Duty("reap", interval, reap)
 
@@ -56,11 +77,12 @@ def kernel_duties(state: WorkerState) -> list[Duty]:
     """The kernel's duties for this worker's broker (none without its ``maintenance`` capability)."""
     maintenance = state._caps.maintenance
     assert state._broker is not None
-    if maintenance is None:  # no reap/move_due (said at start): nothing to run
-        return []
+    if maintenance is None:  # no reap/move_due (said at start): only the depths, which every broker reports
+        return [depth_duty(state)]
     return [
-        move_due_duty(maintenance, state.plan.scheduler_interval),
+        move_due_duty(maintenance, state.plan.scheduler_interval, state.log.bind(component="scheduler")),
         reap_duty(maintenance, state._broker.options.reaper_interval),
+        depth_duty(state),
     ]
 
 
@@ -82,6 +104,6 @@ async def _run(state: WorkerState, duty: Duty) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep the duty alive through broker outages
-            log.error("duty {d} failed: {e}", d=duty.name, e=error_text(exc))
+            state.log.error("duty {duty} failed: {error}", duty=duty.name, error=error_text(exc))
         if await state._sleep(duty.interval):
             return

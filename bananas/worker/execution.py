@@ -19,9 +19,11 @@ from bananas.errors import SerializationError
 from bananas.handlers import HandlerSpec
 from bananas.headers import DEFAULTED_RETRIES_HEADER
 from bananas.job import Job, Status
+from bananas.log_context import CURRENT_JOB, JobScope
 from bananas.serializer import JobCodec, SignatureError
+from bananas.worker import events
 from bananas.worker.interrupt import JobInterrupt, JobTimeout, interrupt_thread
-from bananas.worker.state import _Slot
+from bananas.worker.state import WorkerState, _Slot
 
 __all__ = ["Execution", "Failed", "Outcome", "Rejected", "Succeeded"]
 
@@ -60,7 +62,12 @@ Outcome = Succeeded | Failed | Rejected
 
 
 class Execution:
-    """Runs one delivery's handler. ``started(job)`` is called right before the handler (settlement notifies)."""
+    """Runs one delivery's handler. ``started(job)`` is called right before the handler (settlement notifies).
+
+    With ``state`` (the worker's), the ``dequeued`` and ``started`` events are logged (DEBUG) and the handler runs
+    with :data:`~bananas.log_context.CURRENT_JOB` set, so ``job_logger`` and standard-library ``logging`` records
+    inside it carry the job's fields.
+    """
 
     def __init__(
         self,
@@ -68,7 +75,9 @@ class Execution:
         handlers: Mapping[str, HandlerSpec],
         default_timeout: float,
         started: Callable[[Job, str], None],
+        state: WorkerState | None = None,
     ) -> None:
+        self.state = state
         self.codec = codec
         self.handlers = handlers
         self.default_timeout = default_timeout
@@ -93,6 +102,9 @@ class Execution:
             reason = exc.reason if isinstance(exc, SignatureError) else f"malformed job: {exc.reason}"
             return Rejected(reason, None, exc.reason)
         slot.job = job
+        state = self.state
+        if state is not None:
+            events.dequeued(state, job, pool_id)
         handler = self.handlers.get(job.name)
         if handler is None or (job_types is not None and job.name not in job_types):
             return Rejected(f"no handler for job {job.name!r} in this worker", job)
@@ -103,22 +115,28 @@ class Execution:
         _set(job, "status", Status.RUNNING)
         _set(job, "started_at", time.time())
         self.started(job, pool_id)
+        scope = JobScope(job, pool_id, state.id, state.plan.mode) if state is not None else JobScope(job, pool_id)
+        if state is not None:
+            events.started(state, job, pool_id)
         started = time.perf_counter()
-        ok, value = await self._call(handler, job, slot)
+        ok, value = await self._call(handler, job, slot, scope)
         duration = time.perf_counter() - started
         _set(job, "finished_at", time.time())
         return Succeeded(value, duration) if ok else Failed(value, duration)
 
-    async def _call(self, handler: HandlerSpec, job: Job, slot: _Slot) -> tuple[bool, Any]:
+    async def _call(self, handler: HandlerSpec, job: Job, slot: _Slot, scope: JobScope) -> tuple[bool, Any]:
         timeout = job.timeout or handler.timeout or self.default_timeout
         if handler.is_async:
+            token = CURRENT_JOB.set(scope)  # this job's own task: reset before settlement logs
             try:
                 async with asyncio.timeout(timeout):
                     return await _guarded(handler.func, job.payload)
             except TimeoutError:
                 return False, JobTimeout(f"job {job.name} timed out after {timeout:g}s")
+            finally:
+                CURRENT_JOB.reset(token)
         assert self.loop is not None
-        future = self.loop.run_in_executor(self.executor, _run_sync, handler.func, job.payload, slot)
+        future = self.loop.run_in_executor(self.executor, _run_sync, handler.func, job.payload, slot, scope)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -137,8 +155,9 @@ async def _guarded(func: Callable[..., Any], payload: dict[str, Any]) -> tuple[b
         return False, exc
 
 
-def _run_sync(func: Callable[..., Any], payload: dict[str, Any], slot: _Slot) -> tuple[bool, Any]:
+def _run_sync(func: Callable[..., Any], payload: dict[str, Any], slot: _Slot, scope: JobScope) -> tuple[bool, Any]:
     slot.thread_id = threading.get_ident()
+    token = CURRENT_JOB.set(scope)  # executor threads do not inherit the loop's context
     try:
         return True, func(**payload)
     except JobInterrupt:
@@ -146,4 +165,5 @@ def _run_sync(func: Callable[..., Any], payload: dict[str, Any], slot: _Slot) ->
     except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a handler fail only the job
         return False, exc
     finally:
+        CURRENT_JOB.reset(token)
         slot.thread_id = None

@@ -6,15 +6,10 @@ import asyncio
 import threading
 import time
 
-from loguru import logger
-
 from bananas.broker import Broker, Delivery
 from bananas.worker.state import WorkerState, error_text
 
 __all__ = ["_Heartbeat"]
-
-log = logger.bind(component="worker", log_source="bananas_internal")
-
 
 class _Heartbeat:
     """Renews the leases of running jobs from its own thread and event loop (a blocked worker loop cannot stop
@@ -53,7 +48,7 @@ class _Heartbeat:
             self._beat_forever(loop)
         except BaseException as exc:  # noqa: BLE001 - say so loudly: without it the worker must not take work
             self.problem = f"heartbeat thread died: {error_text(exc)}"
-            log.opt(exception=exc).critical("lease heartbeat stopped unexpectedly: {e}", e=error_text(exc))
+            self.worker.log.opt(exception=exc).critical("lease heartbeat stopped unexpectedly: {}", error_text(exc))
         finally:
             self.first_beat.set()
             loop.close()
@@ -95,9 +90,10 @@ class _Heartbeat:
                         self._renewed = False
                     if failing_since is None:
                         failing_since = time.monotonic()
-                        log.error("lease renewal failed: {e}; retrying every {i:g}s", e=text, i=self.interval)
+                        self.worker.log.bind(error=text).error("lease renewal failed: {}; retrying every {:g}s", text,
+                                                               self.interval)
                 if ok and failing_since is not None:
-                    log.info("lease renewal works again after {s:.1f}s", s=time.monotonic() - failing_since)
+                    self.worker.log.info("lease renewal works again after {:.1f}s", time.monotonic() - failing_since)
                     failing_since = None
                     self.problem = None
                 elif ok:
@@ -120,5 +116,5 @@ class _Heartbeat:
             slot = slots.get(delivery.id)
             if slot is None or slot.delivery is not delivery or slot.done or slot.settling:
                 continue
-            log.warning("lease of job {id} was lost while it runs here; another worker may run it too",
-                        id=delivery.id)
+            self.worker.log.warning("lease of job {job_id} was lost while it runs here; another worker may run it "
+                                    "too", job_id=delivery.id)

@@ -10,9 +10,8 @@ renew leases, and a broker error never ends it (logged, retried after 1 s).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-
-from loguru import logger
 
 from bananas.broker import Delivery
 from bananas.worker.execution import Execution
@@ -21,9 +20,6 @@ from bananas.worker.state import WorkerState, _Slot, error_text
 from bananas.worker_mode import PoolPlan
 
 __all__ = ["Pools"]
-
-log = logger.bind(component="worker", log_source="bananas_internal")
-
 
 class Pools:
     """The fetch loops of one worker process (:meth:`run` per pool) and the job tasks they start."""
@@ -43,6 +39,7 @@ class Pools:
         pool_id = pool.pool_id
         free = asyncio.Semaphore(pool.concurrency)
         in_use = 0
+        failing_since: float | None = None  # the first failed fetch of an outage (logged once it ends)
 
         def release(_: object) -> None:
             nonlocal in_use
@@ -92,12 +89,20 @@ class Pools:
                         blocked.discard(pool_id)
             except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
                 if acks:
-                    log.error("ack of {n} job(s) failed: {e}; their leases will expire and they run again",
-                              n=len(acks), e=error_text(exc))
+                    state.log.error("ack of {count} job(s) failed: {error}; their leases will expire and they run "
+                                    "again", count=len(acks), error=error_text(exc))
                     settlement.acked(acks, [False] * len(acks))
-                log.error("fetch from {q} failed: {e}; retrying in 1s", q=list(pool.queues), e=error_text(exc))
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                state.log.bind(component="queue", event="broker_connection_lost", pool_id=pool_id).error(
+                    "fetch from {queues} failed: {error}; retrying in 1s", queues=list(pool.queues),
+                    error=error_text(exc))
                 await asyncio.sleep(1.0)
                 continue
+            if failing_since is not None:
+                state.log.bind(component="queue", event="broker_connection_back", pool_id=pool_id).info(
+                    "fetch from {} works again after {:.1f}s", list(pool.queues), time.monotonic() - failing_since)
+                failing_since = None
             if stop.is_set() and deliveries:  # stopping: start nothing new, give them straight back
                 await broker.release(deliveries)
                 break
@@ -147,10 +152,11 @@ class Pools:
         try:
             await self.state._broker.release(suspects)
         except Exception as exc:  # noqa: BLE001 - their leases expire; they come back as suspects again
-            log.error("could not give back {n} recovered job(s): {e}", n=len(suspects), e=error_text(exc))
+            self.state.log.error("could not give back {count} recovered job(s): {error}", count=len(suspects),
+                                 error=error_text(exc))
         if not self.state._isolating:
-            log.info("{n} job(s) recovered from dead workers on their last chance: running them one at a time, "
-                     "alone, in this process", n=len(suspects))
+            self.state.log.info("{count} job(s) recovered from dead workers on their last chance: running them one "
+                                "at a time, alone, in this process", count=len(suspects))
         self.state._isolating = True
         return [d for d in deliveries if not self._suspect(d)]
 
@@ -163,7 +169,8 @@ class Pools:
             try:
                 got = await self.state._broker.fetch(pool.queues, 1, self.state.fetch_wait)
             except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
-                log.error("fetch from {q} failed: {e}; retrying in 1s", q=list(pool.queues), e=error_text(exc))
+                self.state.log.bind(component="queue").error("fetch from {queues} failed: {error}; retrying in 1s",
+                                                             queues=list(pool.queues), error=error_text(exc))
                 await self.state._sleep(1.0)
                 return
             if not got:
@@ -175,7 +182,8 @@ class Pools:
                 return
             if not self._suspect(delivery):
                 self.state._isolating = False
-                log.info("no more recovered jobs at the head of {q}: back to normal fetching", q=list(pool.queues))
+                self.state.log.info("no more recovered jobs at the head of {queues}: back to normal fetching",
+                                    queues=list(pool.queues))
                 start(delivery)
                 return
             await self._run_alone(delivery, start, locked=True)
@@ -188,8 +196,8 @@ class Pools:
         if not locked:
             async with self.state._solo:  # free here (the caller checked): taken without yielding to other pools
                 return await self._run_alone(delivery, start, locked=True)
-        log.info("running recovered job {id} alone: {c} crash(es) so far, one more makes it crash_loop",
-                 id=delivery.id, c=delivery.crashes)
+        self.state.log.info("running recovered job {job_id} alone: {crashes} crash(es) so far, one more makes it "
+                            "crash_loop", job_id=delivery.id, crashes=delivery.crashes)
         # Awaited with asyncio.wait: cancelling this pool at shutdown does not cancel the job itself.
         await asyncio.wait({start(delivery, solo=True)})
 
@@ -211,13 +219,14 @@ class Pools:
         assert self.state._heartbeat is not None
         if not self.state._paused:
             self.state._paused = True
-            log.error("leases cannot be renewed ({r}): taking no new jobs until renewal works again; jobs already "
-                      "running may be recovered by other workers", r=self.state._heartbeat.problem or "unknown")
+            self.state.log.error("leases cannot be renewed ({problem}): taking no new jobs until renewal works again; "
+                                 "jobs already running may be recovered by other workers",
+                                 problem=self.state._heartbeat.problem or "unknown")
         while not self.state._stop_requested() and not self.state._heartbeat.healthy():
             await self.state._sleep(0.2)
         if self.state._paused and self.state._heartbeat.healthy():
             self.state._paused = False
-            log.info("lease renewal works again: taking jobs")
+            self.state.log.info("lease renewal works again: taking jobs")
 
     # -- one job -------------------------------------------------------------------------------------------------
     async def _process(self, slot: _Slot, pool: PoolPlan, pool_id: str) -> None:
@@ -227,7 +236,7 @@ class Pools:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - settling failed (broker outage past retry_for): the lease decides
-            log.error("job {id}: could not settle it with the broker ({e}); its lease will expire and it runs again",
-                      id=slot.delivery.id, e=error_text(exc))
+            self.state.log.error("job {job_id}: could not settle it with the broker ({error}); its lease will expire "
+                                 "and it runs again", job_id=slot.delivery.id, error=error_text(exc))
             slot.done = True
             self.state.slots.pop(slot.delivery.id, None)

@@ -20,6 +20,7 @@ from loguru import logger
 
 from bananas.broker import Broker
 from bananas.errors import BrokerUnavailable
+from bananas.log_context import flush_logs
 from bananas.worker.context import WorkerContext
 from bananas.worker.duties import start_duties
 from bananas.worker.execution import Execution
@@ -39,7 +40,6 @@ outage) leaves those jobs to their leases, so the stop never waits out the broke
 CONNECT_BACKOFF = (0.5, 10.0)
 """First and longest delay between two attempts to reach the broker at start-up."""
 
-log = logger.bind(component="worker", log_source="bananas_internal")
 
 
 class Worker(WorkerState):
@@ -56,7 +56,8 @@ class Worker(WorkerState):
         self.broker_wait: float = context.broker_wait
         self._observers = context.observers
         self.settlement = Settlement(self)
-        self.execution = Execution(context.codec, context.handlers, context.default_timeout, self.settlement.started)
+        self.execution = Execution(context.codec, context.handlers, context.default_timeout, self.settlement.started,
+                                   self)
         self.pools = Pools(self, self.execution, self.settlement)
 
     @property
@@ -89,8 +90,9 @@ class Worker(WorkerState):
         for thread in stuck:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(thread.is_alive() for thread in stuck):
-            log.warning("handler threads still running after shutdown; exiting without waiting for them")
+            self.log.warning("handler threads still running after shutdown; exiting without waiting for them")
             logger.complete()
+            flush_logs()
             os._exit(0)
 
     def start_in_thread(self) -> threading.Thread:
@@ -108,43 +110,42 @@ class Worker(WorkerState):
             self._install_signals()
         broker = await self._connect()
         if broker is None:  # asked to stop while waiting for the broker
-            log.info("worker {id} stopped before the broker was reachable", id=self.id)
+            self.log.info("worker {} stopped before the broker was reachable", self.id)
             return
         self._broker = broker
         self._caps = caps = self.context.capabilities(broker)  # resolved once, when the app built the broker
         self.settlement.combined = caps.ack_and_fetch is not None
         if caps.maintenance is None:
-            log.warning("broker {b} has no 'maintenance' capability (reap, move_due){p}: this worker cannot recover "
-                        "jobs of crashed workers (their leases are never reaped) nor move delayed jobs and retries "
-                        "to their queues", b=type(broker).__name__,
-                        p=f"; partial: missing {', '.join(caps.partial['maintenance'])}"
-                        if "maintenance" in caps.partial else "")
+            self.log.warning("broker {broker} has no 'maintenance' capability (reap, move_due){partial}: this worker "
+                             "cannot recover jobs of crashed workers (their leases are never reaped) nor move delayed "
+                             "jobs and retries to their queues", broker=type(broker).__name__,
+                             partial=f"; partial: missing {', '.join(caps.partial['maintenance'])}"
+                             if "maintenance" in caps.partial else "")
         self.execution.open(self.info.concurrency)
         self._heartbeat = heartbeat = _Heartbeat(self)
         heartbeat.start()
         await asyncio.to_thread(heartbeat.first_beat.wait, 6.0)  # pools start knowing whether leases can be renewed
         tasks = [asyncio.create_task(self.pools.run(pool), name=f"pool-{pool.pool_id}") for pool in self.plan.pools]
         tasks += start_duties(self, self.context.duties(self.info))
-        log.info(
-            "worker {id} started: mode {mode}, pools {pools}, scheduler {sched}",
-            id=self.id,
-            mode=self.plan.mode,
-            pools=", ".join(f"{p.pool_id}×{p.concurrency} {list(p.queues)}" for p in self.plan.pools)
-            or "none",
-            sched="on" if self.plan.scheduler else "off",
-        )
+        pools = ", ".join(f"{p.pool_id}×{p.concurrency} {list(p.queues)}" for p in self.plan.pools) or "none"
+        self.log.bind(event="worker_started", pools=pools, concurrency=self.info.concurrency,
+                      scheduler=self.plan.scheduler).info(
+            "worker {} started: mode {}, pools {}, scheduler {}", self.id, self.plan.mode, pools,
+            "on" if self.plan.scheduler else "off")
         self._observers.notify("bananas_worker_started", worker=self.info)
         self._started.set()
         try:
             await self._stop.wait()
         finally:
-            log.info("worker {id} stopping; {n} job(s) running", id=self.id, n=len(self.slots))
+            self.log.bind(event="worker_stopping", running=len(self.slots)).info(
+                "worker {} stopping; {} job(s) running", self.id, len(self.slots))
             await self._shutdown(tasks)
             heartbeat.stop()
             self.execution.close()
             await self.context.close()
             self._observers.notify("bananas_worker_stopped", worker=self.info)
-            log.info("worker {id} stopped after {n} job(s)", id=self.id, n=self.processed)
+            self.log.bind(event="worker_stopped", processed=self.processed, failed=self.failed).info(
+                "worker {} stopped after {} job(s)", self.id, self.processed)
 
     async def _connect(self) -> Broker | None:
         """The app's connected broker; waits for it with backoff while it is unreachable (``worker.broker_wait``
@@ -160,17 +161,20 @@ class Worker(WorkerState):
                 attempt += 1
                 waited = time.monotonic() - started
                 if self.broker_wait and waited >= self.broker_wait:
-                    log.error("broker still unreachable after {w:.1f}s (worker.broker_wait): {e}", w=waited, e=exc)
+                    self.log.bind(component="queue", error=str(exc)).error(
+                        "broker still unreachable after {:.1f}s (worker.broker_wait): {}", waited, exc)
                     raise
                 pause = min(delay, self.broker_wait - waited) if self.broker_wait else delay
-                log.warning("waiting for the broker (attempt {n}, {w:.1f}s so far; next in {d:.1f}s): {e}",
-                            n=attempt, w=waited, d=pause, e=exc)
+                self.log.bind(component="queue", event="broker_unreachable", error=str(exc)).warning(
+                    "waiting for the broker (attempt {}, {:.1f}s so far; next in {:.1f}s): {}", attempt, waited, pause,
+                    exc)
                 if await self._sleep(pause):
                     return None
                 delay = min(delay * 2, cap)
                 continue
             if attempt:
-                log.info("broker reachable after {w:.1f}s; starting", w=time.monotonic() - started)
+                self.log.bind(component="queue", event="broker_reachable").info(
+                    "broker reachable after {:.1f}s; starting", time.monotonic() - started)
             return broker
 
     def _install_signals(self) -> None:
@@ -179,10 +183,12 @@ class Worker(WorkerState):
 
         def on_signal(signum: int) -> None:
             if stop.is_set():
-                log.warning("second signal {s}: exiting now; the broker's lease recovers running jobs", s=signum)
+                self.log.warning("second signal {}: exiting now; the broker's lease recovers running jobs", signum)
+                logger.complete()
+                flush_logs()
                 os._exit(1)
-            log.info("signal {s}: finishing running jobs (up to {t}s), taking no new ones", s=signum,
-                     t=self.shutdown_timeout)
+            self.log.info("signal {}: finishing running jobs (up to {}s), taking no new ones", signum,
+                          self.shutdown_timeout)
             stop.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -212,10 +218,10 @@ class Worker(WorkerState):
                 unfinished = [slot.delivery for slot in self.slots.values() if not slot.done]
                 if unfinished:
                     await self._broker.release(unfinished)
-                    log.warning("gave {n} unfinished job(s) back to the broker", n=len(unfinished))
+                    self.log.warning("gave {} unfinished job(s) back to the broker", len(unfinished))
         except (TimeoutError, BrokerUnavailable) as exc:
             left = self.settlement.pending + sum(1 for slot in self.slots.values() if not slot.done)
-            log.error("broker did not answer while stopping ({e}); {n} job(s) left to their leases: they run again "
-                      "once the leases expire", e=error_text(exc) if str(exc) else f"no reply in {SETTLE_GRACE:g}s",
-                      n=left)
+            self.log.error("broker did not answer while stopping ({}); {} job(s) left to their leases: they run "
+                           "again once the leases expire",
+                           error_text(exc) if str(exc) else f"no reply in {SETTLE_GRACE:g}s", left)
         self.slots.clear()

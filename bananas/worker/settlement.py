@@ -29,6 +29,7 @@ from bananas.broker import Delivery
 from bananas.errors import SerializationError
 from bananas.job import Job, Status
 from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
+from bananas.worker import events
 from bananas.worker.context import WorkerContext
 from bananas.worker.execution import Failed, Outcome, Rejected, Succeeded
 from bananas.worker.state import WorkerState, _Slot, error_text
@@ -81,11 +82,12 @@ class Settlement:
             job = slot.job
             assert job is not None
             value = outcome.value
+            events.succeeded(self.state, job, pool_id, outcome.duration)
             if self.has_results:
                 ok, value = await self._store_result(job, value)
                 if not ok:
                     slot.done = True
-                    await self._fail(delivery, job, value)
+                    await self._fail(delivery, job, value, pool_id=pool_id)
                     self.state.slots.pop(delivery.id, None)
                     return
             object.__setattr__(job, "status", Status.COMPLETED)
@@ -103,10 +105,10 @@ class Settlement:
         slot.done = True
         if type(outcome) is Failed:
             assert slot.job is not None
-            await self._fail(delivery, slot.job, outcome.error)
+            await self._fail(delivery, slot.job, outcome.error, pool_id=pool_id, duration=outcome.duration)
         else:
             assert isinstance(outcome, Rejected)
-            await self._reject(delivery, outcome)
+            await self._reject(delivery, outcome, pool_id=pool_id)
         self.state.slots.pop(delivery.id, None)
 
     # -- acks ------------------------------------------------------------------------------------------------------
@@ -132,8 +134,8 @@ class Settlement:
             try:
                 owned = await self.state._broker.ack([item[0] for item in batch])
             except Exception as exc:  # noqa: BLE001 - unacked jobs are redelivered after their lease
-                log.error("ack of {n} job(s) failed: {e}; their leases will expire and they run again",
-                          n=len(batch), e=error_text(exc))
+                log.error("ack of {count} job(s) failed: {error}; their leases will expire and they run again",
+                          count=len(batch), error=error_text(exc))
                 owned = [False] * len(batch)
             self.acked(batch, owned)
 
@@ -151,7 +153,7 @@ class Settlement:
                 slot.done = True
             self.processed += 1
             if not mine:
-                log.warning("job {id} finished but its lease was lost; it may run again", id=delivery.id)
+                log.warning("job {job_id} finished but its lease was lost; it may run again", job_id=delivery.id)
                 continue
             self.notify("bananas_job_succeeded", job=job, result=value, duration=duration)
 
@@ -170,7 +172,8 @@ class Settlement:
         await backend.store(job.id, body, ttl)
         return True, value
 
-    async def _fail(self, delivery: Delivery, job: Job, error: BaseException) -> None:
+    async def _fail(self, delivery: Delivery, job: Job, error: BaseException, *, pool_id: str | None = None,
+                    duration: float | None = None) -> None:
         broker = self.state._broker
         assert broker is not None
         self.processed += 1
@@ -178,40 +181,43 @@ class Settlement:
         job.last_error = error_text(error)
         job.traceback = "".join(traceback.format_exception(error)) if error.__traceback__ else job.last_error
         will_retry = job.attempts <= job.max_retries
+        events.failed(self.state, job, pool_id, will_retry, duration)
         self.notify("bananas_job_failed", job=job, error=error, will_retry=will_retry)
         if not will_retry:
-            await self._bury(delivery, job, f"failed after {job.attempts} attempt(s): {job.last_error}")
+            await self._bury(delivery, job, f"failed after {job.attempts} attempt(s): {job.last_error}", pool_id)
             return
         base, factor, cap = self.backoff
         delay = min(cap, base * factor ** (job.attempts - 1)) * random.uniform(0.5, 1.0)
         job.status = Status.RETRYING
         job.scheduled_at = time.time() + delay
         if await broker.retry(delivery, body=self.codec.encode(job), at=job.scheduled_at):
-            log.info("job {id} ({name}) failed ({err}); retry {n}/{max} in {d:.2f}s", id=job.id, name=job.name,
-                     err=job.last_error, n=job.attempts, max=job.max_retries, d=delay)
+            events.retried(self.state, job, pool_id, delay)
             self.notify("bananas_job_retried", job=job, delay=delay)
         else:
-            log.warning("job {id} failed but its lease was lost; not retried by this worker", id=job.id)
+            log.warning("job {job_id} failed but its lease was lost; not retried by this worker", job_id=job.id)
 
-    async def _reject(self, delivery: Delivery, rejected: Rejected) -> None:
+    async def _reject(self, delivery: Delivery, rejected: Rejected, pool_id: str | None = None) -> None:
         broker = self.state._broker
         assert broker is not None
         self.rejected += 1
         if rejected.job is not None:  # decoded, but no handler for it here
-            await self._bury(delivery, rejected.job, rejected.reason)
+            await self._bury(delivery, rejected.job, rejected.reason, pool_id)
             return
         owned = await broker.dead_letter(delivery, body=delivery.body, reason=rejected.reason)
-        log.error("job {id} is malformed and went to the dead letters: {r}", id=delivery.id, r=rejected.detail)
+        log.bind(event="dead", pool_id=pool_id, worker_id=self.state.id, worker_type=self.state.plan.mode,
+                 queue=delivery.queue, reason=rejected.reason).error(
+            "job {job_id} is malformed and went to the dead letters: {detail}", job_id=delivery.id,
+            detail=rejected.detail)
         if owned:
             self.notify("bananas_job_dead", job=malformed_job(delivery, rejected.reason), reason=rejected.reason)
 
-    async def _bury(self, delivery: Delivery, job: Job, reason: str) -> None:
+    async def _bury(self, delivery: Delivery, job: Job, reason: str, pool_id: str | None = None) -> None:
         broker = self.state._broker
         assert broker is not None
         job.status = Status.DEAD
         job.finished_at = time.time()
         if await broker.dead_letter(delivery, body=self.codec.encode(job), reason=reason):
-            log.error("job {id} ({name}) is dead: {r}", id=job.id, name=job.name, r=reason)
+            events.dead(self.state, job, pool_id, reason)
             backend = await self.results() if self.has_results else None
             if backend is not None:
                 if job.last_error:

@@ -11,6 +11,7 @@ import threading
 from typing import Protocol
 
 import attrs
+from loguru import logger
 
 from bananas.broker import Broker, BrokerCapabilities, Delivery
 from bananas.job import Job
@@ -53,6 +54,9 @@ class WorkerState:
         self.plan = plan
         self.info = WorkerInfo.of(plan)
         self.id = self.info.process_id
+        # kernel records about this process carry its id and mode (the seams log through it)
+        self.log = logger.bind(component="worker", log_source="bananas_internal", worker_id=self.id,
+                               worker_type=plan.mode)
         self.slots: dict[str, _Slot] = {}
         self.fetch_wait = FETCH_WAIT
         self._stop: asyncio.Event | None = None

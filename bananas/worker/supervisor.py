@@ -40,7 +40,7 @@ USAGE_ERROR = 2
 
 _PR_SET_PDEATHSIG = 1
 
-log = logger.bind(component="supervisor", log_source="bananas_internal")
+log = logger.bind(component="worker", role="supervisor", log_source="bananas_internal")
 
 
 def is_child(env: Mapping[str, str] | None = None) -> bool:
@@ -150,8 +150,8 @@ class Supervisor:
         self.request_stop(signum)
 
     def _loop(self) -> int:
-        log.info("supervisor {pid} starting {n} worker process(es): {cmd}", pid=os.getpid(), n=self.processes,
-                 cmd=" ".join(self.command))
+        log.info("supervisor {pid} starting {processes} worker process(es): {command}", pid=os.getpid(),
+                 processes=self.processes, command=" ".join(self.command))
         status = 0
         for child in self.children:
             self._start(child)
@@ -165,11 +165,11 @@ class Supervisor:
                 if proc is not None and proc.poll() is not None:
                     child.process, child.exit_code = None, proc.returncode
                     if stopping:
-                        log.info("worker process {n} (pid {pid}) exited with {code}", n=child.number, pid=proc.pid,
-                                 code=proc.returncode)
+                        log.info("worker process {child} (pid {pid}) exited with {exit_code}", child=child.number,
+                                 pid=proc.pid, exit_code=proc.returncode)
                     elif proc.returncode == USAGE_ERROR:
-                        log.error("worker process {n} (pid {pid}) exited with a usage error (status 2); not "
-                                  "restarting, stopping the others", n=child.number, pid=proc.pid)
+                        log.error("worker process {child} (pid {pid}) exited with a usage error (status 2); not "
+                                  "restarting, stopping the others", child=child.number, pid=proc.pid)
                         status = USAGE_ERROR
                         self._forward(signal.SIGTERM)
                         stopping = True
@@ -196,22 +196,23 @@ class Supervisor:
         )
         child.started_at = time.monotonic()
         child.exit_code = None
-        log.info("worker process {n} started (pid {pid})", n=child.number, pid=child.process.pid)
+        log.info("worker process {child} started (pid {pid})", child=child.number, pid=child.process.pid)
 
     def _schedule_restart(self, child: _Child, proc: subprocess.Popen[bytes], now: float) -> None:
         quick = now - child.started_at < self.stable_after
         child.delay = min(self.max_restart_delay, child.delay * 2) if quick and child.delay else self.restart_delay
         child.restart_at = now + child.delay
         child.restarts += 1
-        log.warning("worker process {n} (pid {pid}) died with {code}; restarting in {d:g}s", n=child.number,
-                    pid=proc.pid, code=_describe(proc.returncode), d=child.delay)
+        log.warning("worker process {child} (pid {pid}) died with {exit}; restarting in {delay_s:g}s",
+                    child=child.number, pid=proc.pid, exit=_describe(proc.returncode), delay_s=child.delay)
 
     def _forward(self, signum: int) -> None:
         if self._stopping_since is None:
             self._stopping_since = time.monotonic()
-            log.info("signal {s}: stopping {n} worker process(es)", s=signum, n=len(self.pids()))
+            log.info("signal {signal}: stopping {processes} worker process(es)", signal=signum,
+                     processes=len(self.pids()))
         else:
-            log.warning("signal {s} again: worker processes exit now", s=signum)
+            log.warning("signal {signal} again: worker processes exit now", signal=signum)
         for child in self.children:
             if child.process is not None and child.process.poll() is None:
                 try:
@@ -222,8 +223,8 @@ class Supervisor:
     def _kill_all(self) -> None:
         for child in self.children:
             if child.process is not None and child.process.poll() is None:
-                log.error("worker process {n} (pid {pid}) did not stop in {t:g}s; killing it", n=child.number,
-                          pid=child.process.pid, t=self.stop_timeout)
+                log.error("worker process {child} (pid {pid}) did not stop in {timeout_s:g}s; killing it",
+                          child=child.number, pid=child.process.pid, timeout_s=self.stop_timeout)
                 try:
                     os.kill(child.process.pid, signal.SIGKILL)
                 except ProcessLookupError:  # pragma: no cover

@@ -23,6 +23,7 @@ from loguru import logger
 
 from bananas.broker import Envelope
 from bananas.errors import BananasError, BrokerUnavailable
+from bananas.plugin_api import flat_record
 
 
 def _env(job_id: str, queue: str = "q", body: bytes | None = None) -> Envelope:
@@ -243,6 +244,8 @@ async def test_an_outage_is_logged_once_and_its_end_only_when_redis_answers(redi
     server = RedisServer(redis_server.binary).start()
     options = RedisOptions(prefix=prefix, retry_backoff=0.1, retry_backoff_max=0.2, connect_timeout=0.5)
     broker = RedisBroker(server.url, options)
+    events: list[dict] = []
+    sink = logger.add(lambda message: events.append(flat_record(message.record)), level="INFO")
     try:
         await broker.connect()
         assert await broker.fetch(["q"], 1, 0.05) == []  # an empty fetch: the next one blocks first
@@ -264,7 +267,11 @@ async def test_an_outage_is_logged_once_and_its_end_only_when_redis_answers(redi
         await broker.enqueue([_env("a")])
         assert [d.id for d in await broker.fetch(["q"], 1, 0.05)] == ["a"]
         assert len([line for line in logs if "connection back" in line]) == 1, logs
+        # and both records are the broker's events of component redis (docs/OBSERVABILITY.md)
+        outage = [(e["component"], e["event"], e["level"]) for e in events if e.get("event", "").startswith("broker_")]
+        assert outage == [("redis", "broker_connection_lost", "WARNING"), ("redis", "broker_connection_back", "INFO")]
     finally:
+        logger.remove(sink)
         await broker.close()
         server.cleanup()
 

@@ -89,6 +89,8 @@ from bananas_redis.options import RedisOptions
 __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
 
 T = TypeVar("T")
+log = logger.bind(component="redis", log_source="bananas_internal")
+"""The broker's records (connection lost/back, odd entries) carry ``component=redis`` (docs/OBSERVABILITY.md)."""
 Command = tuple[Any, ...]
 Steps = Generator[list[Command], list[Any], None]
 """A multi-round-trip operation: yields each round trip's commands, receives their replies."""
@@ -382,7 +384,8 @@ class RedisBroker:
         """A round trip got a reply from Redis: an outage (see :meth:`_work`) is over."""
         if self._outage is not None:
             since, self._outage = self._outage, None
-            logger.info("redis broker {}: connection back after {:.1f}s", self, time.monotonic() - since)
+            log.bind(event="broker_connection_back").info("redis broker {}: connection back after {:.1f}s", self,
+                                                          time.monotonic() - since)
 
     async def _work(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a worker-side call, retrying lost connections with exponential backoff for ``retry_for`` s.
@@ -401,13 +404,13 @@ class RedisBroker:
             except _RETRYABLE as exc:
                 elapsed = time.monotonic() - start
                 if elapsed >= o.retry_for:
-                    logger.error(
+                    log.bind(event="broker_unavailable").error(
                         "redis broker {}: gave up on {} after {:.1f}s: {}", self, what, elapsed, self._describe(exc)
                     )
                     raise self._unavailable(what, exc) from exc
                 if self._outage is None:
                     self._outage = time.monotonic()
-                    logger.warning(
+                    log.bind(event="broker_connection_lost").warning(
                         "redis broker {}: connection lost during {} ({}); retrying with backoff for up to {:.0f}s",
                         self,
                         what,
@@ -682,7 +685,7 @@ class RedisBroker:
         for q, reply in zip(queues, results, strict=False):
             for job_id, done in zip(withdraw[q], reply, strict=True):
                 if done != 1:
-                    logger.warning(
+                    log.warning(
                         "redis broker: job {} was enqueued to {!r} while live in another queue and was taken before "
                         "it could be withdrawn; two copies run",
                         job_id,
@@ -826,7 +829,7 @@ class RedisBroker:
                 reply = await self._work("fetch", lambda command=command: self._call1(command))
             handed, notes = reply
             for i in range(0, len(notes), 2):
-                logger.warning(
+                log.warning(
                     "redis broker {}: ready entry {} of queue {!r} was not handed out: {}",
                     self,
                     _str(notes[i]),
