@@ -19,7 +19,7 @@ import time
 from loguru import logger
 
 from bananas.broker import Broker
-from bananas.errors import BrokerUnavailable
+from bananas.errors import BrokerMisconfigured, BrokerUnavailable
 from bananas.worker.context import WorkerContext
 from bananas.worker.duties import start_duties
 from bananas.worker.execution import Execution
@@ -147,8 +147,11 @@ class Worker(WorkerState):
             log.info("worker {id} stopped after {n} job(s)", id=self.id, n=self.processed)
 
     async def _connect(self) -> Broker | None:
-        """The app's connected broker; waits for it with backoff while it is unreachable (``worker.broker_wait``
-        bounds the wait, 0 = no bound, like Celery's broker retry on start-up). ``None`` if asked to stop first."""
+        """The app's connected broker (and result backend, if one is configured); waits for them with backoff while
+        they are unreachable (``worker.broker_wait`` bounds the wait, 0 = no bound, like Celery's broker retry on
+        start-up). ``None`` if asked to stop first. A broker that answered but cannot be used as configured
+        (:class:`~bananas.errors.BrokerMisconfigured`: wrong password, not a Redis server, TLS mismatch) fails at
+        once: waiting cannot help."""
         assert self._stop is not None
         started = time.monotonic()
         delay, cap = CONNECT_BACKOFF
@@ -156,6 +159,11 @@ class Worker(WorkerState):
         while True:
             try:
                 broker = await self.context.broker()
+                if self.context.has_results:
+                    await self.context.results()
+            except BrokerMisconfigured as exc:
+                log.error("not waiting: retrying cannot help: {e}", e=exc)
+                raise
             except BrokerUnavailable as exc:
                 attempt += 1
                 waited = time.monotonic() - started
