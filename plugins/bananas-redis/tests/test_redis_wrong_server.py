@@ -6,7 +6,8 @@ Transient ones (connection refused, unknown host) raise ``BrokerUnavailable``: e
 reason in each log line.
 
 Every server is a real process on 127.0.0.1, started here and stopped by pid: a redis-server with ``requirepass`` and
-two ACL users, a redis-server with a TLS port (self-signed certificate made with ``openssl``), a tiny HTTP server.
+two ACL users, a redis-server with a TLS port (certificates from a test CA made with ``openssl``), a tiny HTTP server
+and a server that accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pytest
 from bananas_redis import RedisBroker, RedisOptions
 from bananas_redis.errors import Cause, _excerpt, cause_of, unavailable
 from bananas_redis.results import RedisResultBackend
-from bananas_redis.testing import RedisServer, find_redis_servers, free_port
+from bananas_redis.testing import RedisServer, find_redis_servers, free_port, make_certificates
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -125,28 +126,23 @@ def auth_server() -> Iterator[RedisServer]:
 class TlsServer:
     plain_port: int
     tls_port: int
-    cert: str
+    ca: str
 
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
-    """A redis-server with a plain port and a TLS port (self-signed certificate for 127.0.0.1)."""
+    """A redis-server with a plain port and a TLS port (a certificate for 127.0.0.1 from a test CA)."""
     if shutil.which("openssl") is None:
         pytest.skip("the TLS cases need the openssl command to make a self-signed certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
-    made = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        capture_output=True, text=True, timeout=60,
-    )
-    if made.returncode:
-        pytest.skip(f"openssl could not make a self-signed certificate: {made.stderr.strip()}")
+    try:
+        certs = make_certificates(str(tmp_path_factory.mktemp("tls")))
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"openssl could not make test certificates: {exc.stderr.decode(errors='replace').strip()}")
     tls_port = free_port()
     server = RedisServer(
         BINARY,
-        extra=("--tls-port", str(tls_port), "--tls-cert-file", cert, "--tls-key-file", key,
-               "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"),
+        extra=("--tls-port", str(tls_port), "--tls-cert-file", certs["server.crt"], "--tls-key-file",
+               certs["server.key"], "--tls-ca-cert-file", certs["ca.crt"], "--tls-auth-clients", "no"),
     )
     try:
         server.start()
@@ -158,7 +154,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
         while not _accepts(tls_port):
             assert time.monotonic() < deadline, "the TLS port did not open"
             time.sleep(0.02)
-        yield TlsServer(server.port, tls_port, cert)
+        yield TlsServer(server.port, tls_port, certs["ca.crt"])
     finally:
         server.cleanup()
 
@@ -259,8 +255,8 @@ def _make_case(name: str, request: pytest.FixtureRequest) -> Case:
     return Case(
         f"rediss://:{SECRET}@127.0.0.1:{tls.tls_port}/0",
         True,
-        r"TLS handshake failed: certificate verify failed: self-signed certificate \(set ssl_ca_certs to the CA "
-        r"that signed the server's certificate, or ssl_cert_reqs\)",
+        r"TLS handshake failed: certificate verify failed: self-signed certificate in certificate chain \(set "
+        r"ssl_ca_certs to the CA that signed the server's certificate, or ssl_cert_reqs\)",
     )
 
 
@@ -350,7 +346,7 @@ async def test_the_tls_server_is_usable_with_its_certificate(tls_server: TlsServ
     # Given the TLS server of the mismatch cases / When a rediss:// URL trusts its certificate / Then it works,
     # so the failures above come from the mismatch, not from a broken TLS set-up
     url = f"rediss://127.0.0.1:{tls_server.tls_port}/0"
-    broker = RedisBroker(url, RedisOptions(ssl_ca_certs=tls_server.cert, prefix="tlscheck"))
+    broker = RedisBroker(url, RedisOptions(ssl_ca_certs=tls_server.ca, prefix="tlscheck"))
     await broker.connect()
     try:
         await broker.enqueue([Envelope("a", "q", b"body")])
@@ -500,6 +496,70 @@ def test_a_worker_whose_result_backend_is_not_redis_fails_at_once(
     assert result.returncode == 2, result.stderr
     case = Case(result_url, True, _not_redis(http_port))
     _error_line(result, case, kind="redis result backend")
+
+
+SILENT_SERVER = textwrap.dedent(
+    """
+    # Accepts connections and never answers (a hung service, or one waiting for a protocol Redis does not speak).
+    import socket, sys, time
+
+    listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+    held = []
+    while True:
+        held.append(listener.accept()[0])
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def silent_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    script = tmp_path_factory.mktemp("silent") / "silent.py"
+    script.write_text(SILENT_SERVER)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(script), str(port)])
+    try:
+        deadline = time.monotonic() + 10
+        while not _accepts(port):
+            assert proc.poll() is None and time.monotonic() < deadline, "the silent server did not start"
+            time.sleep(0.02)
+        yield port
+    finally:
+        _stop(proc)
+
+
+def test_a_silent_server_is_named_with_the_wait_never_an_empty_reason(silent_port: int, tmp_path: Path) -> None:
+    # Given a URL whose port accepts connections and never answers, and a 1 s bound on every call
+    url = f"redis://:{SECRET}@127.0.0.1:{silent_port}/0"
+    case = Case(url, False, rf"connected to 127\.0\.0\.1:{silent_port}, but no reply within 1s")
+    options = {"broker_options.timeout": 1.0, "broker_options.socket_timeout": 1.0}
+
+    # When a job is enqueued / Then BrokerUnavailable names the server and the wait (it may be a busy Redis: retried)
+    app = Bananas(broker=url, overrides=options, env={})
+
+    @app.job("touch")
+    def touch() -> str:
+        return "touched"
+
+    try:
+        with pytest.raises(BrokerUnavailable) as info:
+            app.enqueue("touch")
+    finally:
+        app.close()
+    assert type(info.value) is BrokerUnavailable
+    _one_line(str(info.value), case.message("redis broker", "connect"), case)
+    broker = RedisBroker(url, RedisOptions(timeout=1.0))
+    try:
+        with pytest.raises(BrokerUnavailable) as info:
+            broker.enqueue_sync([Envelope("a", "q", b"body")])
+    finally:
+        broker._close_sync()
+    _one_line(str(info.value), case.message("redis broker", "enqueue"), case)
+
+    # And `bananas queues` prints the same line and exits 1
+    (tmp_path / "bananas.toml").write_text(f'broker = "{url}"\n[broker_options]\ntimeout = 1.0\nsocket_timeout = 1.0\n')
+    result = _bananas(tmp_path, "queues")
+    assert result.returncode == 1, result.stderr
+    _error_line(result, case)
 
 
 # -- the mapping itself (no I/O) ---------------------------------------------------------------------------------------

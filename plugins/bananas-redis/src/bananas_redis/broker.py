@@ -331,14 +331,13 @@ class RedisBroker:
             await blocking.close()
 
     # -- error handling --------------------------------------------------------------------------------------
-    def _describe(self, exc: BaseException) -> str:
-        """The exception's type and text; a timeout without text says how long it waited for a reply."""
+    @staticmethod
+    def _describe(exc: BaseException) -> str:
+        """The type and text of an error that is not a connection failure (those get a cause: :meth:`_unavailable`)."""
         name = type(exc).__name__
-        if isinstance(exc, RedisTimeoutError | RedisConnectionError | ResponseError):
+        if isinstance(exc, RedisError):
             name = "redis." + name
-        text = str(exc).strip()
-        if isinstance(exc, TimeoutError | RedisTimeoutError) and not text:
-            text = f"no reply within {self.options.socket_timeout:g}s"
+        text = " ".join(str(exc).split())
         return f"{name}: {text}" if text else name
 
     def _unavailable(self, what: str, exc: BaseException, cause: Cause | None = None) -> BrokerUnavailable:
@@ -400,18 +399,17 @@ class RedisBroker:
                 raise self._unavailable(what, exc) from exc
             except _RETRYABLE as exc:
                 elapsed = time.monotonic() - start
+                cause = cause_of(exc, self.url, connect_timeout=o.connect_timeout, reply_timeout=o.socket_timeout)
                 if elapsed >= o.retry_for:
-                    logger.error(
-                        "redis broker {}: gave up on {} after {:.1f}s: {}", self, what, elapsed, self._describe(exc)
-                    )
-                    raise self._unavailable(what, exc) from exc
+                    logger.error("redis broker {}: gave up on {} after {:.1f}s: {}", self, what, elapsed, cause.text)
+                    raise self._unavailable(what, exc, cause) from exc
                 if self._outage is None:
                     self._outage = time.monotonic()
                     logger.warning(
                         "redis broker {}: connection lost during {} ({}); retrying with backoff for up to {:.0f}s",
                         self,
                         what,
-                        self._describe(exc),
+                        cause.text,
                         o.retry_for,
                     )
                 await asyncio.sleep(min(delay * (0.5 + random.random() / 2), o.retry_for - elapsed))
