@@ -436,6 +436,24 @@ def test_a_worker_fails_at_once_when_retrying_cannot_help(
     assert "not waiting: retrying cannot help" in result.stderr
 
 
+def test_a_supervised_fleet_stops_instead_of_restarting_its_workers(http_port: int, tmp_path: Path) -> None:
+    # Given `bananas worker --processes 2` whose broker is an HTTP server
+    url = f"redis://:{SECRET}@127.0.0.1:{http_port}/0"
+    _write_config(tmp_path, url)
+
+    # When it starts / Then the children fail at once with status 2 and the supervisor does not restart them
+    started = time.monotonic()
+    result = _bananas(tmp_path, "worker", "--app", "wapp", "--processes", "2")
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 30
+    assert "Traceback" not in result.stderr and "restarting in" not in result.stderr, result.stderr
+    assert "exited with a usage error (status 2); not restarting" in result.stderr
+    case = Case(url, True, _not_redis(http_port))
+    for line in result.stderr.splitlines():
+        if line.startswith("Error:"):
+            _one_line(line, "Error: " + case.message("redis broker", "connect"), case)
+
+
 @pytest.mark.parametrize("name", TRANSIENT)
 def test_a_bounded_worker_wait_names_the_cause_in_every_attempt(
     name: str, tmp_path: Path, request: pytest.FixtureRequest

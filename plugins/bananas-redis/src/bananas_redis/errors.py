@@ -105,8 +105,8 @@ def _text(exc: BaseException) -> str:
 
 
 def _excerpt(data: bytes) -> str:
-    """The first line of ``data`` as a quoted, escaped excerpt: ``'HTTP/1.1 400 Bad Request'``."""
-    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    """The first non-blank line of ``data`` as a quoted, escaped excerpt: ``'HTTP/1.1 400 Bad Request'``."""
+    line = next((part.strip() for part in data.splitlines() if part.strip()), data)
     text = line.decode("utf-8", "backslashreplace")
     if len(text) > _EXCERPT:
         text = text[:_EXCERPT] + "…"
