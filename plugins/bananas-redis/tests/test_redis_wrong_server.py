@@ -41,6 +41,8 @@ BINARY = find_redis_servers()[0][1]
 PASSWORD = "s3cret-real"
 SECRET = "hunter2"  # the password in the URLs under test: it must never be printed
 CONNECT_TIMEOUT = 1.0
+DOC = Path(__file__).resolve().parents[3] / "docs" / "TROUBLESHOOTING_CONNECTIONS.md"
+EXAMPLE = re.compile(r"<!-- troubleshooting-example\b[^>]*-->\n```python\n(.*?)\n```", re.S)
 
 HTTP_SERVER = textwrap.dedent(
     """
@@ -107,13 +109,16 @@ def http_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def auth_server() -> Iterator[RedisServer]:
-    """``requirepass`` for the default user, ACL user ``alice`` (everything) and ``carol`` (no scripting)."""
+    """``requirepass`` for the default user; ACL users ``alice`` (everything), ``carol`` (no scripting) and ``dave``
+    (the keys of the default prefix only)."""
     server = RedisServer(
         BINARY,
         extra=(
             "--requirepass", PASSWORD,
             "--user", "alice", "on", ">alice-pw", "~*", "&*", "+@all",
             "--user", "carol", "on", ">carol-pw", "~*", "&*", "+@all", "-@scripting",
+            # the grant docs/TROUBLESHOOTING_CONNECTIONS.md recommends: the default prefix's keys only
+            "--user", "dave", "on", ">dave-pw", "~bananas:*", "~{bananas:*", "+@all", "-@dangerous",
         ),
     ).start()
     try:
@@ -233,7 +238,7 @@ def _make_case(name: str, request: pytest.FixtureRequest) -> Case:
             f"redis://carol:carol-pw@127.0.0.1:{port}/0",
             True,
             r"permission denied: NOPERM this user has no permissions to run the '[a-z|]+' command \(grant this ACL "
-            r"user the commands and keys Bananas uses, e\.g\. ACL SETUSER <user> ~<prefix>\* &\* \+@all\)",
+            r"user the commands and keys Bananas uses, e\.g\. ACL SETUSER <user> ~<prefix>:\* ~\{<prefix>:\* \+@all\)",
             secret="carol-pw",
         )
     tls: TlsServer = request.getfixturevalue("tls_server")
@@ -353,6 +358,33 @@ async def test_the_tls_server_is_usable_with_its_certificate(tls_server: TlsServ
         assert [d.id for d in await broker.fetch(["q"], 1, 0)] == ["a"]
     finally:
         await broker.close()
+
+
+async def test_the_documented_acl_grant_is_enough_for_the_broker_and_the_result_backend(
+    auth_server: RedisServer,
+) -> None:
+    # Given the ACL user the troubleshooting doc recommends (keys of the default prefix, no others)
+    doc = DOC.read_text(encoding="utf-8")
+    assert "`ACL SETUSER NAME on >PASSWORD ~bananas:* ~{bananas:* +@all -@dangerous`" in doc
+    url = f"redis://dave:dave-pw@127.0.0.1:{auth_server.port}/0"
+
+    # When a broker and a result backend with the default prefix do their whole job / Then nothing is refused
+    broker = RedisBroker(url, RedisOptions())
+    results = RedisResultBackend(url)
+    try:
+        await broker.connect()
+        await broker.enqueue([Envelope("a", "q", b"body"), Envelope("b", "q", b"later", eta=time.time() + 3600)])
+        (delivery,) = await broker.fetch(["q"], 10, 0)
+        assert await broker.ack([delivery]) == [True]
+        await broker.move_due()
+        await broker.reap()
+        assert (await broker.depths())["q"].scheduled == 1
+        await results.connect()
+        await results.store("a", b"result", 60)
+        assert await results.get("a", wait=1) == b"result"
+    finally:
+        await broker.close()
+        await results.close()
 
 
 # -- the CLI ----------------------------------------------------------------------------------------------------------
@@ -613,10 +645,6 @@ def test_the_message_never_holds_the_password(password: str, permanent: bool) ->
 
 
 # -- the docs ---------------------------------------------------------------------------------------------------------
-DOC = Path(__file__).resolve().parents[3] / "docs" / "TROUBLESHOOTING_CONNECTIONS.md"
-EXAMPLE = re.compile(r"<!-- troubleshooting-example\b[^>]*-->\n```python\n(.*?)\n```", re.S)
-
-
 def test_the_troubleshooting_example_runs_and_prints_what_the_doc_says(tmp_path: Path) -> None:
     # Given the Python example of docs/TROUBLESHOOTING_CONNECTIONS.md
     text = DOC.read_text(encoding="utf-8")

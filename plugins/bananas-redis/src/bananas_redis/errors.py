@@ -177,7 +177,7 @@ def cause_of(exc: BaseException, url: str, *, connect_timeout: float, reply_time
     if noperm is not None:
         return Cause(
             f"permission denied: NOPERM {_text(noperm)} (grant this ACL user the commands and keys Bananas uses, "
-            "e.g. ACL SETUSER <user> ~<prefix>* &* +@all)",
+            "e.g. ACL SETUSER <user> ~<prefix>:* ~{<prefix>:* +@all)",
             True,
         )
     invalid = _first(exc, InvalidResponse)
