@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from bananas.errors import (
     BananasError,
     BrokerError,
+    BrokerMisconfigured,
     BrokerUnavailable,
     ConfigError,
     DuplicatePlugin,
@@ -35,6 +36,7 @@ __all__ = [
     "Bananas",
     "BananasError",
     "BrokerError",
+    "BrokerMisconfigured",
     "BrokerUnavailable",
     "Client",
     "ConfigError",

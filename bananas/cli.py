@@ -2,6 +2,8 @@
 
 ``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`.
 
+A broker that cannot be reached exits 1 (the same command may work later); one that answered but cannot be used as
+configured (:class:`~bananas.errors.BrokerMisconfigured`: wrong password, not a Redis server, TLS mismatch) exits 2.
 ``bananas result`` also exits 1 when the job failed and 3 when no result came in time (see its help)."""
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import click
 
 from bananas.cli_admin import dlq, queues
-from bananas.errors import BananasError, BrokerError, UsageError
+from bananas.errors import BananasError, BrokerError, BrokerMisconfigured, UsageError
 from bananas.loading import load_app
 
 __all__ = ["cli", "main"]
@@ -366,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
+        sys.exit(2)
+    except BrokerMisconfigured as exc:  # wrong password, not a Redis, TLS mismatch: retrying cannot help
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     except BrokerError as exc:  # not a usage error: the same command may work once the broker is back
         click.echo(f"Error: {exc}", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "BananasError",
     "BrokerError",
+    "BrokerMisconfigured",
     "BrokerUnavailable",
     "ConfigError",
     "DecodeError",
@@ -80,6 +81,12 @@ class BrokerError(BananasError):
 
 class BrokerUnavailable(BrokerError):
     """The broker cannot be reached (within the configured timeout)."""
+
+
+class BrokerMisconfigured(BrokerUnavailable):
+    """The broker (or result backend) answered, but cannot be used as configured: wrong password or ACL user, not
+    that kind of server, TLS mismatch. Retrying cannot help, so a worker waiting for its broker fails at once and
+    the CLI exits 2 (a configuration error; a supervisor does not restart it)."""
 
 
 class LeaseLost(BrokerError):

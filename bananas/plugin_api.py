@@ -51,6 +51,7 @@ from bananas.config_schema import KeySpec, redact_url, setting
 from bananas.errors import (
     BananasError,
     BrokerError,
+    BrokerMisconfigured,
     BrokerUnavailable,
     ConfigError,
     LeaseLost,
@@ -87,6 +88,7 @@ __all__ = [
     "Broker",
     "BrokerCapabilities",
     "BrokerError",
+    "BrokerMisconfigured",
     "BrokerOptions",
     "BrokerSpec",
     "BrokerUnavailable",

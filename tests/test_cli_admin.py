@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bananas import Bananas, Status
+from bananas import Bananas, BrokerMisconfigured, BrokerUnavailable, Status
 from bananas.broker import Envelope
 from bananas.cli import main
 
@@ -183,3 +183,27 @@ def test_dlq_and_queues_use_the_app_of_app_flag(cli, memory_url, tmp_path):
     # When / Then the commands read its broker
     assert cli("queues", "--app", "adminapp")[:2] == (0, "no queues (nothing was enqueued yet)\n")
     assert cli("dlq", "--app", "adminapp", "list")[:2] == (0, "no dead letters\n")
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (BrokerUnavailable("memory broker memory://x unavailable during connect: connection refused"), 1),
+        (BrokerMisconfigured("memory broker memory://x unusable (connect): authentication failed"), 2),
+    ],
+    ids=["unavailable-exits-1", "misconfigured-exits-2"],
+)
+def test_a_broker_that_cannot_be_used_is_one_line_and_its_exit_status_says_whether_to_retry(
+    cli, monkeypatch, error, status
+):
+    # Given a broker whose connect fails: unreachable (may work later) or misconfigured (retrying cannot help)
+    from bananas.builtin.memory_broker import MemoryBroker
+
+    async def connect(self: MemoryBroker) -> None:
+        raise error
+
+    monkeypatch.setattr(MemoryBroker, "connect", connect)
+
+    # When `bananas queues` runs / Then one line naming the cause; exit 1, or 2 like any configuration error
+    code, out, err = cli("queues")
+    assert (code, out, err) == (status, "", f"Error: {error}\n")

@@ -17,7 +17,7 @@ from loguru import logger
 from bananas import Bananas
 from bananas.broker import Delivery
 from bananas.builtin.memory_broker import MemoryBroker
-from bananas.errors import BrokerUnavailable
+from bananas.errors import BrokerMisconfigured, BrokerUnavailable
 from bananas.worker import runtime
 from bananas.worker.runtime import _Heartbeat, _Slot
 
@@ -232,6 +232,28 @@ def test_broker_wait_bounds_the_wait_at_start(make_app, flaky_connect) -> None:
     with pytest.raises(BrokerUnavailable, match="outage"):
         asyncio.run(worker.run())
     assert 0.25 <= time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("broker_wait", [0.0, 30.0], ids=["no-bound", "bounded"])
+def test_a_misconfigured_broker_fails_the_start_at_once(make_app, monkeypatch, logs, broker_wait) -> None:
+    # Given a broker that answers but cannot be used as configured (a wrong password, not that kind of server)
+    calls: list[float] = []
+
+    async def connect(self: MemoryBroker) -> None:
+        calls.append(time.monotonic())
+        raise BrokerMisconfigured("memory broker memory://x unusable (connect): authentication failed")
+
+    monkeypatch.setattr(MemoryBroker, "connect", connect)
+    app = make_app(overrides={"worker.broker_wait": broker_wait})
+    worker = app.worker()
+    # When the worker starts, with no bound on its wait or a long one
+    started = time.monotonic()
+    with pytest.raises(BrokerMisconfigured, match="authentication failed"):
+        asyncio.run(worker.run())
+    # Then it tried once and did not wait: retrying cannot help; one error line says why
+    assert len(calls) == 1 and time.monotonic() - started < 2
+    assert not [m for m in logs if m.startswith("waiting for the broker")]
+    assert [m for m in logs if m.startswith("not waiting: retrying cannot help: memory broker")]
 
 
 def test_a_stop_request_ends_the_wait_for_the_broker(make_app, flaky_connect) -> None:

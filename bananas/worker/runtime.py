@@ -19,7 +19,7 @@ import time
 from loguru import logger
 
 from bananas.broker import Broker
-from bananas.errors import BrokerUnavailable
+from bananas.errors import BrokerMisconfigured, BrokerUnavailable
 from bananas.log_context import flush_logs
 from bananas.worker.context import WorkerContext
 from bananas.worker.duties import start_duties
@@ -148,8 +148,11 @@ class Worker(WorkerState):
                 "worker {} stopped after {} job(s)", self.id, self.processed)
 
     async def _connect(self) -> Broker | None:
-        """The app's connected broker; waits for it with backoff while it is unreachable (``worker.broker_wait``
-        bounds the wait, 0 = no bound, like Celery's broker retry on start-up). ``None`` if asked to stop first."""
+        """The app's connected broker (and result backend, if one is configured); waits for them with backoff while
+        they are unreachable (``worker.broker_wait`` bounds the wait, 0 = no bound, like Celery's broker retry on
+        start-up). ``None`` if asked to stop first. A broker that answered but cannot be used as configured
+        (:class:`~bananas.errors.BrokerMisconfigured`: wrong password, not a Redis server, TLS mismatch) fails at
+        once: waiting cannot help."""
         assert self._stop is not None
         started = time.monotonic()
         delay, cap = CONNECT_BACKOFF
@@ -157,6 +160,12 @@ class Worker(WorkerState):
         while True:
             try:
                 broker = await self.context.broker()
+                if self.context.has_results:
+                    await self.context.results()
+            except BrokerMisconfigured as exc:
+                self.log.bind(component="queue", event="broker_misconfigured", error=str(exc)).error(
+                    "not waiting: retrying cannot help: {}", exc)
+                raise
             except BrokerUnavailable as exc:
                 attempt += 1
                 waited = time.monotonic() - started

