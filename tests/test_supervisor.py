@@ -172,7 +172,7 @@ def test_supervisor_process_forwards_a_real_sigterm(tmp_path):
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: len(starts(tmp_path)) == 2)
+        wait_for(lambda: len(starts(tmp_path)) == 2, timeout=30)  # three interpreters start on a busy machine
         # When it gets SIGTERM / Then it forwards it, waits for both children and exits 0
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 0
