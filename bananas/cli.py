@@ -1,6 +1,7 @@
 """The ``bananas`` command line. User errors print one line and exit 2; plugins add subcommands.
 
-``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`.
+``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`, ``bananas periodic`` in
+:mod:`bananas.cli_periodic`.
 
 ``bananas result`` also exits 1 when the job failed and 3 when no result came in time (see its help)."""
 
@@ -15,6 +16,7 @@ from typing import Any
 import click
 
 from bananas.cli_admin import dlq, queues
+from bananas.cli_periodic import periodic
 from bananas.errors import BananasError, BrokerError, UsageError
 from bananas.loading import load_app
 
@@ -316,6 +318,7 @@ def demo(jobs: int) -> None:
 
 cli.add_command(dlq)
 cli.add_command(queues)
+cli.add_command(periodic)
 
 
 def _add_plugin_commands() -> None:
