@@ -9,15 +9,35 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from bananas_redis.e2e import wait_until
-from bananas_redis.e2e_fixtures import fleet, producer, redis_server  # noqa: F401 - pytest fixtures
+from bananas_redis.e2e import Fleet, e2e_fleet, e2e_producer, e2e_server, wait_until
 from bananas_redis.e2e_periodic import cron_worker, enqueued, periodic_env, runs, ticks_of, write_cron_app
+from bananas_redis.testing import RedisServer
 
 from bananas.periodic import scheduler_status
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with e2e_server() as server:
+        yield server
+
+
+@pytest.fixture
+def fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
+    with e2e_fleet(redis_server, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def producer(fleet: Fleet) -> Iterator:
+    with e2e_producer(fleet) as make:
+        yield make
 
 
 def _consecutive(ticks: list[float], step: float = 1.0) -> bool:
