@@ -214,3 +214,36 @@ def test_periodic_run_of_an_unknown_name_is_one_line(cli):
     code, _, err = cli("periodic", "--app", "cronapp", "run", "nightly")
     assert code == 2
     assert err.strip() == "Error: no periodic job named 'nightly'; known: heartbeat, weekly"
+
+
+@pytest.mark.asyncio
+async def test_a_tick_carries_the_schedules_options_queue_and_jitter(make_app):
+    # Given a schedule with every per-schedule option, and a due tick
+    app = make_app()
+
+    @app.job("report", max_retries=1, timeout=30)
+    def report(day: str) -> None: ...
+
+    app.periodic("nightly", every="1m", job="report", payload={"day": "today"}, queue="reports", priority="high",
+                 max_retries=7, timeout="5m", jitter="20s")
+    clock = FakeClock(now=1_800_000_000.0)
+    broker = app.new_broker(clock=clock)
+    await broker.connect()
+    store = app.capabilities(broker).schedules
+    token = await store.acquire_leader("me", 86400.0)
+    ticker = Ticker(app, list(app.schedules), lambda: token, grace=10.0)
+    await ticker.check(broker)
+    clock.advance(61)
+
+    # When the ticker enqueues the tick
+    await ticker.check(broker)
+
+    # Then the job has the schedule's payload, queue, priority, retries, timeout and headers, and waits its jitter
+    record = await broker.lookup("periodic-nightly-1800000060")
+    assert record is not None and record.queue == "reports" and record.state == "scheduled"
+    job = app.codec.decode(record.body)
+    assert (job.name, job.payload, job.priority.value, job.max_retries, job.timeout) == (
+        "report", {"day": "today"}, "high", 7, 300.0)
+    assert job.headers["periodic"] == "nightly" and float(job.headers["periodic-tick"]) == 1_800_000_060.0
+    assert 1_800_000_060.0 <= job.scheduled_at <= 1_800_000_080.0  # the tick plus up to 20 s
+    await broker.close()

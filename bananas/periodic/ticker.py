@@ -39,7 +39,7 @@ def build_tick(app: Bananas, schedule: Schedule, tick: float | None) -> tuple[Jo
     job, env = app.build(
         schedule.job, schedule.payload, priority=schedule.priority, max_retries=schedule.max_retries,
         timeout=schedule.timeout, job_id=schedule.job_id(tick) if tick is not None else None,
-        delay=random.uniform(0, schedule.jitter) if schedule.jitter and tick is not None else None,
+        at=tick + random.uniform(0, schedule.jitter) if schedule.jitter and tick is not None else None,
         headers={PERIODIC_HEADER: schedule.name, **({"periodic-tick": repr(tick)} if tick is not None else {})},
     )
     if schedule.queue is not None and schedule.queue != job.queue:

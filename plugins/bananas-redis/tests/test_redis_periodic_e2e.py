@@ -5,15 +5,18 @@ scheduler-only plugin's tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bananas_redis.e2e import Fleet, e2e_fleet, e2e_producer, e2e_server, wait_until
+from bananas_redis.e2e import Fleet, clean_env, e2e_fleet, e2e_producer, e2e_server, wait_until
 from bananas_redis.e2e_periodic import cron_worker, enqueued, periodic_env, runs, ticks_of, write_cron_app
 from bananas_redis.testing import RedisServer
 
@@ -49,12 +52,26 @@ def test_a_thin_worker_runs_its_periodic_jobs_with_no_separate_scheduler(fleet):
     write_cron_app(fleet.root)
     fleet.start("thin", periodic_env({"name": "beat", "every": "1s"}, WORKER_MODE="thin"), command=cron_worker())
     fleet.wait_started("thin")
+    thin_pid = fleet.procs["thin"].pid
 
-    # When it runs for a few seconds
+    # When it runs for a few seconds, and `bananas periodic list --json` looks meanwhile
     wait_until(lambda: len(runs(fleet)) >= 4, 20, "four periodic runs", fleet.logs)
+    listed = subprocess.run(
+        [sys.executable, "-m", "bananas.cli", "periodic", "--app", "cronapp", "list", "--json"], cwd=fleet.root,
+        env={**clean_env(), "REDIS_URL": fleet.url, **periodic_env({"name": "beat", "every": "1s"})},
+        capture_output=True, text=True, timeout=60,
+    )
     fleet.stop("thin")
 
-    # Then it enqueued each tick once, consecutive seconds, and ran every one of those jobs itself
+    # Then the listing shows the thin worker leading and the schedule's state
+    assert listed.returncode == 0, listed.stderr
+    status = json.loads(listed.stdout)
+    assert status["leader"]["holder"].rsplit("-", 2)[1] == str(thin_pid)
+    (row,) = status["schedules"]
+    assert (row["name"], row["trigger"], row["last_status"]) == ("beat", "every 1s", "enqueued")
+    assert row["next_run"] > row["last_tick"] and row["last_job_id"] == f"periodic-beat-{int(row['last_tick'])}"
+
+    # And it enqueued each tick once, consecutive seconds, and ran every one of those jobs itself
     rows = enqueued(fleet)
     ticks = ticks_of(rows, "beat")
     assert _consecutive(ticks), ticks
