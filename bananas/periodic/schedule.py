@@ -21,7 +21,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
-from croniter import croniter
 
 from bananas.job import Priority
 from bananas.units import parse_duration
@@ -42,6 +41,19 @@ FIELDS = (
 
 MIN_EVERY = 1.0
 """The shortest ``every=`` interval (and cron's own resolution): one second."""
+
+
+def _cron(expr: str, start: datetime) -> Any:
+    """A croniter iterator (imported on first use: a producer that declares no cron schedule never loads it)."""
+    from croniter import croniter
+
+    return croniter(expr, start)
+
+
+def _valid_cron(expr: str) -> bool:
+    from croniter import croniter
+
+    return bool(croniter.is_valid(expr))
 
 
 class ScheduleError(ValueError):
@@ -121,7 +133,7 @@ class Schedule:
             raise ScheduleError(name, "cron", cron, "give exactly one of cron= or every=")
         zone = _zone(name, fields.get("timezone"))
         if cron is not None:
-            if not isinstance(cron, str) or not croniter.is_valid(cron):
+            if not isinstance(cron, str) or not _valid_cron(cron):
                 raise ScheduleError(name, "cron", cron, "a cron expression: 5 fields (minute hour day month weekday), "
                                     "6 with seconds last, or an alias such as @hourly")
         elif fields.get("timezone") is not None:
@@ -180,7 +192,7 @@ class Schedule:
         if self.every is not None:
             return (math.floor(when / self.every) + 1) * self.every
         assert self.cron is not None
-        it = croniter(self.cron, datetime.fromtimestamp(when, self._zone))
+        it = _cron(self.cron, datetime.fromtimestamp(when, self._zone))
         while True:
             tick = it.get_next(datetime)
             if not _repeated(tick):
@@ -192,7 +204,7 @@ class Schedule:
             return math.floor(when / self.every) * self.every
         assert self.cron is not None
         # croniter's get_prev is strict: start just after ``when`` so a tick exactly at ``when`` counts.
-        it = croniter(self.cron, datetime.fromtimestamp(when + 0.0005, self._zone))
+        it = _cron(self.cron, datetime.fromtimestamp(when + 0.0005, self._zone))
         for _ in range(4):  # at most one repeated occurrence per tick can be skipped
             try:
                 tick = it.get_prev(datetime)
