@@ -76,9 +76,9 @@ def start_duties(state: WorkerState, extra: Sequence[Duty] = ()) -> list[asyncio
         leader = Leadership(schedules, f"{state.id}-{secrets.token_hex(3)}", state.context.scheduler_lease)
     duties = [*kernel_duties(state), *state.context.periodic(leader.fence if leader else _no_fence), *extra]
     chosen = [duty for duty in duties if state.plan.scheduler or not duty.needs_leader]
-    tasks = [asyncio.create_task(_run(state, duty, leader), name=f"duty-{duty.name}") for duty in chosen]
-    if leader is not None:
-        tasks.append(asyncio.create_task(_elect(state, leader), name="duty-leader-election"))
+    # The election's task first: its first round starts before the leader duties' first (at start) runs.
+    tasks = [asyncio.create_task(_elect(state, leader), name="duty-leader-election")] if leader is not None else []
+    tasks += [asyncio.create_task(_run(state, duty, leader), name=f"duty-{duty.name}") for duty in chosen]
     return tasks
 
 
