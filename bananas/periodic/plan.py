@@ -78,10 +78,9 @@ class Decision:
 
 def decide(schedule: Schedule, state: ScheduleState | None, now: float, grace: float) -> Decision:
     """The ticks of ``schedule`` to enqueue at ``now`` given its stored ``state`` (see the module docstring)."""
-    following = schedule.next_after(now)
     if state is None or state.spec != schedule.spec:
-        return Decision((), 0, following, fresh=True)
-    if state.next_run > now:
+        return Decision((), 0, schedule.next_after(now), fresh=True)
+    if state.next_run > now:  # the common case of each check: nothing due, no cron arithmetic
         return Decision((), 0, state.next_run)
     due, more = schedule.ticks_between(state.next_run, now, MAX_CATCH_UP)
     on_time = tuple(t for t in due if t >= now - grace)
@@ -92,4 +91,4 @@ def decide(schedule: Schedule, state: ScheduleState | None, now: float, grace: f
     else:
         chosen = on_time
     dropped = len(due) - len(chosen) + (1 if more else 0)
-    return Decision(chosen, dropped, following)
+    return Decision(chosen, dropped, schedule.next_after(now))

@@ -15,7 +15,7 @@ one tick has one deterministic job id (:meth:`Schedule.job_id`) everywhere:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -218,13 +218,30 @@ class Schedule:
         """Ticks ``t`` with ``start <= t <= end``, oldest first: the newest ``limit`` of them, and whether older
         ones were left out. Counted backwards from ``end``, so a long downtime costs ``limit`` steps at most."""
         out: list[float] = []
-        tick = self.latest_at(end)
-        while tick is not None and tick >= start:
+        for tick in self._backwards(end):
+            if tick < start:
+                break
             if len(out) == limit:
                 return out[::-1], True
             out.append(tick)
-            tick = self.latest_at(tick - (self.every or 0.001))
         return out[::-1], False
+
+    def _backwards(self, end: float) -> Iterator[float]:
+        """Ticks at or before ``end``, newest first (one croniter walk for a cron schedule)."""
+        if self.every is not None:
+            tick = math.floor(end / self.every) * self.every
+            while True:
+                yield tick
+                tick -= self.every
+        assert self.cron is not None
+        it = _cron(self.cron, datetime.fromtimestamp(end + 0.0005, self._zone))
+        while True:
+            try:
+                local = it.get_prev(datetime)
+            except (ValueError, OverflowError):  # pragma: no cover - nothing before year 1
+                return
+            if not _repeated(local):
+                yield float(local.timestamp())
 
 
 def _repeated(local: datetime) -> bool:
