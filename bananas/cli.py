@@ -36,6 +36,7 @@ def _app(ctx: click.Context, app_spec: str | None, overrides: dict[str, Any], so
         if overrides:  # flags win over the app's own configuration: rebuild with the same handlers
             rebuilt = Bananas(config=config, overrides=overrides, override_sources=sources, plugins=app.extra_plugins)
             rebuilt.handlers.update(app.handlers)
+            rebuilt.schedules.adopt(app.schedules)
             return rebuilt
         return app
     return Bananas(config=config, overrides=overrides, override_sources=sources)
@@ -87,6 +88,7 @@ def worker(
             sources[key] = f"flag {flag}"
     app = _app(ctx, app_spec, overrides, sources)
     plan = app.plan()
+    app.schedules.check_jobs(app.handlers, when=plan.scheduler)  # a periodic job without a handler: exit 2 now
     if dry_run:
         click.echo(json.dumps(plan.describe(), indent=2))
         return

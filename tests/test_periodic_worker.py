@@ -191,6 +191,7 @@ def test_periodic_list_and_run_on_memory(cli, memory_url):
     code, out, err = cli("periodic", "--app", "cronapp", "list")
     jcode, jout, _ = cli("periodic", "--app", "cronapp", "list", "--json")
     rcode, rout, _ = cli("periodic", "--app", "cronapp", "run", "heartbeat")
+    bcode, bout, _ = cli("periodic", "--app", "cronapp", "--broker", memory_url, "list", "--json")
 
     # Then the table names each schedule with its trigger, zone, next run and status; run prints a job id
     assert code == 0, err
@@ -203,6 +204,7 @@ def test_periodic_list_and_run_on_memory(cli, memory_url):
     assert jcode == 0 and data["capability"] is True and data["leader"] is None
     assert [row["name"] for row in data["schedules"]] == ["heartbeat", "weekly"]
     assert data["schedules"][1]["next_run"] > time.time()
+    assert bcode == 0 and [row["name"] for row in json.loads(bout)["schedules"]] == ["heartbeat", "weekly"]
     assert rcode == 0 and len(rout.strip()) == 32
     app = Bananas(broker=memory_url, env={}, entrypoints=False)
     job = app.get_job(rout.strip())
@@ -247,3 +249,23 @@ async def test_a_tick_carries_the_schedules_options_queue_and_jitter(make_app):
     assert job.headers["periodic"] == "nightly" and float(job.headers["periodic-tick"]) == 1_800_000_060.0
     assert 1_800_000_060.0 <= job.scheduled_at <= 1_800_000_080.0  # the tick plus up to 20 s
     await broker.close()
+
+
+def test_bananas_worker_with_a_periodic_job_without_handler_exits_2_with_one_line(cli, tmp_path):
+    # Given an app whose schedule names a job it does not register
+    (tmp_path / "badapp.py").write_text(
+        "from bananas import Bananas\n"
+        "app = Bananas(broker='memory://badapp', entrypoints=False)\n"
+        "@app.job()\ndef cleanup():\n    pass\n"
+        "app.periodic('weekly_report', cron='0 9 * * 1', job='generate_weekly_report')\n"
+    )
+
+    # When a thin worker (a scheduler) starts
+    code, _, err = cli("worker", "--app", "badapp", "--mode", "thin")
+
+    # Then it refuses at once with one line naming the schedule and the field
+    assert code == 2
+    assert err.strip() == (
+        "Error: invalid periodic 'weekly_report' job = 'generate_weekly_report' (from app.periodic): no handler of "
+        "that name is registered in the app; registered: cleanup"
+    )

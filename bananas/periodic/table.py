@@ -61,6 +61,13 @@ class PeriodicTable:
         self._schedules[schedule.name] = (schedule, CODE)
         return schedule
 
+    def adopt(self, other: PeriodicTable) -> None:
+        """Take the schedules ``other`` got from code (``app.periodic``) that this table lacks: the CLI rebuilds an
+        app with flag overrides and carries its handlers and code schedules over."""
+        for name, (schedule, source) in other._schedules.items():
+            if source == CODE and name not in self._schedules:
+                self._schedules[name] = (schedule, source)
+
     def check_jobs(self, handlers: Mapping[str, object], when: bool = True) -> None:
         """Every schedule's job has a handler in the app (a scheduler enqueues nothing that cannot run); ``when``
         false skips the check (a worker that runs no scheduler)."""
