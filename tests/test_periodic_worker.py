@@ -6,6 +6,7 @@ plugins/bananas-redis/tests/test_redis_periodic_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -269,3 +270,37 @@ def test_bananas_worker_with_a_periodic_job_without_handler_exits_2_with_one_lin
         "Error: invalid periodic 'weekly_report' job = 'generate_weekly_report' (from app.periodic): no handler of "
         "that name is registered in the app; registered: cleanup"
     )
+
+
+@pytest.mark.asyncio
+async def test_a_partitioned_leader_stops_acting_before_its_lease_ends_and_another_takes_over(make_app):
+    # Given two candidates on one broker, the first leading with a 1.5 s lease
+    from bananas.errors import BrokerUnavailable
+    from bananas.worker.leader import Leadership
+
+    app = make_app()
+    broker = app.new_broker()
+    store = app.capabilities(broker).schedules
+    first, second = Leadership(store, "a", 1.5), Leadership(store, "b", 1.5)
+    await first.beat(broker)
+    await second.beat(broker)
+    assert first.holds() and first.fence() is not None and not second.holds()
+
+    # When the first loses the broker (every renewal fails) and time passes
+    class Partitioned:
+        async def renew_leader(self, *args: object) -> bool:
+            raise BrokerUnavailable("partitioned")
+
+    first.schedules = Partitioned()  # type: ignore[assignment]
+    with pytest.raises(BrokerUnavailable):
+        await first.beat(broker)
+    await asyncio.sleep(1.1)  # past 2/3 of the lease since its last renewal, before the lease ends
+    stopped_acting = not first.holds() and first.fence() is None
+    await second.beat(broker)
+    too_early = second.holds()
+    await asyncio.sleep(0.6)  # the lease has ended now
+    await second.beat(broker)
+
+    # Then the first stopped acting on its own before the broker let the second take over with a greater token
+    assert stopped_acting and not too_early
+    assert second.holds() and second.token is not None and second.token > (first.token or 0)
