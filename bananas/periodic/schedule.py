@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 
 from bananas.job import Priority
-from bananas.units import parse_duration
+from bananas.units import format_duration, parse_duration
 
 __all__ = ["CATCH_UP", "FIELDS", "MAX_CATCH_UP", "Schedule", "ScheduleError"]
 
@@ -170,11 +170,11 @@ class Schedule:
     # -- description -----------------------------------------------------------------------------------------
     @property
     def trigger(self) -> str:
-        """``cron 0 * * * *`` or ``every 30s`` (for listings)."""
+        """The cron expression, or ``every 30s`` (for listings)."""
         if self.cron is not None:
             return self.cron
         assert self.every is not None
-        return f"every {parse_every_text(self.every)}"
+        return f"every {format_duration(self.every)}"
 
     @property
     def spec(self) -> str:
@@ -247,9 +247,3 @@ class Schedule:
 def _repeated(local: datetime) -> bool:
     """``local`` is the second occurrence of a wall-clock time that repeats (autumn DST change)."""
     return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
-
-
-def parse_every_text(seconds: float) -> str:
-    from bananas.units import format_duration
-
-    return format_duration(seconds)
