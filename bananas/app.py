@@ -25,7 +25,6 @@ from bananas.broker import (
     require_admin,
 )
 from bananas.config import Schema, Settings, read_sources
-from bananas.config_options import build_options as build_options  # re-exported: it moved out of app.py
 from bananas.config_options import plugin_options
 from bananas.errors import ConfigError, JobNotFound, SerializationError, UsageError
 from bananas.handle import JobHandle
@@ -36,6 +35,7 @@ from bananas.job import Job, Priority, Status, new_job_id
 from bananas.job import _headers as _job_headers
 from bananas.job import _payload as _job_payload
 from bananas.job import _timeout as _job_timeout
+from bananas.periodic import PeriodicTable, Schedule, periodic_duties
 from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, choose_result_backend, result_ttl_header
 from bananas.router import Router
 from bananas.serializer import JobCodec
@@ -100,6 +100,7 @@ class Bananas:
         self.plugins: Plugins = load_plugins(plugins=self.extra_plugins, entrypoints=entrypoints, env=env)
         self.settings: Settings = raw.validate(Schema.of(self.plugins))
         self.handlers: dict[str, HandlerSpec] = {}
+        self.schedules: PeriodicTable = PeriodicTable.from_settings(self.settings)  # and app.periodic() calls
 
         s = self.settings
         self.broker_url: str = s["broker"]
@@ -149,6 +150,12 @@ class Bananas:
             return func
 
         return decorator
+
+    def periodic(self, name: str, *, cron: str | None = None, every: str | float | None = None,
+                 **options: Any) -> Schedule:
+        """Declare periodic job ``name`` (``cron="0 * * * *"`` or ``every="30s"``; ``job`` defaults to ``name``);
+        other options and the rules: docs/PERIODIC.md. Errors name the schedule and the field."""
+        return self.schedules.add({"name": name, "cron": cron, "every": every, **options})
 
     # -- broker and result backend per event loop ------------------------------------------------------------
     def new_broker(self, **overrides: Any) -> Broker:
@@ -454,8 +461,10 @@ class Bananas:
         return self.plugins.worker_modes.get(name).factory().plan(self.settings, self.router)
 
     def worker(self, plan: WorkerPlan | None = None) -> Worker:
-        """A :class:`bananas.worker.Worker` for ``plan`` (default: the configured mode's plan)."""
-        return Worker(self.worker_context(), plan or self.plan())
+        """A :class:`bananas.worker.Worker` for ``plan`` (default: the mode's plan); checks periodic jobs' handlers."""
+        plan = plan or self.plan()
+        self.schedules.check_jobs(self.handlers, when=plan.scheduler)
+        return Worker(self.worker_context(), plan)
 
     def worker_context(self) -> WorkerContext:
         """What a worker needs from this app (the worker never sees the app itself)."""
@@ -471,6 +480,8 @@ class Bananas:
             results=self.results,
             has_results=bool(self.result_backend_url),
             duties=self._plugin_duties,
+            periodic=lambda fence: periodic_duties(self, fence),
+            scheduler_lease=s["worker.scheduler_lease"],
             lease=self.broker_options.lease,
             default_timeout=s["jobs.timeout"],
             shutdown_timeout=s["worker.shutdown_timeout"],

@@ -40,6 +40,9 @@ the broker by ``app.new_broker()`` / ``app.broker()``), never per call; every ca
 * **admin** (:class:`SupportsAdmin`: ``known_queues``, ``lookup``, ``dead_letters``, ``requeue_dead``,
   ``purge_dead``): inspection and dead-letter handling (``app.get_job``, ``app.get_result``'s explanations, the CLI).
   Without it those calls raise :class:`~bananas.errors.UsageError` naming the capability (:func:`require_admin`).
+* **schedules** (:class:`~bananas.broker_schedules.SupportsSchedules`: the scheduler's fenced leader lease, the
+  per-tick guard and the state of periodic jobs; see :mod:`bananas.broker_schedules`). Without it every worker that
+  runs the scheduler runs the leader duties (there is no election) and periodic jobs do not run.
 * **fast lanes**, each optional on its own; without them the kernel uses the core ``enqueue`` / ``ack`` + ``fetch``:
 
   - ``enqueue_sync(envelopes, *, generated_ids=()) -> None`` (:class:`SupportsEnqueueSync`): ``enqueue`` blocking
@@ -70,6 +73,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from bananas.broker_schedules import SCHEDULE_METHODS, SCHEDULES, LeaderLease, SupportsSchedules
 from bananas.errors import UsageError
 
 __all__ = [
@@ -84,6 +88,7 @@ __all__ = [
     "Delivery",
     "Envelope",
     "JobRecord",
+    "LeaderLease",
     "QueueDepth",
     "RecordState",
     "SupportsAckAndFetch",
@@ -91,6 +96,7 @@ __all__ = [
     "SupportsEnqueueSync",
     "SupportsEnqueueWithHints",
     "SupportsMaintenance",
+    "SupportsSchedules",
     "capabilities",
     "require_admin",
     "require_maintenance",
@@ -337,6 +343,7 @@ ADMIN = "admin"
 CAPABILITIES: dict[str, tuple[str, ...]] = {
     MAINTENANCE: ("reap", "move_due"),
     ADMIN: ("known_queues", "lookup", "dead_letters", "requeue_dead", "purge_dead"),
+    SCHEDULES: SCHEDULE_METHODS,
     "enqueue_sync": ("enqueue_sync",),
     "enqueue_with_hints": ("enqueue_with_hints",),
     "ack_and_fetch": ("ack_and_fetch",),
@@ -349,11 +356,12 @@ class BrokerCapabilities:
     """The optional capabilities of one broker instance, resolved once by :func:`capabilities`.
 
     Each fast-lane field holds the bound method (or ``None``), so callers use it without a per-call ``getattr``;
-    ``maintenance`` and ``admin`` hold the broker itself, typed as that capability (or ``None``).
+    ``maintenance``, ``admin`` and ``schedules`` hold the broker itself, typed as that capability (or ``None``).
 
     Attributes:
         maintenance: ``reap`` and ``move_due``.
         admin: ``known_queues``, ``lookup``, ``dead_letters``, ``requeue_dead``, ``purge_dead``.
+        schedules: The leader lease, tick guard and schedule state (:mod:`bananas.broker_schedules`).
         enqueue_sync: The bound ``enqueue_sync``.
         enqueue_with_hints: The bound ``enqueue_with_hints``.
         ack_and_fetch: The bound ``ack_and_fetch``.
@@ -362,6 +370,7 @@ class BrokerCapabilities:
 
     maintenance: SupportsMaintenance | None = None
     admin: SupportsAdmin | None = None
+    schedules: SupportsSchedules | None = None
     enqueue_sync: Callable[..., None] | None = attrs.field(default=None, eq=False)
     enqueue_with_hints: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     ack_and_fetch: Callable[..., Any] | None = attrs.field(default=None, eq=False)

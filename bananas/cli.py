@@ -1,6 +1,7 @@
 """The ``bananas`` command line. User errors print one line and exit 2; plugins add subcommands.
 
-``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`.
+``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`, ``bananas periodic`` in
+:mod:`bananas.cli_periodic`.
 
 A broker that cannot be reached exits 1 (the same command may work later); one that answered but cannot be used as
 configured (:class:`~bananas.errors.BrokerMisconfigured`: wrong password, not a Redis server, TLS mismatch) exits 2.
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from bananas.cli_admin import dlq, queues
+from bananas.cli_periodic import periodic
 from bananas.errors import BananasError, BrokerError, BrokerMisconfigured, UsageError
 from bananas.loading import load_app
 
@@ -37,6 +39,7 @@ def _app(ctx: click.Context, app_spec: str | None, overrides: dict[str, Any], so
         if overrides:  # flags win over the app's own configuration: rebuild with the same handlers
             rebuilt = Bananas(config=config, overrides=overrides, override_sources=sources, plugins=app.extra_plugins)
             rebuilt.handlers.update(app.handlers)
+            rebuilt.schedules.adopt(app.schedules)
             return rebuilt
         return app
     return Bananas(config=config, overrides=overrides, override_sources=sources)
@@ -91,6 +94,7 @@ def worker(
             sources[key] = f"flag {flag}"
     app = _app(ctx, app_spec, overrides, sources)
     plan = app.plan()
+    app.schedules.check_jobs(app.handlers, when=plan.scheduler)  # a periodic job without a handler: exit 2 now
     if dry_run:
         click.echo(json.dumps(plan.describe(), indent=2))
         return
@@ -350,6 +354,7 @@ def demo(jobs: int) -> None:
 
 cli.add_command(dlq)
 cli.add_command(queues)
+cli.add_command(periodic)
 
 
 def _add_plugin_commands() -> None:

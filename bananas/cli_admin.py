@@ -55,6 +55,7 @@ class _Admin:
 
                 self._app = Bananas(config=self.config, plugins=app.extra_plugins, **self._broker_override())
                 self._app.handlers.update(app.handlers)
+                self._app.schedules.adopt(app.schedules)
             else:
                 from bananas.app import Bananas
 

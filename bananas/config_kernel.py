@@ -36,17 +36,23 @@ KERNEL_KEYS: tuple[KeySpec, ...] = (
             "BANANAS_SIGNING_KEYS_OLD", secret=True),
     setting("max_payload_bytes", "int", 1048576, "Largest encoded job body accepted.", "MAX_PAYLOAD_BYTES",
             minimum=1),
-    setting("periodic", "tables", (), "Periodic jobs ([[periodic]] tables, each with a name); only the shape is "
-            "checked for now.", "BANANAS_PERIODIC"),
+    setting("periodic", "tables", (), "Periodic jobs ([[periodic]] tables: name, cron or every, job, timezone, "
+            "payload, queue, priority, max_retries, timeout, jitter, catch_up; see docs/PERIODIC.md).",
+            "BANANAS_PERIODIC"),
     setting("worker.mode", "str", "default", "Worker mode name (validated against installed mode plugins).",
             "WORKER_MODE"),
     setting("worker.concurrency", "int", 10, "Concurrent job slots of this worker.", "WORKER_CONCURRENCY", **_SLOTS),
     setting("worker.priorities", "priorities", tuple(Priority), "Priorities to process, in order.",
             "WORKER_PRIORITIES", choices=tuple(p.value for p in Priority)),
     setting("worker.queues", "list", (), "Queues to read; empty: the router's default queues.", "WORKER_QUEUES"),
-    setting("worker.enable_scheduler", "bool", True, "Run the scheduler loop in this worker.", "ENABLE_SCHEDULER"),
+    setting("worker.enable_scheduler", "bool", True, "This worker is a scheduler: a candidate in the "
+            "leader election; the leader moves due jobs and enqueues periodic jobs.", "ENABLE_SCHEDULER"),
     setting("worker.scheduler_interval", "duration", 1.0, "How often scheduled and retrying jobs are checked.",
             "SCHEDULER_INTERVAL", minimum=0.1, maximum=60.0),
+    setting("worker.scheduler_lease", "duration", 5.0, "Leader lease of the scheduler: after a leader dies, "
+            "another scheduler takes over within about this long.", "SCHEDULER_LEASE", minimum=0.5, maximum=300.0),
+    setting("worker.periodic_grace", "duration", 10.0, "A periodic tick at most this late still runs whatever "
+            "catch_up says; older missed ticks follow catch_up.", "PERIODIC_GRACE", minimum=0),
     setting("worker.processes", "int", 1, "Worker processes to start.", "WORKER_PROCESSES", minimum=1, maximum=64),
     setting("worker.shutdown_timeout", "duration", 30.0, "Grace period for running jobs on shutdown.",
             "SHUTDOWN_TIMEOUT", minimum=0),

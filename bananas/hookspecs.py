@@ -302,8 +302,8 @@ def bananas_worker_duties(worker: WorkerInfo) -> Sequence[Duty] | Duty | None:
     Return a :class:`bananas.worker.Duty` or a list of them (``None``: none). Each runs in its own task, at start
     (``at_start``) and then every ``interval`` seconds, with the worker's broker: ``await duty.run(broker)``. An
     exception is logged and the duty runs again at its next time. ``needs_leader=True`` marks a duty that must run
-    in one process only: until leader election exists, it runs in every worker whose plan runs the scheduler
-    (``ENABLE_SCHEDULER``) and in no other.
+    in one process only: it runs in workers whose plan runs the scheduler (``ENABLE_SCHEDULER``), and there only
+    while the process holds the scheduler's leader lease (:mod:`bananas.worker.leader`).
 
     Implementations must not block; the duty itself must not block the event loop either.
 

@@ -9,8 +9,8 @@ Grouped by what a plugin does:
 
 * every plugin: :data:`hookimpl`, :class:`Register`, :func:`setting` / :class:`KeySpec` (declared settings) and the
   errors;
-* brokers: the :class:`Broker` protocol, its optional capabilities (``Supports…``), options and the records it
-  hands out;
+* brokers: the :class:`Broker` protocol, its optional capabilities (``Supports…``; :class:`LeaderLease` is what
+  ``SupportsSchedules.current_leader`` returns), options and the records it hands out;
 * result backends: :class:`ResultBackend`, :class:`ResultBackendSpec` and the TTL helpers;
 * log sinks: :class:`LogSinkSpec`, :class:`SinkConfig` and the one event model (:func:`flat_record`,
   :func:`json_line`, :data:`CONTEXT_FIELDS`);
@@ -35,6 +35,7 @@ from bananas.broker import (
     Delivery,
     Envelope,
     JobRecord,
+    LeaderLease,
     QueueDepth,
     RecordState,
     SupportsAckAndFetch,
@@ -42,6 +43,7 @@ from bananas.broker import (
     SupportsEnqueueSync,
     SupportsEnqueueWithHints,
     SupportsMaintenance,
+    SupportsSchedules,
     capabilities,
     require_admin,
     require_maintenance,
@@ -100,6 +102,7 @@ __all__ = [
     "Job",
     "JobRecord",
     "KeySpec",
+    "LeaderLease",
     "LeaseLost",
     "LogSinkSpec",
     "PluginError",
@@ -124,6 +127,7 @@ __all__ = [
     "SupportsEnqueueSync",
     "SupportsEnqueueWithHints",
     "SupportsMaintenance",
+    "SupportsSchedules",
     "UsageError",
     "WorkerInfo",
     "WorkerModeSpec",

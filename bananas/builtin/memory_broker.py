@@ -25,6 +25,7 @@ from bananas.broker import (
     JobRecord,
     QueueDepth,
 )
+from bananas.builtin.memory_schedules import MemorySchedules, reset_schedules
 from bananas.hookspecs import hookimpl
 from bananas.registry import Register
 
@@ -69,7 +70,7 @@ def _state_for(url: str) -> _State:
         return _STATES.setdefault(url, _State())
 
 
-class MemoryBroker:
+class MemoryBroker(MemorySchedules):
     """In-process broker for tests and single-process development (``memory://`` or ``memory://name``)."""
 
     def __init__(self, url: str = "memory://", options: BrokerOptions | None = None) -> None:
@@ -79,9 +80,10 @@ class MemoryBroker:
 
     @classmethod
     def reset(cls, url: str) -> None:
-        """Forget every job of ``url`` (test helper)."""
+        """Forget every job of ``url``, and its leader lease and schedule states (test helper)."""
         with _STATES_LOCK:
             _STATES.pop(url, None)
+        reset_schedules(url)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def connect(self) -> None:

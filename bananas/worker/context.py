@@ -102,9 +102,10 @@ class Duty:
         name: Shown in logs (``duty reap failed: …``).
         interval: Seconds between two runs (from the end of one run to the start of the next).
         run: ``await run(broker)`` with the worker's connected broker.
-        needs_leader: The duty must run in one process of the deployment only. There is no leader election yet:
-            such a duty runs in every worker whose plan runs the scheduler (``WorkerPlan.scheduler``, the
-            ``ENABLE_SCHEDULER`` flag), and not in the others. A later issue replaces the flag by an election.
+        needs_leader: The duty must run in one process of the deployment only: it runs where the plan runs the
+            scheduler (``WorkerPlan.scheduler``, the ``ENABLE_SCHEDULER`` flag) and there only while this process
+            holds the scheduler's leader lease (:mod:`bananas.worker.leader`; a broker without the ``schedules``
+            capability has no election, and then every scheduler process runs it).
         at_start: Run once right at start-up, before the first interval.
     """
 
@@ -127,6 +128,10 @@ def _no_duties(info: WorkerInfo) -> Sequence[Duty]:
     return ()
 
 
+def _no_periodic(fence: Callable[[], int | None]) -> Sequence[Duty]:
+    return ()
+
+
 @attrs.frozen
 class WorkerContext:
     """Everything a worker needs from the app, built by ``Bananas.worker_context()``.
@@ -142,6 +147,9 @@ class WorkerContext:
         close: ``await close()`` closes the running loop's broker and result backend.
         observers: Calls the lifecycle observers.
         duties: ``duties(info)`` → the duties plugins add (``bananas_worker_duties``).
+        periodic: ``periodic(fence)`` → the app's periodic-job duties (``needs_leader``); ``fence()`` is the leader
+            lease's fencing token while this process leads, else ``None``.
+        scheduler_lease: ``[worker] scheduler_lease``: seconds of the scheduler's leader lease.
         lease: The broker's lease in seconds (the heartbeat renews every third of it).
         default_timeout: ``[jobs] timeout``.
         shutdown_timeout: ``[worker] shutdown_timeout``.
@@ -159,6 +167,8 @@ class WorkerContext:
     results: Callable[[], Awaitable[ResultBackend | None]] = _no_results
     has_results: bool = False
     duties: Callable[[WorkerInfo], Sequence[Duty]] = _no_duties
+    periodic: Callable[[Callable[[], int | None]], Sequence[Duty]] = _no_periodic
+    scheduler_lease: float = 5.0
     lease: float = 30.0
     default_timeout: float = 300.0
     shutdown_timeout: float = 30.0

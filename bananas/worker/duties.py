@@ -11,14 +11,16 @@ The kernel's own duties need the broker's ``maintenance`` capability:
 - **queue-depths** (``needs_leader``, every 10 s): logs the depth of every known queue
   (:mod:`bananas.worker.depth_log`).
 
-Plugins add duties with the ``bananas_worker_duties`` hook (:class:`~bananas.worker.context.Duty` specs). A duty
-that ``needs_leader`` runs only where the plan runs the scheduler (``WorkerPlan.scheduler``): there is no leader
-election yet, so every such worker runs it, until a later issue adds the election.
+Plugins add duties with the ``bananas_worker_duties`` hook (:class:`~bananas.worker.context.Duty` specs); the app
+adds its periodic jobs' ticker (``WorkerContext.periodic``). A duty that ``needs_leader`` runs only where the plan
+runs the scheduler (``WorkerPlan.scheduler``), and there only while this process is the elected leader
+(:mod:`bananas.worker.leader`, with the broker's ``schedules`` capability; without it every such process runs it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +31,7 @@ from bananas.broker import Broker, SupportsMaintenance
 from bananas.log_context import levels
 from bananas.worker.context import Duty
 from bananas.worker.depth_log import depth_duty
+from bananas.worker.leader import Leadership
 from bananas.worker.state import WorkerState, error_text
 
 __all__ = ["Duty", "kernel_duties", "move_due_duty", "reap_duty", "start_duties"]
@@ -87,20 +90,41 @@ def kernel_duties(state: WorkerState) -> list[Duty]:
 
 
 def start_duties(state: WorkerState, extra: Sequence[Duty] = ()) -> list[asyncio.Task[None]]:
-    """One task per duty this process runs (the kernel's, then ``extra``); they end when the worker stops."""
-    duties = [*kernel_duties(state), *extra]
+    """One task per duty this process runs (the kernel's, the app's periodic ticker, then ``extra``); they end when
+    the worker stops. A scheduler process with the broker's ``schedules`` capability also runs the election."""
+    schedules = state._caps.schedules
+    leader = None
+    if state.plan.scheduler and schedules is not None:
+        leader = Leadership(schedules, f"{state.id}-{secrets.token_hex(3)}", state.context.scheduler_lease)
+    duties = [*kernel_duties(state), *state.context.periodic(leader.fence if leader else _no_fence), *extra]
     chosen = [duty for duty in duties if state.plan.scheduler or not duty.needs_leader]
-    return [asyncio.create_task(_run(state, duty), name=f"duty-{duty.name}") for duty in chosen]
+    # The election's task first: its first round starts before the leader duties' first (at start) runs.
+    tasks = [asyncio.create_task(_elect(state, leader), name="duty-leader-election")] if leader is not None else []
+    tasks += [asyncio.create_task(_run(state, duty, leader), name=f"duty-{duty.name}") for duty in chosen]
+    return tasks
 
 
-async def _run(state: WorkerState, duty: Duty) -> None:
+def _no_fence() -> int | None:
+    return None
+
+
+async def _elect(state: WorkerState, leader: Leadership) -> None:
+    """The election duty; a stopping worker gives the lease up at once."""
+    try:
+        await _run(state, leader.duty(), None)
+    finally:
+        await leader.resign()
+
+
+async def _run(state: WorkerState, duty: Duty, leader: Leadership | None) -> None:
     assert state._broker is not None and state._stop is not None
     broker, stop = state._broker, state._stop
     if not duty.at_start and await state._sleep(duty.interval):
         return
     while not stop.is_set():
         try:
-            await duty.run(broker)
+            if leader is None or not duty.needs_leader or leader.holds():
+                await duty.run(broker)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep the duty alive through broker outages

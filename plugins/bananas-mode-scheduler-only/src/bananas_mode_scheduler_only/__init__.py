@@ -1,8 +1,9 @@
 """``WORKER_MODE=scheduler-only``: zero job slots; the process runs only the scheduler loop (and the reaper).
 
-Every ``SCHEDULER_INTERVAL`` it moves due delayed and retrying jobs to their ready queues, so the job workers can
-run with ``ENABLE_SCHEDULER=false``. Moving is atomic in the broker, so a second scheduler (or a worker that still
-has its own loop on) never runs a job twice; it only repeats work.
+Every ``SCHEDULER_INTERVAL`` it moves due delayed and retrying jobs to their ready queues and enqueues the due
+periodic jobs, so the job workers can run with ``ENABLE_SCHEDULER=false``. Several of them (and workers with the
+scheduler on) elect one leader through a fenced lease in the broker; only the leader acts, and each periodic tick
+is enqueued once (see docs/PERIODIC.md).
 """
 
 from __future__ import annotations

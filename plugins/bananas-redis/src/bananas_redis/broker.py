@@ -21,7 +21,8 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` over queues of different slots
   would need one blocking connection per queue; this client targets a single node (or a proxy).
 * **Optional capabilities** (see :mod:`bananas.broker`): ``enqueue_sync`` (redis-py's blocking client, same
-  commands, for ``app.enqueue``), ``enqueue_with_hints`` and ``ack_and_fetch`` (acks pipelined with the next take).
+  commands, for ``app.enqueue``), ``enqueue_with_hints``, ``ack_and_fetch`` (acks pipelined with the next take) and
+  ``schedules`` (the scheduler's leader lease and periodic-job guard, in :mod:`bananas_redis.schedules`).
 * **Fencing tokens** are ``(per-queue counter << 16) | queue number`` (the number comes from the queue registry),
   so they are unique across queues while each script only touches its own queue's counter.
 * **Time** comes from ``options.clock()`` and is passed to the scripts, so tests can move it.
@@ -90,6 +91,7 @@ from bananas.plugin_api import (
 from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
+from bananas_redis.schedules import RedisSchedules
 
 __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
 
@@ -237,7 +239,7 @@ def _dispatch(qk: QueueKeys, command: str, *args: Any) -> Command:
     return ("EVALSHA", _SHA, 6, *qk.script_keys, command, qk.job_prefix, *args)
 
 
-class RedisBroker:
+class RedisBroker(RedisSchedules):
     """The production broker for ``redis://`` and ``rediss://`` URLs (see the module docstring).
 
     ``RedisBroker(url, options)`` does no I/O; :meth:`connect` opens the pools and loads the scripts.

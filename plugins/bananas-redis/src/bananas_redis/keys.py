@@ -28,6 +28,16 @@ key                                  type    contents
                                              ``crc32(id) % 16``, so a batch needs one ``home.lua`` call per bucket
 ===================================  ======  =================================================================
 
+The periodic-job keys (the ``schedules`` capability, :mod:`bananas_redis.schedules`, script ``lua/periodic.lua``)
+share the one hash tag ``{<prefix>:periodic}``, so its script touches one slot:
+
+===================================  ======  =================================================================
+``{bananas:periodic}:leader``        HASH    the scheduler's leader lease: holder, token, expires (Unix s)
+``{bananas:periodic}:leader-seq``    STRING  counter of fencing tokens (each new lease takes the next)
+``{bananas:periodic}:ticks``         HASH    schedule -> newest tick claimed (the per-tick guard)
+``{bananas:periodic}:states``        HASH    schedule -> its state (JSON: next run, last run, last status ...)
+===================================  ======  =================================================================
+
 A fencing token is ``(per-queue counter << 16) | queue number``: the scripts only see the per-queue counter,
 and tokens stay unique across queues.
 
@@ -51,6 +61,7 @@ import zlib
 import attrs
 
 __all__ = ["HOME_BUCKETS", "QueueKeys", "due_signal_key", "home_key", "queue_keys", "queue_seq_key", "registry_key"]
+__all__ += ["periodic_keys"]
 
 
 @attrs.frozen
@@ -114,3 +125,9 @@ def home_key(prefix: str, job_id: str) -> tuple[int, str]:
     """``(bucket, key)`` of the STRING naming the queue that holds (or last held) ``job_id``."""
     bucket = zlib.crc32(job_id.encode()) % HOME_BUCKETS
     return bucket, "{" + prefix + ":home:" + str(bucket) + "}:" + job_id
+
+
+def periodic_keys(prefix: str) -> tuple[str, str, str, str]:
+    """The keys of ``lua/periodic.lua``, in its ``KEYS`` order: leader, leader-seq, ticks, states."""
+    tag = "{" + prefix + ":periodic}"
+    return (tag + ":leader", tag + ":leader-seq", tag + ":ticks", tag + ":states")
