@@ -36,6 +36,7 @@ from bananas.job import Job, Priority, Status, new_job_id
 from bananas.job import _headers as _job_headers
 from bananas.job import _payload as _job_payload
 from bananas.job import _timeout as _job_timeout
+from bananas.metrics.config import MetricsConfig
 from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, result_ttl_header
 from bananas.router import Router
 from bananas.serializer import JobCodec
@@ -475,6 +476,7 @@ class Bananas:
             shutdown_timeout=s["worker.shutdown_timeout"],
             broker_wait=s["worker.broker_wait"],
             backoff=(s["jobs.retry_backoff_base"], s["jobs.retry_backoff_factor"], s["jobs.retry_backoff_max"]),
+            metrics=MetricsConfig.from_settings(s),
         )
 
     def _plugin_duties(self, info: WorkerInfo) -> list[Duty]:

@@ -32,6 +32,7 @@ def make_app(memory_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) ->
             "worker.scheduler_interval": 0.1,
             "jobs.retry_backoff_base": 0.05,
             "jobs.retry_backoff_max": 0.2,
+            "metrics.port": 0,  # no endpoint on the shared default port; tests/test_metrics.py picks free ports
             **overrides.pop("overrides", {}),
         }
         return Bananas(broker=memory_url, result_backend=memory_url, overrides=values, env={}, **overrides)

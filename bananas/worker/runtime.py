@@ -25,6 +25,7 @@ from bananas.worker.duties import start_duties
 from bananas.worker.execution import Execution
 from bananas.worker.heartbeat import _Heartbeat
 from bananas.worker.interrupt import interrupt_thread
+from bananas.worker.metrics import WorkerMetrics
 from bananas.worker.pools import Pools
 from bananas.worker.settlement import Settlement
 from bananas.worker.state import FETCH_WAIT, WorkerState, _Slot, error_text
@@ -58,6 +59,7 @@ class Worker(WorkerState):
         self.settlement = Settlement(self)
         self.execution = Execution(context.codec, context.handlers, context.default_timeout, self.settlement.started)
         self.pools = Pools(self, self.execution, self.settlement)
+        self.metrics = WorkerMetrics(self, context.metrics)
 
     @property
     def processed(self) -> int:
@@ -124,7 +126,7 @@ class Worker(WorkerState):
         heartbeat.start()
         await asyncio.to_thread(heartbeat.first_beat.wait, 6.0)  # pools start knowing whether leases can be renewed
         tasks = [asyncio.create_task(self.pools.run(pool), name=f"pool-{pool.pool_id}") for pool in self.plan.pools]
-        tasks += start_duties(self, self.context.duties(self.info))
+        tasks += start_duties(self, [*self.context.duties(self.info), *self.metrics.duties()])
         log.info(
             "worker {id} started: mode {mode}, pools {pools}, scheduler {sched}",
             id=self.id,
@@ -135,11 +137,13 @@ class Worker(WorkerState):
         )
         self._observers.notify("bananas_worker_started", worker=self.info)
         self._started.set()
+        self.metrics.start()
         try:
             await self._stop.wait()
         finally:
             log.info("worker {id} stopping; {n} job(s) running", id=self.id, n=len(self.slots))
             await self._shutdown(tasks)
+            await self.metrics.stop()
             heartbeat.stop()
             self.execution.close()
             await self.context.close()

@@ -14,6 +14,7 @@ import attrs
 
 from bananas.broker import Broker, BrokerCapabilities, Delivery
 from bananas.job import Job
+from bananas.metrics.stats import JobStats
 from bananas.worker.context import WorkerContext, WorkerInfo
 from bananas.worker_mode import WorkerPlan
 
@@ -54,6 +55,7 @@ class WorkerState:
         self.info = WorkerInfo.of(plan)
         self.id = self.info.process_id
         self.slots: dict[str, _Slot] = {}
+        self.stats = JobStats({p.pool_id: p.concurrency for p in plan.pools})  # counted by settlement and pools
         self.fetch_wait = FETCH_WAIT
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

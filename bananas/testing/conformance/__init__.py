@@ -41,17 +41,19 @@ from bananas.testing.conformance._base import ALL_CAPABILITIES, FakeClock, MakeB
 from bananas.testing.conformance._core import CoreChecks
 from bananas.testing.conformance._leases import LeaseChecks
 from bananas.testing.conformance._records import RecordChecks
+from bananas.testing.conformance._registry import RegistryChecks
 
 __all__ = ["ALL_CAPABILITIES", "BrokerConformance", "FakeClock", "MakeBroker"]
 
 
-class BrokerConformance(CoreChecks, LeaseChecks, RecordChecks, _Base):
+class BrokerConformance(CoreChecks, LeaseChecks, RecordChecks, RegistryChecks, _Base):
     """Checks that a broker keeps every semantic of :mod:`bananas.broker`. Subclass it; see the module docstring.
 
     Capability flags (class attributes) let a broker opt out explicitly; each skipped test names the flag.
 
     The suite is split like the protocol (0.2): the **core** tests run on every broker; the tests of an optional
-    capability (``maintenance``, ``admin``, ``enqueue_sync``, ``enqueue_with_hints``, ``ack_and_fetch``) run only
+    capability (``maintenance``, ``admin``, ``enqueue_sync``, ``enqueue_with_hints``, ``ack_and_fetch``,
+    ``worker_registry``) run only
     when the broker has it (:func:`bananas.broker.capabilities`) and skip naming it otherwise. Set :attr:`claims`
     to the capabilities the broker is meant to have: then a missing one fails instead of skipping.
     """

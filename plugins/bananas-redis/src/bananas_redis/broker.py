@@ -85,6 +85,7 @@ from bananas.plugin_api import (
 )
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
+from bananas_redis.registry import WorkerRegistry
 
 __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
 
@@ -229,7 +230,7 @@ def _dispatch(qk: QueueKeys, command: str, *args: Any) -> Command:
     return ("EVALSHA", _SHA, 6, *qk.script_keys, command, qk.job_prefix, *args)
 
 
-class RedisBroker:
+class RedisBroker(WorkerRegistry):
     """The production broker for ``redis://`` and ``rediss://`` URLs (see the module docstring).
 
     ``RedisBroker(url, options)`` does no I/O; :meth:`connect` opens the pools and loads the scripts.
