@@ -1,6 +1,7 @@
 """The ``bananas`` command line. User errors print one line and exit 2; plugins add subcommands.
 
-``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`.
+``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`, ``bananas status`` and ``bananas workers``
+in :mod:`bananas.cli_status`.
 
 ``bananas result`` also exits 1 when the job failed and 3 when no result came in time (see its help)."""
 
@@ -15,6 +16,7 @@ from typing import Any
 import click
 
 from bananas.cli_admin import dlq, queues
+from bananas.cli_status import status, workers
 from bananas.errors import BananasError, BrokerError, UsageError
 from bananas.loading import load_app
 
@@ -92,12 +94,18 @@ def worker(
     try:
         count = app.settings["worker.processes"]
         if count > 1 and not is_child():  # the plan above was checked once here, before any child starts
+            from bananas.metrics.multiprocess import supervisor_endpoint
             from bananas.worker.supervisor import Supervisor, child_command
 
             grace = app.settings["worker.shutdown_timeout"] + 10
-            status = Supervisor(child_command(), count, stop_timeout=grace).run()
-            if status:
-                sys.exit(status)
+            supervisor = Supervisor(child_command(), count, stop_timeout=grace)
+            # one metrics endpoint for every child: they write snapshots to its directory (bananas.metrics)
+            bind, port = app.settings["metrics.bind"], app.settings["metrics.port"]
+            with supervisor_endpoint(bind, port, supervisor.pids) as env:
+                supervisor.env.update(env)
+                code = supervisor.run()
+            if code:
+                sys.exit(code)
         else:
             app.worker(plan).run_forever()
     finally:
@@ -316,6 +324,8 @@ def demo(jobs: int) -> None:
 
 cli.add_command(dlq)
 cli.add_command(queues)
+cli.add_command(status)
+cli.add_command(workers)
 
 
 def _add_plugin_commands() -> None:
