@@ -26,13 +26,6 @@ from bananas.metrics.stats import DURATION_BUCKETS, JobStats, PoolUsage, percent
 from bananas.worker_mode import PoolPlan, WorkerPlan
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago (0 cannot mean "any": METRICS_PORT=0 turns the endpoint off)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
@@ -227,9 +220,9 @@ def test_percentile_is_a_value_with_enough_values_at_or_below_it(values, q) -> N
 
 
 # -- the endpoint -------------------------------------------------------------------------------------------------
-def test_endpoint_serves_metrics_health_and_readiness(make_app, run_worker, wait_for) -> None:
+def test_endpoint_serves_metrics_health_and_readiness(make_app, run_worker, wait_for, free_port) -> None:
     # Given a worker with its endpoint on a free port, after two jobs
-    port = free_port()
+    port = free_port
     app = make_app(overrides={"metrics.port": port})
 
     @app.job("ok")
