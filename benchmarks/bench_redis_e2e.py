@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_redis_e2e.py [--n 20000] [--lat-n 2000] [--rate 200] [--idle 30] [--aof]
                                                    [--modes thin,default] [--profile DIR] [--parts ...] [--repeat N]
+                                                   [--metrics off,on]
 
 Starts its own redis-server on a free loopback port (``bananas_redis.testing.RedisServer``; persistence off like the
 peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, leases and job records on:
@@ -19,6 +20,11 @@ peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, l
 ``--parts`` picks the measures (``enqueue,drain,latency,idle``); ``--repeat N`` repeats the enqueue figures and the
 drain (each drain with a fresh worker process).
 
+``--metrics off,on`` runs each drain with the worker's metrics endpoint off (``METRICS_PORT=0``) and on (a free
+port, scraped every second by this script, much more often than Prometheus would), alternating, in the same run:
+the cost of issue 13's metrics. Counting itself (settlement's counters, histograms and busy slot-seconds) runs in
+both; ``benchmarks/bench_kernel.py`` prices it per job.
+
 ``--profile DIR`` records a py-spy flame graph (``DIR/drain-<mode>.svg``) and a top-style text profile of the worker
 during each drain (needs ``pip install py-spy``).
 """
@@ -34,10 +40,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+import urllib.request
 
 import redis
-from bananas_redis.testing import RedisServer, find_redis_servers
+from bananas_redis.testing import RedisServer, find_redis_servers, free_port
 
 from bananas import Bananas
 
@@ -128,6 +136,16 @@ class WorkerProc:
         self.log.close()
 
 
+def scrape_every_second(port: int, stop: threading.Event, sizes: list[int]) -> None:
+    """GET /metrics every second until ``stop`` (what a very eager Prometheus would do)."""
+    while not stop.wait(1.0):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                sizes.append(len(reply.read()))
+        except OSError:
+            pass
+
+
 def wait_for(pred, timeout: float, interval: float = 0.005):  # noqa: ANN001, ANN201
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -151,6 +169,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--profile", metavar="DIR", help="py-spy the worker during each drain into DIR")
     ap.add_argument("--parts", default="enqueue,drain,latency,idle", help="which measures to take (comma-separated)")
     ap.add_argument("--repeat", type=int, default=1, help="measure each enqueue figure and drain this many times")
+    ap.add_argument("--metrics", default="off", help="drains with the metrics endpoint off and/or on (off,on)")
     args = ap.parse_args()
 
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
@@ -197,17 +216,26 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             print(rows[-1], flush=True)
 
         # -- drain + latency + idle, per mode -----------------------------------------------------------------------
-        def measure(mode: str, *, drain: bool, latency: bool, idle: bool) -> None:
+        def measure(mode: str, *, drain: bool, latency: bool, idle: bool, metrics: str = "off") -> None:
             probe.flushdb()
             for _ in range(args.n // args.batch if drain else 0):
                 app.enqueue_many(specs)
-            wenv = dict(env, WORKER_MODE=mode)
+            port = free_port() if metrics == "on" else 0
+            wenv = dict(env, WORKER_MODE=mode, METRICS_PORT=str(port))
             before = commandstats(probe)
             worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log")).start()
+            scraping = threading.Event()
+            scrapes: list[int] = []
+            if port:
+                threading.Thread(target=scrape_every_second, args=(port, scraping, scrapes), daemon=True).start()
             try:
                 assert worker.proc is not None
                 if drain:
-                    take_drain(mode, worker, before)
+                    take_drain(f"{mode}, metrics {metrics}" if len(metric_runs) > 1 else mode, worker, before)
+                    if port:
+                        rows.append((f"  /metrics scrapes during the drain ({mode})", f"{len(scrapes)} "
+                                     f"(last {scrapes[-1] if scrapes else 0} bytes)"))
+                        print(rows[-1], flush=True)
                 else:
                     time.sleep(1.0)  # the worker starts
                 if latency:
@@ -215,6 +243,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 if idle:
                     take_idle(mode)
             finally:
+                scraping.set()
                 worker.stop()
 
         def take_drain(mode: str, worker: WorkerProc, before: dict[str, int]) -> None:
@@ -293,11 +322,14 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 )
                 print(rows[-1], flush=True)
 
+        metric_runs = args.metrics.split(",")
         for mode in args.modes.split(","):
             for run in range(args.repeat if "drain" in parts else 1):
                 last_run = run == args.repeat - 1 or "drain" not in parts
-                measure(mode, drain="drain" in parts, latency=last_run and "latency" in parts,
-                        idle=last_run and "idle" in parts)
+                for i, metrics in enumerate(metric_runs):
+                    extras = last_run and i == len(metric_runs) - 1
+                    measure(mode, drain="drain" in parts, latency=extras and "latency" in parts,
+                            idle=extras and "idle" in parts, metrics=metrics)
         app.close()
     finally:
         server.cleanup()

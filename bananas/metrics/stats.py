@@ -111,6 +111,7 @@ class JobStats:
         self.counts: dict[tuple[str, str, str, str], int] = {}
         self.durations: dict[Labels, Histogram] = {}
         self.waits: dict[Labels, Histogram] = {}
+        self._pairs: dict[Labels, tuple[Histogram, Histogram]] = {}  # (durations, waits) by labels, one lookup
         self.recent: deque[float] = deque(maxlen=RECENT)  # durations since the last System metrics line
         self.pools = {pool_id: PoolUsage(n) for pool_id, n in (pools or {}).items()}
         self.completed = self.failed = self.retried = self.dead = 0
@@ -125,6 +126,7 @@ class JobStats:
         return usage
 
     def count(self, job: str, priority: str, queue: str, status: str) -> None:
+        """One outcome (``status`` one of :data:`STATUSES`); ``priority`` may be the job's ``Priority`` itself."""
         key = (job, priority, queue, status)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
@@ -139,25 +141,44 @@ class JobStats:
 
     def ran(self, job: str, priority: str, queue: str, duration: float, wait: float | None) -> None:
         """A handler ran for ``duration`` seconds after the job waited ``wait`` seconds in its queue."""
-        labels = (job, priority, queue)
-        hist = self.durations.get(labels)
-        if hist is None:
-            hist = self.durations[labels] = Histogram(DURATION_BUCKETS)
-        hist.observe(duration)
+        durations, waits = self._series((job, priority, queue))
+        durations.observe(duration)
         self.recent.append(duration)
         self.duration_sum += duration
         self.runs += 1
         if wait is not None:
-            hist = self.waits.get(labels)
-            if hist is None:
-                hist = self.waits[labels] = Histogram(WAIT_BUCKETS)
-            hist.observe(max(wait, 0.0))
+            waits.observe(max(wait, 0.0))
 
     def job_ran(self, job: Job, queue: str, duration: float) -> None:
-        """:meth:`ran` for a decoded job: it became ready at its enqueue time, or later at its eta or retry time."""
-        ready = max(job.enqueued_at or 0.0, job.scheduled_at or 0.0)
+        """:meth:`ran` for a decoded job, inlined (the per-job path): it became ready at its enqueue time, or later
+        at its eta or retry time (``scheduled_at``). The priority is the ``Priority`` itself: a ``StrEnum`` hashes
+        and compares like its value, and ``.value`` costs an enum descriptor call per job."""
+        labels = (job.name, job.priority, queue)
+        pair = self._pairs.get(labels)
+        if pair is None:
+            pair = self._series(labels)
+        hist, waits = pair
+        hist.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+        hist.sum += duration
+        hist.count += 1
+        self.recent.append(duration)
+        self.duration_sum += duration
+        self.runs += 1
+        ready = job.scheduled_at or job.enqueued_at
         started = job.started_at
-        self.ran(job.name, job.priority.value, queue, duration, started - ready if ready and started else None)
+        if ready and started:
+            wait = started - ready if started > ready else 0.0
+            waits.counts[bisect_left(WAIT_BUCKETS, wait)] += 1
+            waits.sum += wait
+            waits.count += 1
+
+    def _series(self, labels: Labels) -> tuple[Histogram, Histogram]:
+        pair = self._pairs.get(labels)
+        if pair is None:
+            key = (str(labels[0]), str(labels[1]), str(labels[2]))  # plain strings in snapshots
+            pair = self._pairs[labels] = (self.durations.setdefault(key, Histogram(DURATION_BUCKETS)),
+                                          self.waits.setdefault(key, Histogram(WAIT_BUCKETS)))
+        return pair
 
     @property
     def processed(self) -> int:

@@ -158,7 +158,8 @@ class WorkerMetrics:
             pid=self.state.info.pid,
             taken_at=wall,
             started_at=self.started_at,
-            counts=tuple((*key, n) for key, n in list(stats.counts.items())),
+            counts=tuple((job, str(priority), queue, status, n)
+                         for (job, priority, queue, status), n in list(stats.counts.items())),
             durations=tuple((*k, tuple(h.counts), h.sum, h.count) for k, h in list(stats.durations.items())),
             waits=tuple((*k, tuple(h.counts), h.sum, h.count) for k, h in list(stats.waits.items())),
             pools=pools,

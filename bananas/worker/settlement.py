@@ -158,7 +158,7 @@ class Settlement:
             if not mine:
                 log.warning("job {id} finished but its lease was lost; it may run again", id=delivery.id)
                 continue
-            self.stats.count(job.name, job.priority.value, delivery.queue, COMPLETED)
+            self.stats.count(job.name, job.priority, delivery.queue, COMPLETED)
             self.notify("bananas_job_succeeded", job=job, result=value, duration=duration)
 
     # -- results, retries, dead letters ---------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class Settlement:
         assert broker is not None
         self.processed += 1
         self.failed += 1
-        self.stats.count(job.name, job.priority.value, delivery.queue, FAILED)
+        self.stats.count(job.name, job.priority, delivery.queue, FAILED)
         job.last_error = error_text(error)
         job.traceback = "".join(traceback.format_exception(error)) if error.__traceback__ else job.last_error
         will_retry = job.attempts <= job.max_retries
@@ -196,7 +196,7 @@ class Settlement:
         if await broker.retry(delivery, body=self.codec.encode(job), at=job.scheduled_at):
             log.info("job {id} ({name}) failed ({err}); retry {n}/{max} in {d:.2f}s", id=job.id, name=job.name,
                      err=job.last_error, n=job.attempts, max=job.max_retries, d=delay)
-            self.stats.count(job.name, job.priority.value, delivery.queue, RETRIED)
+            self.stats.count(job.name, job.priority, delivery.queue, RETRIED)
             self.notify("bananas_job_retried", job=job, delay=delay)
         else:
             log.warning("job {id} failed but its lease was lost; not retried by this worker", id=job.id)
@@ -222,7 +222,7 @@ class Settlement:
         job.finished_at = time.time()
         if await broker.dead_letter(delivery, body=self.codec.encode(job), reason=reason):
             log.error("job {id} ({name}) is dead: {r}", id=job.id, name=job.name, r=reason)
-            self.stats.count(job.name, job.priority.value, delivery.queue, DEAD)
+            self.stats.count(job.name, job.priority, delivery.queue, DEAD)
             backend = await self.results() if self.has_results else None
             if backend is not None:
                 if job.last_error:
