@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_redis_e2e.py [--n 20000] [--lat-n 2000] [--rate 200] [--idle 30] [--aof]
                                                    [--modes thin,default] [--profile DIR] [--parts ...] [--repeat N]
-                                                   [--metrics off,on]
+                                                   [--metrics base,off,on --base DIR]
 
 Starts its own redis-server on a free loopback port (``bananas_redis.testing.RedisServer``; persistence off like the
 peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, leases and job records on:
@@ -23,7 +23,10 @@ drain (each drain with a fresh worker process).
 ``--metrics off,on`` runs each drain with the worker's metrics endpoint off (``METRICS_PORT=0``) and on (a free
 port, scraped every second by this script, much more often than Prometheus would), alternating, in the same run:
 the cost of issue 13's metrics. Counting itself (settlement's counters, histograms and busy slot-seconds) runs in
-both; ``benchmarks/bench_kernel.py`` prices it per job.
+both; ``benchmarks/bench_kernel.py`` prices it per job. ``base`` runs the worker on another source tree of the
+kernel given with ``--base DIR`` (put first on its ``PYTHONPATH``), for example the main branch before the metrics:
+``git archive main bananas | tar -x -C /tmp/base``. Drain rates on a shared machine vary by 10-20 % from one
+drain to the next: use ``--repeat`` and compare medians (printed at the end).
 
 ``--profile DIR`` records a py-spy flame graph (``DIR/drain-<mode>.svg``) and a top-style text profile of the worker
 during each drain (needs ``pip install py-spy``).
@@ -169,13 +172,16 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--profile", metavar="DIR", help="py-spy the worker during each drain into DIR")
     ap.add_argument("--parts", default="enqueue,drain,latency,idle", help="which measures to take (comma-separated)")
     ap.add_argument("--repeat", type=int, default=1, help="measure each enqueue figure and drain this many times")
-    ap.add_argument("--metrics", default="off", help="drains with the metrics endpoint off and/or on (off,on)")
+    ap.add_argument("--metrics", default="off", help="drains with the metrics endpoint off and/or on (off,on), "
+                    "or on the --base kernel (base)")
+    ap.add_argument("--base", metavar="DIR", help="a source tree of the kernel for --metrics base")
     args = ap.parse_args()
 
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
     server = RedisServer(binary, appendonly=args.aof).start()
     workdir = tempfile.mkdtemp(prefix="bananas-bench-")
     rows: list[tuple[str, str]] = []
+    drains: dict[str, list[float]] = {}
     try:
         with open(os.path.join(workdir, "bench_tasks.py"), "w") as f:
             f.write(TASKS)
@@ -222,6 +228,10 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 app.enqueue_many(specs)
             port = free_port() if metrics == "on" else 0
             wenv = dict(env, WORKER_MODE=mode, METRICS_PORT=str(port))
+            if metrics == "base":
+                if not args.base:
+                    raise SystemExit("--metrics base needs --base DIR")
+                wenv["PYTHONPATH"] = args.base + os.pathsep + wenv["PYTHONPATH"]
             before = commandstats(probe)
             worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log")).start()
             scraping = threading.Event()
@@ -231,7 +241,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             try:
                 assert worker.proc is not None
                 if drain:
-                    take_drain(f"{mode}, metrics {metrics}" if len(metric_runs) > 1 else mode, worker, before)
+                    take_drain(mode, worker, before, f", metrics {metrics}" if len(metric_runs) > 1 else "")
                     if port:
                         rows.append((f"  /metrics scrapes during the drain ({mode})", f"{len(scrapes)} "
                                      f"(last {scrapes[-1] if scrapes else 0} bytes)"))
@@ -246,7 +256,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 scraping.set()
                 worker.stop()
 
-        def take_drain(mode: str, worker: WorkerProc, before: dict[str, int]) -> None:
+        def take_drain(mode: str, worker: WorkerProc, before: dict[str, int], variant: str = "") -> None:
             spy: subprocess.Popen[bytes] | None = None
             assert worker.proc is not None
             try:
@@ -274,9 +284,10 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 used = delta(commandstats(probe), before)
                 per_job = client_commands(used) / args.n
                 detail = ", ".join(f"{k} {used.get(k, 0) / args.n:.3f}" for k in CLIENT_COMMANDS if used.get(k))
-                rows.append((f"drain, {mode} mode, 1 process", f"{drain:,.0f} jobs/s"))
+                rows.append((f"drain, {mode} mode{variant}, 1 process", f"{drain:,.0f} jobs/s"))
+                drains.setdefault(f"{mode} mode{variant}", []).append(drain)
                 print(rows[-1], flush=True)
-                rows.append((f"  client commands per job ({mode})", f"{per_job:.3f}  ({detail})"))
+                rows.append((f"  client commands per job ({mode}{variant})", f"{per_job:.3f}  ({detail})"))
                 print(rows[-1], flush=True)
             finally:
                 if spy is not None and spy.poll() is None:
@@ -341,6 +352,11 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     print(f"|{'-' * (width + 2)}|--------|")
     for key, value in rows:
         print(f"| {key:<{width}} | {value} |")
+    for key, rates in drains.items():
+        if len(rates) > 1:
+            ordered = sorted(rates)
+            print(f"median drain, {key}: {ordered[len(ordered) // 2]:,.0f} jobs/s over {len(rates)} drains "
+                  f"(min {ordered[0]:,.0f}, max {ordered[-1]:,.0f})")
 
 
 if __name__ == "__main__":
