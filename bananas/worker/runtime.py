@@ -4,7 +4,8 @@ and stops within bounds.
 The seams, each its own module: :mod:`~bananas.worker.execution` (decode, bind, call with a time limit → an
 outcome), :mod:`~bananas.worker.settlement` (acks, retries, dead letters, results, counters, observers),
 :mod:`~bananas.worker.pools` (fetch loops, crash isolation), :mod:`~bananas.worker.duties` (reap, move-due and the
-plugins' periodic tasks) and :mod:`~bananas.worker.heartbeat` (lease renewal). The worker gets a
+plugins' periodic tasks), :mod:`~bananas.worker.heartbeat` (lease renewal) and :mod:`~bananas.worker.metrics` (the
+metrics duties, the worker registry, the health endpoint). The worker gets a
 :class:`~bananas.worker.context.WorkerContext` from the app, never the app itself.
 """
 
