@@ -26,7 +26,8 @@ the cost of issue 13's metrics. Counting itself (settlement's counters, histogra
 both; ``benchmarks/bench_kernel.py`` prices it per job. ``base`` runs the worker on another source tree of the
 kernel given with ``--base DIR`` (put first on its ``PYTHONPATH``), for example the main branch before the metrics:
 ``git archive main bananas | tar -x -C /tmp/base``. Drain rates on a shared machine vary by 10-20 % from one
-drain to the next: use ``--repeat`` and compare medians (printed at the end).
+drain to the next: use ``--repeat`` and compare medians (printed at the end), and the worker's CPU time per job
+(``/proc``), which contention moves much less than the rate.
 
 ``--profile DIR`` records a py-spy flame graph (``DIR/drain-<mode>.svg``) and a top-style text profile of the worker
 during each drain (needs ``pip install py-spy``).
@@ -139,6 +140,16 @@ class WorkerProc:
         self.log.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def scrape_every_second(port: int, stop: threading.Event, sizes: list[int]) -> None:
     """GET /metrics every second until ``stop`` (what a very eager Prometheus would do)."""
     while not stop.wait(1.0):
@@ -182,6 +193,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     workdir = tempfile.mkdtemp(prefix="bananas-bench-")
     rows: list[tuple[str, str]] = []
     drains: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # worker CPU seconds per job: steadier than wall-clock rates on a busy machine
     try:
         with open(os.path.join(workdir, "bench_tasks.py"), "w") as f:
             f.write(TASKS)
@@ -263,6 +275,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 first = wait_for(lambda: probe.get("bench:t_first"), 60)
                 if first is None:
                     raise RuntimeError(f"{mode}: no job ran; see {worker.log_path}")
+                cpu_first = cpu_seconds(worker.proc.pid)
                 pyspy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
                 if args.profile and pyspy:
                     os.makedirs(args.profile, exist_ok=True)
@@ -276,6 +289,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 if last is None:
                     raise RuntimeError(f"{mode}: drain incomplete: {probe.get('bench:done')} of {args.n}")
                 drain = (args.n - 1) / (float(last) - float(first))
+                cpu_per_job = (cpu_seconds(worker.proc.pid) - cpu_first) / (args.n - 1)
                 if spy is not None:
                     os.kill(spy.pid, signal.SIGINT)
                     spy.wait(30)
@@ -286,6 +300,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 detail = ", ".join(f"{k} {used.get(k, 0) / args.n:.3f}" for k in CLIENT_COMMANDS if used.get(k))
                 rows.append((f"drain, {mode} mode{variant}, 1 process", f"{drain:,.0f} jobs/s"))
                 drains.setdefault(f"{mode} mode{variant}", []).append(drain)
+                cpu.setdefault(f"{mode} mode{variant}", []).append(cpu_per_job)
+                print(rows[-1], flush=True)
+                rows.append((f"  worker CPU per job ({mode}{variant})", f"{cpu_per_job * 1e6:.1f} µs"))
                 print(rows[-1], flush=True)
                 rows.append((f"  client commands per job ({mode}{variant})", f"{per_job:.3f}  ({detail})"))
                 print(rows[-1], flush=True)
@@ -357,6 +374,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             ordered = sorted(rates)
             print(f"median drain, {key}: {ordered[len(ordered) // 2]:,.0f} jobs/s over {len(rates)} drains "
                   f"(min {ordered[0]:,.0f}, max {ordered[-1]:,.0f})")
+            used = sorted(cpu[key])
+            print(f"median worker CPU per job, {key}: {used[len(used) // 2] * 1e6:.1f} µs "
+                  f"(min {used[0] * 1e6:.1f}, max {used[-1] * 1e6:.1f})")
 
 
 if __name__ == "__main__":
