@@ -41,6 +41,8 @@ RATE_WINDOW = 60.0
 LIVENESS_BOUND = 2.0
 """``/healthz`` fails when the event loop does not run a callback within this many seconds."""
 
+PENDING = "the first broker probe has not answered yet"
+
 log = logger.bind(component="worker", log_source="bananas_internal")
 
 
@@ -53,7 +55,7 @@ class WorkerMetrics:
         self.config = config
         self.started_at = time.time()
         self.snapshot = Snapshot(pid=state.info.pid, started_at=self.started_at)
-        self.broker_problem: str | None = "not checked yet"
+        self.broker_problem: str | None = PENDING
         self.workers_alive: int | None = None
         self.depths: tuple[tuple[str, str, int], ...] = ()
         self._pool_samples: dict[str, deque[tuple[float, float]]] = {}
@@ -123,6 +125,8 @@ class WorkerMetrics:
             return False, "starting: waiting for the broker"
         if state._stop_requested():
             return False, "stopping: taking no new jobs"
+        if self.broker_problem == PENDING:
+            return False, f"starting: {PENDING}"
         if self.broker_problem is not None:
             return False, f"broker unreachable: {self.broker_problem}"
         heartbeat = state._heartbeat
@@ -222,7 +226,7 @@ class WorkerMetrics:
                 log.warning("broker probe failed: {e}; /readyz answers 503 until it works again", e=problem)
             self.broker_problem = problem
             return
-        if self.broker_problem is not None and self.broker_problem != "not checked yet":
+        if self.broker_problem is not None and self.broker_problem != PENDING:
             log.info("broker probe works again; ready")
         self.broker_problem = None
         self.depths = tuple((queue, state, getattr(depth, state)) for queue, depth in sorted(depths.items())
