@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_redis_e2e.py [--n 20000] [--lat-n 2000] [--rate 200] [--idle 30] [--aof]
                                                    [--modes thin,default] [--profile DIR] [--parts ...] [--repeat N]
-                                                   [--metrics base,off,on --base DIR]
+                                                   [--metrics base,off,on --base DIR] [--scrape-every 1]
 
 Starts its own redis-server on a free loopback port (``bananas_redis.testing.RedisServer``; persistence off like the
 peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, leases and job records on:
@@ -21,7 +21,8 @@ peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, l
 drain (each drain with a fresh worker process).
 
 ``--metrics off,on`` runs each drain with the worker's metrics endpoint off (``METRICS_PORT=0``) and on (a free
-port, scraped every second by this script, much more often than Prometheus would), alternating, in the same run:
+port, scraped every ``--scrape-every`` seconds by this script: 1 by default, much more often than Prometheus's
+usual 15-30 s), alternating, in the same run:
 the cost of issue 13's metrics. Counting itself (settlement's counters, histograms and busy slot-seconds) runs in
 both; ``benchmarks/bench_kernel.py`` prices it per job. ``base`` runs the worker on another source tree of the
 kernel given with ``--base DIR`` (put first on its ``PYTHONPATH``), for example the main branch before the metrics:
@@ -150,9 +151,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape_every_second(port: int, stop: threading.Event, sizes: list[int]) -> None:
-    """GET /metrics every second until ``stop`` (what a very eager Prometheus would do)."""
-    while not stop.wait(1.0):
+def scrape_every(port: int, seconds: float, stop: threading.Event, sizes: list[int]) -> None:
+    """GET /metrics every ``seconds`` until ``stop`` (1 s: what a very eager Prometheus would do)."""
+    while not stop.wait(seconds):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
                 sizes.append(len(reply.read()))
@@ -186,6 +187,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--metrics", default="off", help="drains with the metrics endpoint off and/or on (off,on), "
                     "or on the --base kernel (base)")
     ap.add_argument("--base", metavar="DIR", help="a source tree of the kernel for --metrics base")
+    ap.add_argument("--scrape-every", type=float, default=1.0, help="seconds between two scrapes with --metrics on")
     args = ap.parse_args()
 
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
@@ -249,7 +251,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             scraping = threading.Event()
             scrapes: list[int] = []
             if port:
-                threading.Thread(target=scrape_every_second, args=(port, scraping, scrapes), daemon=True).start()
+                threading.Thread(target=scrape_every, args=(port, args.scrape_every, scraping, scrapes),
+                                 daemon=True).start()
             try:
                 assert worker.proc is not None
                 if drain:
