@@ -64,6 +64,7 @@ class WorkerMetrics:
         self._file = SnapshotFile(config.directory) if config.directory else None
         self._endpoint: Endpoint | None = None
         self._published = False
+        self._rendered: tuple[Snapshot | None, bytes] = (None, b"")
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -72,7 +73,7 @@ class WorkerMetrics:
         if not self.config.port or self._file is not None:
             return
         try:
-            self._endpoint = Endpoint(self.config.bind, self.config.port, lambda: render(lambda: self.snapshot),
+            self._endpoint = Endpoint(self.config.bind, self.config.port, self.exposition,
                                       self.healthz, self.readyz).start()
         except OSError as exc:
             log.error("metrics endpoint not started on {b}:{p}: {e}; the worker runs without it", b=self.config.bind,
@@ -103,6 +104,15 @@ class WorkerMetrics:
         ]
 
     # -- probes (called from the endpoint thread) ------------------------------------------------------------------
+    def exposition(self) -> bytes:
+        """``/metrics``: the newest snapshot rendered, once per snapshot (scrapers and HA pairs share it)."""
+        snap, cached = self._rendered
+        if snap is not self.snapshot:
+            snap = self.snapshot
+            cached = render(lambda: snap)
+            self._rendered = (snap, cached)
+        return cached
+
     def healthz(self) -> tuple[bool, str]:
         loop = self.state._loop
         if loop is None or loop.is_closed():
