@@ -139,25 +139,30 @@ def test_pool_usage_integrates_busy_slots_over_time(monkeypatch) -> None:
 
 
 def test_half_of_the_slots_busy_reads_about_half_utilization(make_app, run_worker, wait_for) -> None:
-    # Given a 4-slot worker with 2 jobs that sleep for 2 s
+    # Given a 4-slot worker with 2 jobs that sleep for 5 s
     app = make_app()
 
     @app.job("nap")
     async def nap() -> None:
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(5.0)
 
     worker = run_worker(app, plan(app, concurrency=4))
     app.enqueue("nap")
     app.enqueue("nap")
-    wait_for(lambda: worker.stats.pools["main-1"].busy == 2)
-    time.sleep(1.5)
+    usage = worker.stats.pools["main-1"]
+    wait_for(lambda: usage.busy == 2)
 
-    # When the sampler takes a snapshot while both run
-    snap = worker.metrics.sample()
+    # When the busy slot-seconds are read one second apart while both run
+    t1 = time.monotonic()
+    b1 = usage.busy_seconds(t1)
+    time.sleep(1.0)
+    t2 = time.monotonic()
+    b2 = usage.busy_seconds(t2)
 
-    # Then the pool reads about 50 % over the window (both jobs ran for most of it)
-    assert snap.pools["main-1"].busy == 2
-    assert 0.3 < snap.utilization <= 0.5 + 1e-9
+    # Then the pool was busy half of the slot-seconds it offered, and the snapshot says so too
+    assert (b2 - b1) / (4 * (t2 - t1)) == pytest.approx(0.5, abs=0.01)
+    snap = worker.metrics.snapshot
+    assert snap.pools["main-1"].concurrency == 4 and 0.0 < snap.utilization <= 0.5 + 1e-9
 
 
 # -- the System metrics line ----------------------------------------------------------------------------------------
@@ -296,7 +301,7 @@ def test_liveness_fails_when_the_event_loop_is_blocked(make_app, run_worker, wai
 
     @app.job("hog")
     async def hog() -> None:
-        time.sleep(3.0)  # blocks the loop on purpose
+        time.sleep(6.0)  # blocks the loop on purpose
 
     worker = run_worker(app, plan(app))
     assert worker.metrics.healthz()[0]

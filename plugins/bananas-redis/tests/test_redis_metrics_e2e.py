@@ -203,16 +203,16 @@ def test_readyz_follows_the_broker(tmp_path: Path):
 def test_half_the_slots_sleeping_reads_about_half_utilization_and_the_line_says_so(fleet, producer):
     # Given a 4-slot worker logging System metrics every second
     port = free_port()
-    start(fleet, "w", port, "--concurrency", "4", METRICS_LOG_INTERVAL="1s")
+    start(fleet, "w", port, "--concurrency", "4", METRICS_LOG_INTERVAL="1s", SHUTDOWN_TIMEOUT="1s")
     app = producer()
     wait_until(lambda: get(port, "/readyz")[0] == 200, 30, "the worker to be ready", fleet.logs)
 
-    # When 2 jobs sleep 14 s (half the slots) and 3 quick ones ran before
+    # When 2 jobs sleep 20 s (half the slots) and 3 quick ones ran before
     for _ in range(3):
         app.enqueue("ok")
     wait_until(lambda: jobs_total(port).get(("ok", "normal", "completed")) == 3.0, 20, "3 jobs", fleet.logs)
-    app.enqueue("nap", {"seconds": 14.0})
-    app.enqueue("nap", {"seconds": 14.0})
+    app.enqueue("nap", {"seconds": 20.0})
+    app.enqueue("nap", {"seconds": 20.0})
     wait_until(lambda: value(port, "bananas_pool_busy_slots", pool="thin-1") == 2.0, 20, "2 busy slots", fleet.logs)
 
     # Then the utilization window (10 s) fills up to 50 %
@@ -220,7 +220,7 @@ def test_half_the_slots_sleeping_reads_about_half_utilization_and_the_line_says_
         got = value(port, "bananas_worker_utilization")
         return got is not None and abs(got - 0.5) < 0.03
 
-    wait_until(half, 14, "utilization ≈ 0.5", lambda: str(value(port, "bananas_worker_utilization")))
+    wait_until(half, 18, "utilization ≈ 0.5", lambda: str(value(port, "bananas_worker_utilization")))
 
     # And the System metrics line of a full second with both sleeping says 50 %, with the counts so far
     lines = log_lines(fleet, "w", "System metrics")
