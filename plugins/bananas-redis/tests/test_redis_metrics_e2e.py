@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bananas_redis.e2e import Fleet, e2e_fleet, e2e_producer, e2e_server, wait_until
+from bananas_redis.e2e import Fleet, clean_env, e2e_fleet, e2e_producer, e2e_server, wait_until
 from bananas_redis.testing import RedisServer, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -294,3 +295,31 @@ def _child_pids(parent: int) -> list[int]:
             if int(fields[1]) == parent:
                 out.append(int(entry.name))
     return sorted(out)
+
+
+def test_status_and_workers_commands_on_redis(fleet, producer):
+    # Given a live worker that ran 4 jobs, and 2 jobs waiting in "low", which it does not read
+    start(fleet, "w", free_port(), "--queues", "high,normal")
+    app = producer()
+    wait_until(lambda: len(registry_ids(app)) == 1, 30, "the worker in the registry", fleet.logs)
+    for _ in range(4):
+        app.enqueue("ok")
+    for _ in range(2):
+        app.enqueue("ok", priority="low")
+
+    def cli(*args: str) -> Any:
+        done = subprocess.run([sys.executable, "-m", "bananas.cli", *args, "--broker", fleet.url, "--json"],
+                              capture_output=True, text=True, timeout=60, cwd=fleet.root, env=clean_env())
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    # When bananas status and bananas workers ask Redis (throughput: the worker's last minute, published every 2 s)
+    wait_until(lambda: cli("status")["throughput_per_minute"] == 4, 20, "a throughput of 4", fleet.logs)
+    report = cli("status")
+    (record,) = cli("workers")
+
+    # Then they show the queues with their priority, the worker with its mode and pools, and the throughput
+    low = next(row for row in report["queues"] if row["queue"] == "low")
+    assert (low["priority"], low["ready"], low["running"]) == ("low", 2, 0)
+    assert record["id"] == report["workers"][0]["id"] and record["mode"] == "thin"
+    assert record["pools"][0]["queues"] == ["high", "normal"] and record["pid"] == fleet.procs["w"].pid
