@@ -253,7 +253,9 @@ def test_endpoint_serves_metrics_health_and_readiness(make_app, run_worker, wait
                  "bananas_queue_depth", "bananas_worker_utilization", "bananas_error_rate", "bananas_workers_alive"):
         assert name in text, name
     assert sample_value(text, "bananas_workers_alive") == 1.0
-    assert sample_value(text, "bananas_queue_depth", queue="low", priority="low", state="ready") == 0.0
+    # (queue depths are read every 10 s: "low" appears at the first read after its first job)
+    wait_for(lambda: sample_value(get(port, "/metrics")[1], "bananas_queue_depth", queue="low", priority="low",
+                                  state="ready") == 0.0, timeout=15)
     assert get(port, "/nope")[0] == 404
 
     # And when the worker stops, the port is free again

@@ -9,8 +9,9 @@ Counting happens in :mod:`bananas.worker.settlement` (outcomes) and :mod:`banana
   it to the supervisor's directory, see :mod:`bananas.metrics.multiprocess`);
 - **system-metrics** (every ``METRICS_LOG_INTERVAL``): the ``System metrics`` log line;
 - **worker-registry** (every :data:`~bananas.metrics.registry.HEARTBEAT` s): publishes this process's
-  :class:`~bananas.metrics.registry.WorkerRecord` (broker capability ``worker_registry``), counts the live workers
-  and reads the queue depths; its success is the readiness probe of the broker.
+  :class:`~bananas.metrics.registry.WorkerRecord` (broker capability ``worker_registry``); every
+  :data:`DEPTH_EVERY`-th time also counts the live workers and reads the queue depths. Its success is the
+  readiness probe of the broker.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ UTILIZATION_WINDOW = 10.0
 """Seconds over which ``bananas_worker_utilization`` and the registry's utilization are measured."""
 RATE_WINDOW = 60.0
 """Seconds over which ``bananas_error_rate`` and the registry's throughput are measured."""
+DEPTH_EVERY = 5
+"""Queue depths and the live-worker count are read every this many registry heartbeats (10 s)."""
 LIVENESS_BOUND = 2.0
 """``/healthz`` fails when the event loop does not run a callback within this many seconds."""
 
@@ -64,6 +67,7 @@ class WorkerMetrics:
         self._file = SnapshotFile(config.directory) if config.directory else None
         self._endpoint: Endpoint | None = None
         self._published = False
+        self._beats = 0
         self._rendered: tuple[Snapshot | None, bytes] = (None, b"")
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -224,12 +228,18 @@ class WorkerMetrics:
         try:
             async with asyncio.timeout(max(HEARTBEAT * 2, 5.0)):
                 registry = caps.worker_registry
+                # The deployment-wide reads (every record, every queue) only every DEPTH_EVERY-th beat: each worker
+                # makes them, so their cost grows with workers × queues. Without a registry they are the probe.
+                survey = registry is None or self._beats % DEPTH_EVERY == 0 or self.broker_problem is not None
+                self._beats += 1
                 if registry is not None:
                     await registry.publish_worker(self.state.id, self.record().encode(), TTL)
                     self._published = True
-                    self.workers_alive = len(decode_records(await registry.list_workers()))
-                queues = await caps.admin.known_queues() if caps.admin is not None else self._plan_queues()
-                depths = await broker.depths(queues) if queues else {}
+                    if survey:
+                        self.workers_alive = len(decode_records(await registry.list_workers()))
+                if survey:
+                    queues = await caps.admin.known_queues() if caps.admin is not None else self._plan_queues()
+                    depths = await broker.depths(queues) if queues else {}
         except Exception as exc:  # noqa: BLE001 - an outage makes the worker unready, never kills the duty
             problem = error_text(exc) if str(exc) else f"{type(exc).__name__}: no reply"
             if self.broker_problem is None:
@@ -239,8 +249,9 @@ class WorkerMetrics:
         if self.broker_problem is not None and self.broker_problem != PENDING:
             log.info("broker probe works again; ready")
         self.broker_problem = None
-        self.depths = tuple((queue, state, getattr(depth, state)) for queue, depth in sorted(depths.items())
-                            for state in ("ready", "scheduled", "running", "dead"))
+        if survey:
+            self.depths = tuple((queue, state, getattr(depth, state)) for queue, depth in sorted(depths.items())
+                                for state in ("ready", "scheduled", "running", "dead"))
 
     def _plan_queues(self) -> list[str]:
         return sorted({queue for pool in self.state.plan.pools for queue in pool.queues})

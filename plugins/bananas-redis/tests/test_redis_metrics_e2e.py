@@ -171,7 +171,7 @@ def test_metrics_count_a_known_workload_exactly(fleet, producer):
     assert value(port, "bananas_job_duration_seconds_count", job="boom", priority="normal", queue="normal") == 4.0
     assert value(port, "bananas_job_wait_seconds_count", job="ok", priority="normal", queue="normal") == 5.0
     wait_until(lambda: value(port, "bananas_queue_depth", queue="normal", priority="normal", state="dead") == 5.0,
-               10, "the dead depth (read every heartbeat)", fleet.logs)
+               15, "the dead depth (read every 10 s)", fleet.logs)
     assert value(port, "bananas_workers_alive") == 1.0
     assert get(port, "/healthz") == (200, "ok\n")
 
