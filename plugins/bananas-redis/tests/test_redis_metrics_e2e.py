@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,6 +283,11 @@ def test_processes_2_aggregate_on_one_port_without_double_counting_after_a_resta
     time.sleep(1.5)
     assert jobs_total(port).get(("ok", "normal", "completed")) == 30.0
     assert get(port, "/readyz")[0] == 200 and get(port, "/healthz")[0] == 200
+    # and the merged exposition is valid for Prometheus too (promtool, when installed)
+    if shutil.which("promtool"):
+        checked = subprocess.run(["promtool", "check", "metrics"], input=get(port, "/metrics")[1],
+                                 capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def _child_pids(parent: int) -> list[int]:
