@@ -53,7 +53,7 @@ class BrokerConformance(CoreChecks, LeaseChecks, RecordChecks, RegistryChecks, _
 
     The suite is split like the protocol (0.2): the **core** tests run on every broker; the tests of an optional
     capability (``maintenance``, ``admin``, ``enqueue_sync``, ``enqueue_with_hints``, ``ack_and_fetch``,
-    ``worker_registry``) run only
-    when the broker has it (:func:`bananas.broker.capabilities`) and skip naming it otherwise. Set :attr:`claims`
-    to the capabilities the broker is meant to have: then a missing one fails instead of skipping.
+    ``worker_registry``) run only when the broker has it (:func:`bananas.broker.capabilities`) and skip naming it
+    otherwise. Set :attr:`claims` to the capabilities the broker is meant to have: then a missing one fails instead
+    of skipping.
     """
