@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from bananas._manager import Plugins, load_plugins
+from bananas.app_worker import worker_context
 from bananas.broker import (
     Broker,
     BrokerCapabilities,
@@ -35,12 +36,12 @@ from bananas.job import Job, Priority, Status, new_job_id
 from bananas.job import _headers as _job_headers
 from bananas.job import _payload as _job_payload
 from bananas.job import _timeout as _job_timeout
-from bananas.periodic import PeriodicTable, Schedule, periodic_duties
+from bananas.periodic import PeriodicTable, Schedule
 from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, choose_result_backend, result_ttl_header
 from bananas.router import Router
 from bananas.serializer import JobCodec
 from bananas.units import parse_duration
-from bananas.worker import Duty, Worker, WorkerContext, WorkerInfo
+from bananas.worker import Worker, WorkerContext
 
 if TYPE_CHECKING:
     from bananas.worker_mode import WorkerPlan
@@ -467,34 +468,5 @@ class Bananas:
         return Worker(self.worker_context(), plan)
 
     def worker_context(self) -> WorkerContext:
-        """What a worker needs from this app (the worker never sees the app itself)."""
-        s = self.settings
-        return WorkerContext(
-            codec=self.codec,
-            handlers=self.handlers,
-            broker=self.broker,
-            new_broker=self.new_broker,
-            capabilities=self.capabilities,
-            observers=self.plugins.observers,
-            close=self.aclose,
-            results=self.results,
-            has_results=bool(self.result_backend_url),
-            duties=self._plugin_duties,
-            periodic=lambda fence: periodic_duties(self, fence),
-            scheduler_lease=s["worker.scheduler_lease"],
-            lease=self.broker_options.lease,
-            default_timeout=s["jobs.timeout"],
-            shutdown_timeout=s["worker.shutdown_timeout"],
-            broker_wait=s["worker.broker_wait"],
-            backoff=(s["jobs.retry_backoff_base"], s["jobs.retry_backoff_factor"], s["jobs.retry_backoff_max"]),
-        )
-
-    def _plugin_duties(self, info: WorkerInfo) -> list[Duty]:
-        """The duties plugins add for the worker ``info`` (``bananas_worker_duties``)."""
-        duties: list[Duty] = []
-        for returned in self.plugins.pm.hook.bananas_worker_duties(worker=info):
-            for duty in [returned] if isinstance(returned, Duty) else returned:
-                if not isinstance(duty, Duty):
-                    raise UsageError(f"bananas_worker_duties returned {duty!r}, not a bananas.worker.Duty")
-                duties.append(duty)
-        return duties
+        """What a worker needs from this app (the worker never sees the app itself): see :mod:`bananas.app_worker`."""
+        return worker_context(self)

@@ -54,6 +54,9 @@ the broker by ``app.new_broker()`` / ``app.broker()``), never per call; every ca
     (:class:`SupportsAckAndFetch`): ``ack``, then take up to ``limit`` ready jobs from ``queues`` without blocking
     (priority order as in ``fetch``), in one round trip where the backend allows. The worker runtime sends the acks
     of finished jobs along with its next fetch.
+* **worker_registry** (:class:`SupportsWorkerRegistry`: ``publish_worker``, ``remove_worker``, ``list_workers``): the
+  live worker registry (``bananas workers``, ``bananas status``, ``bananas_workers_alive``). Records are opaque
+  bytes with a time to live, measured with ``options.clock()``.
 
 A capability counts only when *every* method of it is present; a broker with some of them is reported as partial
 (:attr:`BrokerCapabilities.partial`) and treated as not having it.
@@ -97,6 +100,7 @@ __all__ = [
     "SupportsEnqueueWithHints",
     "SupportsMaintenance",
     "SupportsSchedules",
+    "SupportsWorkerRegistry",
     "capabilities",
     "require_admin",
     "require_maintenance",
@@ -338,6 +342,24 @@ class SupportsAckAndFetch(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsWorkerRegistry(Protocol):
+    """Capability ``worker_registry``: each worker process's heartbeat record, gone ``ttl`` seconds after its last
+    publication (a SIGKILLed worker leaves by itself). Records are opaque bytes (the kernel's JSON)."""
+
+    async def publish_worker(self, worker_id: str, record: bytes, ttl: float) -> None:
+        """Store (or replace) the record of ``worker_id``, live until ``options.clock() + ttl``."""
+        ...
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Drop the record of ``worker_id`` (a worker that stops); unknown ids are ignored."""
+        ...
+
+    async def list_workers(self) -> list[bytes]:
+        """Every live record (any order); expired ones are never returned."""
+        ...
+
+
 MAINTENANCE = "maintenance"
 ADMIN = "admin"
 CAPABILITIES: dict[str, tuple[str, ...]] = {
@@ -347,6 +369,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "enqueue_sync": ("enqueue_sync",),
     "enqueue_with_hints": ("enqueue_with_hints",),
     "ack_and_fetch": ("ack_and_fetch",),
+    "worker_registry": ("publish_worker", "remove_worker", "list_workers"),
 }
 """Every optional capability by name, with the methods it takes (all of them)."""
 
@@ -356,7 +379,8 @@ class BrokerCapabilities:
     """The optional capabilities of one broker instance, resolved once by :func:`capabilities`.
 
     Each fast-lane field holds the bound method (or ``None``), so callers use it without a per-call ``getattr``;
-    ``maintenance``, ``admin`` and ``schedules`` hold the broker itself, typed as that capability (or ``None``).
+    ``maintenance``, ``admin``, ``schedules`` and ``worker_registry`` hold the broker itself, typed as that
+    capability (or ``None``).
 
     Attributes:
         maintenance: ``reap`` and ``move_due``.
@@ -365,6 +389,7 @@ class BrokerCapabilities:
         enqueue_sync: The bound ``enqueue_sync``.
         enqueue_with_hints: The bound ``enqueue_with_hints``.
         ack_and_fetch: The bound ``ack_and_fetch``.
+        worker_registry: ``publish_worker``, ``remove_worker``, ``list_workers``.
         partial: Capabilities the broker has only some methods of, with the missing ones (treated as absent).
     """
 
@@ -374,6 +399,7 @@ class BrokerCapabilities:
     enqueue_sync: Callable[..., None] | None = attrs.field(default=None, eq=False)
     enqueue_with_hints: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     ack_and_fetch: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    worker_registry: SupportsWorkerRegistry | None = None
     partial: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     @property

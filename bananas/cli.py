@@ -1,7 +1,7 @@
 """The ``bananas`` command line. User errors print one line and exit 2; plugins add subcommands.
 
 ``bananas dlq`` and ``bananas queues`` live in :mod:`bananas.cli_admin`, ``bananas periodic`` in
-:mod:`bananas.cli_periodic`.
+:mod:`bananas.cli_periodic`, ``bananas status`` and ``bananas workers`` in :mod:`bananas.cli_status`.
 
 A broker that cannot be reached exits 1 (the same command may work later); one that answered but cannot be used as
 configured (:class:`~bananas.errors.BrokerMisconfigured`: wrong password, not a Redis server, TLS mismatch) exits 2.
@@ -20,6 +20,7 @@ import click
 
 from bananas.cli_admin import dlq, queues
 from bananas.cli_periodic import periodic
+from bananas.cli_status import status, workers
 from bananas.errors import BananasError, BrokerError, BrokerMisconfigured, UsageError
 from bananas.loading import load_app
 
@@ -104,12 +105,18 @@ def worker(
     try:
         count = app.settings["worker.processes"]
         if count > 1 and not is_child():  # the plan above was checked once here, before any child starts
+            from bananas.metrics.multiprocess import supervisor_endpoint
             from bananas.worker.supervisor import Supervisor, child_command
 
             grace = app.settings["worker.shutdown_timeout"] + 10
-            status = Supervisor(child_command(), count, stop_timeout=grace).run()
-            if status:
-                sys.exit(status)
+            supervisor = Supervisor(child_command(), count, stop_timeout=grace)
+            # one metrics endpoint for every child: they write snapshots to its directory (bananas.metrics)
+            bind, port = app.settings["metrics.bind"], app.settings["metrics.port"]
+            with supervisor_endpoint(bind, port, supervisor.pids) as env:
+                supervisor.env.update(env)
+                code = supervisor.run()
+            if code:
+                sys.exit(code)
         else:
             app.worker(plan).run_forever()
     finally:
@@ -355,6 +362,8 @@ def demo(jobs: int) -> None:
 cli.add_command(dlq)
 cli.add_command(queues)
 cli.add_command(periodic)
+cli.add_command(status)
+cli.add_command(workers)
 
 
 def _add_plugin_commands() -> None:

@@ -66,6 +66,12 @@ KERNEL_KEYS: tuple[KeySpec, ...] = (
     setting("jobs.retry_backoff_factor", "float", 2.0, "Multiplier of the delay for each further retry.", minimum=1),
     setting("jobs.retry_backoff_max", "duration", 3600.0, "Longest delay between retries.", minimum=0,
             min_exclusive=True),
+    setting("metrics.port", "int", 6061, "Port of the worker's /metrics, /healthz and /readyz endpoint (0: none); "
+            "with --processes N the supervisor serves it for all children.", "METRICS_PORT", minimum=0, maximum=65535),
+    setting("metrics.bind", "str", "127.0.0.1", "Address the metrics endpoint listens on (0.0.0.0: every interface, "
+            "e.g. in a container scraped from outside).", "METRICS_BIND"),
+    setting("metrics.log_interval", "duration", 30.0, "How often each worker process logs its System metrics line.",
+            "METRICS_LOG_INTERVAL", minimum=1.0),
     setting("logging.level", "enum", "info", "Console log level (warn means warning).", "LOG_LEVEL",
             choices=_LEVELS),
     setting("logging.format", "enum", "text", "Console log format.", "LOG_FORMAT", choices=("json", "text")),

@@ -1,4 +1,5 @@
-"""Kernel figures (printed, never asserted): observer-hook cost on the hot path and a memory-broker drain.
+"""Kernel figures (printed, never asserted): observer-hook cost on the hot path, the per-job cost of the metrics
+counting (issue 13) and a memory-broker drain.
 
     .venv/bin/python benchmarks/bench_kernel.py
 """
@@ -36,6 +37,27 @@ def hook_costs() -> None:
     print(f"pluggy hook call, no implementation  : {pm_call * 1e6:6.3f} µs per call (what the guard avoids)")
 
 
+def metrics_cost(n: int = 200_000) -> None:
+    """What settlement and the pools add per job for the metrics: one run observed (duration and wait histograms),
+    one status counted, one slot taken and freed."""
+    from bananas.job import Job
+    from bananas.metrics.stats import COMPLETED, JobStats
+
+    stats = JobStats({"p": 10})
+    usage = stats.pools["p"]
+    now = time.time()
+    job = Job(name="noop", enqueued_at=now - 0.01, started_at=now)
+
+    def one() -> None:
+        usage.enter()
+        stats.job_ran(job, "normal", 0.001)
+        stats.count("noop", "normal", "normal", COMPLETED)
+        usage.leave()
+
+    per = timeit.timeit(one, number=n) / n
+    print(f"metrics counting per job (histograms, counter, slot): {per * 1e6:6.3f} µs")
+
+
 def drain(n: int = 20_000) -> None:
     url = f"memory://bench-{uuid.uuid4().hex[:6]}"
     app = Bananas(broker=url, overrides={"worker.mode": "thin", "worker.concurrency": 50}, env={})
@@ -68,4 +90,5 @@ def drain(n: int = 20_000) -> None:
 
 if __name__ == "__main__":
     hook_costs()
+    metrics_cost()
     drain()

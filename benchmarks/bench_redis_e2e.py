@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_redis_e2e.py [--n 20000] [--lat-n 2000] [--rate 200] [--idle 30] [--aof]
                                                    [--modes thin,default] [--profile DIR] [--parts ...] [--repeat N]
+                                                   [--metrics base,off,on --base DIR] [--scrape-every 1]
 
 Starts its own redis-server on a free loopback port (``bananas_redis.testing.RedisServer``; persistence off like the
 peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, leases and job records on:
@@ -23,6 +24,16 @@ drain (each drain with a fresh worker process).
 the worker; its console goes to a log file), interleaved within each repeat, so the rows compare logging costs in one
 run (``benchmarks/bench_logging.py`` runs it this way). Default: ``warning``.
 
+``--metrics off,on`` runs each drain with the worker's metrics endpoint off (``METRICS_PORT=0``) and on (a free
+port, scraped every ``--scrape-every`` seconds by this script: 1 by default, much more often than Prometheus's
+usual 15-30 s), alternating, in the same run:
+the cost of issue 13's metrics. Counting itself (settlement's counters, histograms and busy slot-seconds) runs in
+both; ``benchmarks/bench_kernel.py`` prices it per job. ``base`` runs the worker on another source tree of the
+kernel given with ``--base DIR`` (put first on its ``PYTHONPATH``), for example the main branch before the metrics:
+``git archive main bananas | tar -x -C /tmp/base``. Drain rates on a shared machine vary by 10-20 % from one
+drain to the next: use ``--repeat`` and compare medians (printed at the end), and the worker's CPU time per job
+(``/proc``), which contention moves much less than the rate.
+
 ``--profile DIR`` records a py-spy flame graph (``DIR/drain-<mode>.svg``) and a top-style text profile of the worker
 during each drain (needs ``pip install py-spy``).
 """
@@ -38,10 +49,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+import urllib.request
 
 import redis
-from bananas_redis.testing import RedisServer, find_redis_servers
+from bananas_redis.testing import RedisServer, find_redis_servers, free_port
 
 from bananas import Bananas
 
@@ -132,6 +145,26 @@ class WorkerProc:
         self.log.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape_every(port: int, seconds: float, stop: threading.Event, sizes: list[int]) -> None:
+    """GET /metrics every ``seconds`` until ``stop`` (1 s: what a very eager Prometheus would do)."""
+    while not stop.wait(seconds):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                sizes.append(len(reply.read()))
+        except OSError:
+            pass
+
+
 def wait_for(pred, timeout: float, interval: float = 0.005):  # noqa: ANN001, ANN201
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -156,12 +189,18 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--parts", default="enqueue,drain,latency,idle", help="which measures to take (comma-separated)")
     ap.add_argument("--repeat", type=int, default=1, help="measure each enqueue figure and drain this many times")
     ap.add_argument("--logging", default="warning", help="worker logging profiles LEVEL[:FORMAT], comma-separated")
+    ap.add_argument("--metrics", default="off", help="drains with the metrics endpoint off and/or on (off,on), "
+                    "or on the --base kernel (base)")
+    ap.add_argument("--base", metavar="DIR", help="a source tree of the kernel for --metrics base")
+    ap.add_argument("--scrape-every", type=float, default=1.0, help="seconds between two scrapes with --metrics on")
     args = ap.parse_args()
 
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
     server = RedisServer(binary, appendonly=args.aof).start()
     workdir = tempfile.mkdtemp(prefix="bananas-bench-")
     rows: list[tuple[str, str]] = []
+    drains: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # worker CPU seconds per job: steadier than wall-clock rates on a busy machine
     try:
         with open(os.path.join(workdir, "bench_tasks.py"), "w") as f:
             f.write(TASKS)
@@ -204,21 +243,36 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         # -- drain + latency + idle, per mode -----------------------------------------------------------------------
         profiles = [tuple(p.split(":", 1)) if ":" in p else (p, "text") for p in args.logging.split(",")]
 
-        def measure(mode: str, *, drain: bool, latency: bool, idle: bool, profile: tuple[str, ...] = ()) -> None:
+        def measure(mode: str, *, drain: bool, latency: bool, idle: bool, profile: tuple[str, ...] = (),
+                    metrics: str = "off") -> None:
             probe.flushdb()
             for _ in range(args.n // args.batch if drain else 0):
                 app.enqueue_many(specs)
-            wenv = dict(env, WORKER_MODE=mode)
+            port = free_port() if metrics == "on" else 0
+            wenv = dict(env, WORKER_MODE=mode, METRICS_PORT=str(port))
             label = mode
             if profile:
                 wenv.update(LOG_LEVEL=profile[0], LOG_FORMAT=profile[1])
                 label = f"{mode} (LOG_LEVEL={profile[0]}, {profile[1]})" if len(profiles) > 1 else mode
+            if metrics == "base":
+                if not args.base:
+                    raise SystemExit("--metrics base needs --base DIR")
+                wenv["PYTHONPATH"] = args.base + os.pathsep + wenv["PYTHONPATH"]
             before = commandstats(probe)
             worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log")).start()
+            scraping = threading.Event()
+            scrapes: list[int] = []
+            if port:
+                threading.Thread(target=scrape_every, args=(port, args.scrape_every, scraping, scrapes),
+                                 daemon=True).start()
             try:
                 assert worker.proc is not None
                 if drain:
-                    take_drain(label, worker, before)
+                    take_drain(label, worker, before, f", metrics {metrics}" if len(metric_runs) > 1 else "")
+                    if port:
+                        rows.append((f"  /metrics scrapes during the drain ({mode})", f"{len(scrapes)} "
+                                     f"(last {scrapes[-1] if scrapes else 0} bytes)"))
+                        print(rows[-1], flush=True)
                 else:
                     time.sleep(1.0)  # the worker starts
                 if latency:
@@ -226,15 +280,17 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 if idle:
                     take_idle(mode)
             finally:
+                scraping.set()
                 worker.stop()
 
-        def take_drain(mode: str, worker: WorkerProc, before: dict[str, int]) -> None:
+        def take_drain(mode: str, worker: WorkerProc, before: dict[str, int], variant: str = "") -> None:
             spy: subprocess.Popen[bytes] | None = None
             assert worker.proc is not None
             try:
                 first = wait_for(lambda: probe.get("bench:t_first"), 60)
                 if first is None:
                     raise RuntimeError(f"{mode}: no job ran; see {worker.log_path}")
+                cpu_first = cpu_seconds(worker.proc.pid)
                 pyspy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
                 if args.profile and pyspy:
                     os.makedirs(args.profile, exist_ok=True)
@@ -248,6 +304,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 if last is None:
                     raise RuntimeError(f"{mode}: drain incomplete: {probe.get('bench:done')} of {args.n}")
                 drain = (args.n - 1) / (float(last) - float(first))
+                cpu_per_job = (cpu_seconds(worker.proc.pid) - cpu_first) / (args.n - 1)
                 if spy is not None:
                     os.kill(spy.pid, signal.SIGINT)
                     spy.wait(30)
@@ -256,9 +313,13 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 used = delta(commandstats(probe), before)
                 per_job = client_commands(used) / args.n
                 detail = ", ".join(f"{k} {used.get(k, 0) / args.n:.3f}" for k in CLIENT_COMMANDS if used.get(k))
-                rows.append((f"drain, {mode} mode, 1 process", f"{drain:,.0f} jobs/s"))
+                rows.append((f"drain, {mode} mode{variant}, 1 process", f"{drain:,.0f} jobs/s"))
+                drains.setdefault(f"{mode} mode{variant}", []).append(drain)
+                cpu.setdefault(f"{mode} mode{variant}", []).append(cpu_per_job)
                 print(rows[-1], flush=True)
-                rows.append((f"  client commands per job ({mode})", f"{per_job:.3f}  ({detail})"))
+                rows.append((f"  worker CPU per job ({mode}{variant})", f"{cpu_per_job * 1e6:.1f} µs"))
+                print(rows[-1], flush=True)
+                rows.append((f"  client commands per job ({mode}{variant})", f"{per_job:.3f}  ({detail})"))
                 print(rows[-1], flush=True)
             finally:
                 if spy is not None and spy.poll() is None:
@@ -304,13 +365,15 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 )
                 print(rows[-1], flush=True)
 
+        metric_runs = args.metrics.split(",")
         for mode in args.modes.split(","):
             for run in range(args.repeat if "drain" in parts else 1):
                 last_run = run == args.repeat - 1 or "drain" not in parts
-                for index, profile in enumerate(profiles):
-                    last = last_run and index == len(profiles) - 1
+                runs = [(profile, metrics) for profile in profiles for metrics in metric_runs]
+                for index, (profile, metrics) in enumerate(runs):
+                    last = last_run and index == len(runs) - 1
                     measure(mode, drain="drain" in parts, latency=last and "latency" in parts,
-                            idle=last and "idle" in parts, profile=profile)
+                            idle=last and "idle" in parts, profile=profile, metrics=metrics)
         app.close()
     finally:
         server.cleanup()
@@ -322,6 +385,14 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     print(f"|{'-' * (width + 2)}|--------|")
     for key, value in rows:
         print(f"| {key:<{width}} | {value} |")
+    for key, rates in drains.items():
+        if len(rates) > 1:
+            ordered = sorted(rates)
+            print(f"median drain, {key}: {ordered[len(ordered) // 2]:,.0f} jobs/s over {len(rates)} drains "
+                  f"(min {ordered[0]:,.0f}, max {ordered[-1]:,.0f})")
+            used = sorted(cpu[key])
+            print(f"median worker CPU per job, {key}: {used[len(used) // 2] * 1e6:.1f} µs "
+                  f"(min {used[0] * 1e6:.1f}, max {used[-1] * 1e6:.1f})")
 
 
 if __name__ == "__main__":

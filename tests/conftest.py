@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ def make_app(memory_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) ->
             "worker.scheduler_interval": 0.1,
             "jobs.retry_backoff_base": 0.05,
             "jobs.retry_backoff_max": 0.2,
+            "metrics.port": 0,  # no endpoint on the shared default port; tests/test_metrics.py picks free ports
             **overrides.pop("overrides", {}),
         }
         return Bananas(broker=memory_url, result_backend=memory_url, overrides=values, env={}, **overrides)
@@ -65,6 +67,15 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a worker's metrics endpoint (``metrics.port = 0``
+    turns the endpoint off, so it cannot mean "any free port")."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ async def factory(**overrides):
 
 
 class TestMemoryBroker(BrokerConformance):
-    claims = frozenset({"maintenance", "admin", "schedules", "enqueue_sync", "ack_and_fetch"})
+    claims = frozenset({"maintenance", "admin", "schedules", "enqueue_sync", "ack_and_fetch", "worker_registry"})
 
     @pytest_asyncio.fixture
     async def broker_factory(self):

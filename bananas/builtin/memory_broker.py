@@ -59,6 +59,7 @@ class _State:
     tokens: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     seq: itertools.count[int] = attrs.field(factory=itertools.count)
     waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = attrs.field(factory=list)
+    workers: dict[str, tuple[float, bytes]] = attrs.field(factory=dict)  # worker id -> (expires at, record)
 
 
 _STATES: dict[str, _State] = {}
@@ -337,6 +338,22 @@ class MemoryBroker(MemorySchedules):
             return {
                 name: QueueDepth(dead=len(self._s.dead.get(name, {})), **counts[name]) for name in names
             }
+
+    # -- worker registry (capability worker_registry) ---------------------------------------------------------
+    async def publish_worker(self, worker_id: str, record: bytes, ttl: float) -> None:
+        with self._s.lock:
+            self._s.workers[worker_id] = (self._now() + ttl, bytes(record))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        with self._s.lock:
+            self._s.workers.pop(worker_id, None)
+
+    async def list_workers(self) -> list[bytes]:
+        with self._s.lock:
+            now = self._now()
+            for worker_id in [w for w, (until, _) in self._s.workers.items() if until <= now]:
+                del self._s.workers[worker_id]
+            return [record for _, record in self._s.workers.values()]
 
     async def known_queues(self) -> list[str]:
         with self._s.lock:

@@ -16,6 +16,7 @@ import attrs
 
 from bananas.broker import Broker, BrokerCapabilities
 from bananas.handlers import HandlerSpec
+from bananas.metrics.config import MetricsConfig
 from bananas.result_backend import ResultBackend
 from bananas.serializer import JobCodec
 from bananas.worker_mode import WorkerPlan
@@ -155,6 +156,7 @@ class WorkerContext:
         shutdown_timeout: ``[worker] shutdown_timeout``.
         broker_wait: ``[worker] broker_wait`` (0: wait for the broker without a bound).
         backoff: ``(retry_backoff_base, retry_backoff_factor, retry_backoff_max)`` of ``[jobs]``.
+        metrics: ``[metrics]`` (endpoint, ``System metrics`` interval); the default serves no endpoint.
     """
 
     codec: JobCodec
@@ -174,3 +176,4 @@ class WorkerContext:
     shutdown_timeout: float = 30.0
     broker_wait: float = 0.0
     backoff: tuple[float, float, float] = (1.0, 2.0, 300.0)
+    metrics: MetricsConfig = MetricsConfig()

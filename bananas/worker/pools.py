@@ -40,6 +40,7 @@ class Pools:
         free = asyncio.Semaphore(pool.concurrency)
         in_use = 0
         failing_since: float | None = None  # the first failed fetch of an outage (logged once it ends)
+        usage = state.stats.pool(pool_id, pool.concurrency)  # busy slot-seconds (bananas.metrics utilization)
 
         def release(_: object) -> None:
             nonlocal in_use
@@ -52,6 +53,8 @@ class Pools:
             state.slots[delivery.id] = slot = _Slot(delivery, solo=solo)
             task = asyncio.create_task(self._process(slot, pool, pool_id), name=f"job-{delivery.id}")
             self._track(task)
+            usage.enter()
+            task.add_done_callback(usage.leave)
             task.add_done_callback(release)
             return task
 

@@ -4,7 +4,8 @@ and stops within bounds.
 The seams, each its own module: :mod:`~bananas.worker.execution` (decode, bind, call with a time limit → an
 outcome), :mod:`~bananas.worker.settlement` (acks, retries, dead letters, results, counters, observers),
 :mod:`~bananas.worker.pools` (fetch loops, crash isolation), :mod:`~bananas.worker.duties` (reap, move-due and the
-plugins' periodic tasks) and :mod:`~bananas.worker.heartbeat` (lease renewal). The worker gets a
+plugins' periodic tasks), :mod:`~bananas.worker.heartbeat` (lease renewal) and :mod:`~bananas.worker.metrics` (the
+metrics duties, the worker registry, the health endpoint). The worker gets a
 :class:`~bananas.worker.context.WorkerContext` from the app, never the app itself.
 """
 
@@ -26,6 +27,7 @@ from bananas.worker.duties import start_duties
 from bananas.worker.execution import Execution
 from bananas.worker.heartbeat import _Heartbeat
 from bananas.worker.interrupt import interrupt_thread
+from bananas.worker.metrics import WorkerMetrics
 from bananas.worker.pools import Pools
 from bananas.worker.settlement import Settlement
 from bananas.worker.state import FETCH_WAIT, WorkerState, _Slot, error_text
@@ -59,6 +61,7 @@ class Worker(WorkerState):
         self.execution = Execution(context.codec, context.handlers, context.default_timeout, self.settlement.started,
                                    self)
         self.pools = Pools(self, self.execution, self.settlement)
+        self.metrics = WorkerMetrics(self, context.metrics)
 
     @property
     def processed(self) -> int:
@@ -126,7 +129,7 @@ class Worker(WorkerState):
         heartbeat.start()
         await asyncio.to_thread(heartbeat.first_beat.wait, 6.0)  # pools start knowing whether leases can be renewed
         tasks = [asyncio.create_task(self.pools.run(pool), name=f"pool-{pool.pool_id}") for pool in self.plan.pools]
-        tasks += start_duties(self, self.context.duties(self.info))
+        tasks += start_duties(self, [*self.context.duties(self.info), *self.metrics.duties()])
         pools = ", ".join(f"{p.pool_id}×{p.concurrency} {list(p.queues)}" for p in self.plan.pools) or "none"
         self.log.bind(event="worker_started", pools=pools, concurrency=self.info.concurrency,
                       scheduler=self.plan.scheduler).info(
@@ -134,12 +137,14 @@ class Worker(WorkerState):
             "on" if self.plan.scheduler else "off")
         self._observers.notify("bananas_worker_started", worker=self.info)
         self._started.set()
+        self.metrics.start()
         try:
             await self._stop.wait()
         finally:
             self.log.bind(event="worker_stopping", running=len(self.slots)).info(
                 "worker {} stopping; {} job(s) running", self.id, len(self.slots))
             await self._shutdown(tasks)
+            await self.metrics.stop()
             heartbeat.stop()
             self.execution.close()
             await self.context.close()

@@ -28,6 +28,7 @@ from loguru import logger
 from bananas.broker import Delivery
 from bananas.errors import SerializationError
 from bananas.job import Job, Status
+from bananas.metrics.stats import COMPLETED, DEAD, FAILED, RETRIED
 from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
 from bananas.worker import events
 from bananas.worker.context import WorkerContext
@@ -64,6 +65,7 @@ class Settlement:
         self.results = context.results
         self.backoff = context.backoff
         self.notify = context.observers.notify
+        self.stats = state.stats  # bananas.metrics: counted here, read by the sampler duty
         self.processed = 0
         self.failed = 0
         self.rejected = 0  # malformed bodies and jobs without a handler here (not counted as processed)
@@ -78,6 +80,9 @@ class Settlement:
     # -- one outcome -----------------------------------------------------------------------------------------------
     async def settle(self, slot: _Slot, pool_id: str, outcome: Outcome) -> None:
         delivery = slot.delivery
+        if type(outcome) is not Rejected:
+            assert slot.job is not None
+            self.stats.job_ran(slot.job, delivery.queue, outcome.duration)
         if type(outcome) is Succeeded:
             job = slot.job
             assert job is not None
@@ -155,6 +160,7 @@ class Settlement:
             if not mine:
                 log.warning("job {job_id} finished but its lease was lost; it may run again", job_id=delivery.id)
                 continue
+            self.stats.count(job.name, job.priority, delivery.queue, COMPLETED)
             self.notify("bananas_job_succeeded", job=job, result=value, duration=duration)
 
     # -- results, retries, dead letters ---------------------------------------------------------------------------
@@ -178,6 +184,7 @@ class Settlement:
         assert broker is not None
         self.processed += 1
         self.failed += 1
+        self.stats.count(job.name, job.priority, delivery.queue, FAILED)
         job.last_error = error_text(error)
         job.traceback = "".join(traceback.format_exception(error)) if error.__traceback__ else job.last_error
         will_retry = job.attempts <= job.max_retries
@@ -192,6 +199,7 @@ class Settlement:
         job.scheduled_at = time.time() + delay
         if await broker.retry(delivery, body=self.codec.encode(job), at=job.scheduled_at):
             events.retried(self.state, job, pool_id, delay)
+            self.stats.count(job.name, job.priority, delivery.queue, RETRIED)
             self.notify("bananas_job_retried", job=job, delay=delay)
         else:
             log.warning("job {job_id} failed but its lease was lost; not retried by this worker", job_id=job.id)
@@ -200,6 +208,7 @@ class Settlement:
         broker = self.state._broker
         assert broker is not None
         self.rejected += 1
+        self.stats.rejected += 1
         if rejected.job is not None:  # decoded, but no handler for it here
             await self._bury(delivery, rejected.job, rejected.reason, pool_id)
             return
@@ -209,6 +218,7 @@ class Settlement:
             "job {job_id} is malformed and went to the dead letters: {detail}", job_id=delivery.id,
             detail=rejected.detail)
         if owned:
+            self.stats.count(MALFORMED_JOB_NAME, "unknown", delivery.queue, DEAD)
             self.notify("bananas_job_dead", job=malformed_job(delivery, rejected.reason), reason=rejected.reason)
 
     async def _bury(self, delivery: Delivery, job: Job, reason: str, pool_id: str | None = None) -> None:
@@ -218,6 +228,7 @@ class Settlement:
         job.finished_at = time.time()
         if await broker.dead_letter(delivery, body=self.codec.encode(job), reason=reason):
             events.dead(self.state, job, pool_id, reason)
+            self.stats.count(job.name, job.priority, delivery.queue, DEAD)
             backend = await self.results() if self.has_results else None
             if backend is not None:
                 if job.last_error:

@@ -15,6 +15,7 @@ from loguru import logger
 
 from bananas.broker import Broker, BrokerCapabilities, Delivery
 from bananas.job import Job
+from bananas.metrics.stats import JobStats
 from bananas.worker.context import WorkerContext, WorkerInfo
 from bananas.worker_mode import WorkerPlan
 
@@ -58,6 +59,7 @@ class WorkerState:
         self.log = logger.bind(component="worker", log_source="bananas_internal", worker_id=self.id,
                                worker_type=plan.mode)
         self.slots: dict[str, _Slot] = {}
+        self.stats = JobStats({p.pool_id: p.concurrency for p in plan.pools})  # counted by settlement and pools
         self.fetch_wait = FETCH_WAIT
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

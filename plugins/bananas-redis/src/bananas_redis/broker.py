@@ -91,6 +91,7 @@ from bananas.plugin_api import (
 from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
+from bananas_redis.registry import WorkerRegistry
 from bananas_redis.schedules import RedisSchedules
 
 __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
@@ -239,7 +240,7 @@ def _dispatch(qk: QueueKeys, command: str, *args: Any) -> Command:
     return ("EVALSHA", _SHA, 6, *qk.script_keys, command, qk.job_prefix, *args)
 
 
-class RedisBroker(RedisSchedules):
+class RedisBroker(RedisSchedules, WorkerRegistry):
     """The production broker for ``redis://`` and ``rediss://`` URLs (see the module docstring).
 
     ``RedisBroker(url, options)`` does no I/O; :meth:`connect` opens the pools and loads the scripts.

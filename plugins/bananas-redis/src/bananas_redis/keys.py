@@ -26,6 +26,9 @@ key                                  type    contents
 ``{bananas:home:<b>}:<id>``         STRING  the queue that holds (or last held) job ``<id>``; ``EXPIRE`` = the
                                              longest retention + 7 days (+ the delay of a delayed job); ``<b>`` =
                                              ``crc32(id) % 16``, so a batch needs one ``home.lua`` call per bucket
+``{bananas:workers}:index``          ZSET    worker id -> expiry of its record (worker registry, see
+                                             :mod:`bananas_redis.registry`)
+``{bananas:workers}:w:<id>``         STRING  one live worker's record, with a ``PX`` expiry of its ttl
 ===================================  ======  =================================================================
 
 The periodic-job keys (the ``schedules`` capability, :mod:`bananas_redis.schedules`, script ``lua/periodic.lua``)
