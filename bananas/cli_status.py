@@ -6,9 +6,10 @@ throughput over the last minute (the sum of what every live worker settled in it
 it in place, ``--json`` prints it for scripts. ``bananas workers`` lists the registry alone.
 
 Both need the broker's ``admin`` capability for the queue list and its ``worker_registry`` capability for the
-workers (a broker without the registry shows no workers and says why). More sections plug in through
-:data:`EXTRA_SECTIONS` (for example the scheduler leader, once there is an election): each is an async function of
-the connected broker and its capabilities that returns a :class:`Section`.
+workers (a broker without the registry shows no workers and says why). Then the scheduler: who holds the leader
+lease (``schedules`` capability) and the app's periodic jobs with their next and last runs (pass ``--app`` to see
+yours). More sections plug in through :data:`EXTRA_SECTIONS`: each is an async function of the connected broker and
+its capabilities that returns a :class:`Section`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bananas.cli_admin import _Admin
 from bananas.metrics.logline import format_duration
 from bananas.metrics.registry import WorkerRecord, decode_records
 
-__all__ = ["EXTRA_SECTIONS", "Section", "StatusReport", "gather", "status", "workers"]
+__all__ = ["EXTRA_SECTIONS", "Section", "StatusReport", "gather", "scheduler_sections", "status", "workers"]
 
 STATES = ("ready", "scheduled", "running", "dead")
 
@@ -47,7 +48,7 @@ SectionSource = Callable[[Broker, BrokerCapabilities], Awaitable[Section]]
 """``await source(broker, caps)`` → a :class:`Section`."""
 
 EXTRA_SECTIONS: list[SectionSource] = []
-"""Sections added after the queues and workers (append a :data:`SectionSource`; nothing is added yet)."""
+"""Sections added after the queues, workers and the scheduler's (append a :data:`SectionSource`)."""
 
 
 @attrs.frozen
@@ -152,6 +153,44 @@ def render_status(report: StatusReport) -> Any:
 
 
 # -- commands -------------------------------------------------------------------------------------------------------
+def scheduler_sections(app: Any) -> list[SectionSource]:
+    """The scheduler's leadership and the app's periodic jobs (``bananas periodic list`` in short), as two sections."""
+    from bananas.periodic.status import schedule_rows
+
+    found: dict[str, Any] = {}
+
+    async def rows() -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
+        if "rows" not in found:
+            found["rows"] = await schedule_rows(app)
+        return found["rows"]  # type: ignore[no-any-return]
+
+    def when(moment: float | None, now: float) -> str:
+        return "-" if moment is None else f"in {format_duration(moment - now)}" if moment >= now else (
+            f"{format_duration(now - moment)} ago")
+
+    async def leader(broker: Broker, caps: BrokerCapabilities) -> Section:
+        _, lease, capability = await rows()
+        now = broker.options.clock()
+        if not capability:
+            note = f"the broker ({type(broker).__name__}) has no 'schedules' capability: no election, no periodic jobs"
+            return Section("scheduler", "Scheduler", ("leader", "token", "lease"), (), note)
+        if lease is None:
+            return Section("scheduler", "Scheduler", ("leader", "token", "lease"), (),
+                           "no scheduler leads now (none runs, or a hand-over is under way)")
+        return Section("scheduler", "Scheduler", ("leader", "token", "lease"),
+                       ((lease["holder"], lease["token"], f"expires {when(lease['expires_at'], now)}"),))
+
+    async def periodic(broker: Broker, caps: BrokerCapabilities) -> Section:
+        listed, _, _ = await rows()
+        now = broker.options.clock()
+        table = tuple((r["name"], r["trigger"], when(r["next_run"], now), when(r["last_run"], now), r["last_status"])
+                      for r in listed)
+        return Section("periodic", "Periodic jobs", ("name", "trigger", "next run", "last run", "last status"), table,
+                       "" if table else "no periodic jobs in this app (pass --app to see yours)")
+
+    return [leader, periodic]
+
+
 def _state(ctx: click.Context, app_spec: str | None, broker: str | None) -> _Admin:
     ctx.ensure_object(dict)
     return _Admin(ctx.obj.get("config"), app_spec, broker=broker)
@@ -173,7 +212,8 @@ def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, app_
     state = _state(ctx, app_spec, broker)
 
     async def work(connected: Broker) -> StatusReport:
-        return await gather(connected, state.app.capabilities(connected), EXTRA_SECTIONS)
+        return await gather(connected, state.app.capabilities(connected),
+                            [*scheduler_sections(state.app), *EXTRA_SECTIONS])
 
     try:
         if as_json:

@@ -104,3 +104,40 @@ async def test_extra_sections_are_added_after_the_workers(make_app):
     # Then its rows come out under its key
     assert report.as_json()["scheduler"] == [{"leader": "host-1", "since": "10s"}]
     await app.aclose()
+
+
+def test_status_shows_the_scheduler_leader_and_the_apps_periodic_jobs(cli, make_app, run_worker, wait_for, tmp_path):
+    # Given an app with a periodic job whose worker (scheduler on) leads and has ticked
+    (tmp_path / "beats.py").write_text(
+        "from bananas import Bananas\n"
+        "app = Bananas()\n"
+        "app.periodic('beat', every='1s', job='noop')\n"
+        "@app.job('noop')\n"
+        "def noop() -> None:\n"
+        "    return None\n"
+    )
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        beats = importlib.import_module("beats")
+    finally:
+        sys.path.remove(str(tmp_path))
+    worker = run_worker(beats.app)
+    wait_for(lambda: json.loads(cli("status", "--json", "--app", "beats:app")[1])["periodic"][0]["last status"]
+             == "enqueued", timeout=15)
+
+    # When status is asked with the app
+    code, out, err = cli("status", "--json", "--app", "beats:app")
+    code_text, text, _ = cli("status", "--app", "beats:app")
+
+    # Then the leader lease names this worker, and the periodic job has its trigger and last status
+    assert code == 0, err
+    report = json.loads(out)
+    (leader,) = report["scheduler"]
+    assert leader["leader"].startswith(worker.id) and leader["token"] >= 1
+    (beat,) = report["periodic"]
+    assert (beat["name"], beat["trigger"], beat["last status"]) == ("beat", "every 1s", "enqueued")
+    assert code_text == 0 and "Scheduler" in text and "Periodic jobs" in text and "every 1s" in text
+    sys.modules.pop("beats", None)
