@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bananas import Bananas, JobFailed, Status
 from bananas.builtin.memory_broker import MemoryBroker
@@ -142,6 +145,24 @@ def test_the_bananas_app_fixture_is_an_empty_app_on_a_fresh_memory_broker(banana
     # Then both are empty memory apps on different brokers
     assert bananas_app.handlers == {} and bananas_app.broker_url.startswith("memory://")
     assert other.broker_url != bananas_app.broker_url
+
+
+def test_the_fixture_s_rebinding_is_undone_exactly(project):
+    # Given a module-level app, and the rebinding the bananas_memory_app fixture makes and undoes at teardown
+    from bananas.testing.apps import Rebinding
+
+    tasks = _import_tasks(project, f"tasks_{id(project):x}")
+    before = dict(vars(tasks.app))
+    binding = Rebinding(tasks.app, "memory://rebinding-undo", {"jobs.max_retries": 1})
+    tasks.app.enqueue("audit", {"what": "x"})
+
+    # When it is undone
+    binding.undo()
+
+    # Then every attribute of the app is the object it was before, and the memory state is gone
+    assert vars(tasks.app).keys() == before.keys()
+    assert all(vars(tasks.app)[name] is value for name, value in before.items())
+    assert asyncio.run(MemoryBroker("memory://rebinding-undo").depths()) == {}
 
 
 def test_the_memory_app_factory_rebinds_a_module_for_the_test(project, bananas_memory_app):
@@ -314,6 +335,47 @@ async def test_run_until_idle_async_keeps_the_calling_loop_running():
     assert await handle.result_async() == "ASYNC"
     assert ticks > 0
     await app.aclose()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.floats(min_value=-1e6, max_value=1e6)), max_size=20))
+def test_fast_forward_clock_only_moves_forward_and_never_behind_the_wall_clock(moves):
+    # Given a clock and any sequence of jumps (by seconds, or to a time that may be in the past)
+    clock = FastForwardClock()
+    last = clock()
+    for by_seconds, amount in moves:
+        # When it is moved
+        if by_seconds and amount >= 0:
+            clock.advance(amount)
+        elif not by_seconds:
+            clock.advance_to(time.time() + amount)
+        now = clock()
+
+        # Then it never went back and is never behind the wall clock
+        assert now >= last and now >= time.time() - 0.001
+        last = now
+
+
+async def test_next_eta_is_the_earliest_live_scheduled_job(memory_url):
+    # Given a memory broker with two scheduled jobs, the earlier one then moved to its queue
+    from bananas.broker import Envelope
+
+    broker = MemoryBroker(memory_url)
+    now = time.time()
+    await broker.enqueue([Envelope("a", "q", b"a", now + 10), Envelope("b", "q", b"b", now + 20)])
+    assert broker.next_eta() == now + 10
+    clock = FastForwardClock()
+    clock.advance(15)
+    moved = MemoryBroker(memory_url, attrs.evolve(broker.options, clock=clock))
+
+    # When the due one is moved
+    assert await moved.move_due() == 1
+
+    # Then the next eta is the later job's, and none once it is gone too
+    assert broker.next_eta() == now + 20
+    clock.advance(10)
+    await moved.move_due()
+    assert broker.next_eta() is None
 
 
 def test_fast_forward_clock_never_runs_behind_the_wall_clock_nor_back():

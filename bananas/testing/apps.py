@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["FastForwardClock", "Rebinding", "fresh_memory_url", "memory_app", "resolve_app", "use_memory"]
 
-KEPT_ON_REBIND = ("handlers", "schedules", "extra_plugins")
-"""What a rebound app keeps of its own: what the application registered on it after it was built."""
+KEPT_ON_REBIND = frozenset({"handlers", "schedules", "extra_plugins"})
+"""What a rebound app keeps of its own: what the application registered on it after it was built. Everything else
+(settings, broker and result backend, codec, router, plugins, connection caches) comes from its memory twin."""
 
 _DROPPED = ("broker", "redis_url", "result_backend")
 _DROPPED_TABLES = ("broker_options.", "result_backend_options.")
@@ -178,7 +179,7 @@ class Rebinding:
         self.url = url
         twin = memory_app(app, url=url, **overrides)
         self._saved = dict(vars(app))
-        vars(app).update({name: value for name, value in vars(twin).items() if name not in KEEP_SET})
+        vars(app).update({name: value for name, value in vars(twin).items() if name not in KEPT_ON_REBIND})
         self._done = False
 
     def undo(self) -> None:
@@ -193,8 +194,6 @@ class Rebinding:
             vars(self.app).update(self._saved)
             reset_memory(self.url)
 
-
-KEEP_SET = frozenset(KEPT_ON_REBIND)
 
 
 @contextmanager

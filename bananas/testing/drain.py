@@ -68,7 +68,8 @@ class IdleSummary:
     scheduled: int = 0
 
     def results_of(self, name: str) -> list[Any]:
-        """The return values of the jobs named ``name`` that succeeded, in the order they finished."""
+        """The return values of the jobs named ``name`` that succeeded, in the order the worker first reported
+        each job (its first attempt)."""
         return [self.results[job_id] for job_id, job in self.jobs.items()
                 if job.name == name and job_id in self.results]
 
