@@ -312,6 +312,26 @@ def test_run_until_idle_times_out_naming_what_is_left():
         run_until_idle(app, timeout=0.3)
 
 
+def test_a_hung_handler_times_out_and_the_worker_still_stops_within_its_shutdown_timeout():
+    # Given a handler that would run for 30 s, on an app giving running jobs 0.2 s at shutdown
+    app = memory_app(**{"worker.shutdown_timeout": 0.2})
+
+    @app.job()
+    def hang() -> None:
+        for _ in range(3000):
+            time.sleep(0.01)
+
+    app.enqueue("hang")
+
+    # When run_until_idle gives up after 0.3 s
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="1 running"):
+        run_until_idle(app, timeout=0.3)
+
+    # Then the worker stopped (the handler interrupted) long before the handler would have ended
+    assert time.monotonic() - started < 10
+
+
 async def test_run_until_idle_async_keeps_the_calling_loop_running():
     # Given an async test enqueuing with the async API
     app = _app_with_handlers()

@@ -40,6 +40,9 @@ POLL = 0.005
 FETCH_WAIT = 0.05
 """The in-process worker's blocking fetch: a stop request waits at most this long for an idle pool."""
 
+SHUTDOWN_TIMEOUT = 5.0
+"""Seconds a stopping in-process worker gives running jobs (after a ``TimeoutError``, a hung handler), at most."""
+
 
 @attrs.frozen
 class IdleSummary:
@@ -166,6 +169,7 @@ class InProcessWorker:
         self._queues = tuple(dict.fromkeys(queue for pool in plan.pools for queue in pool.queues))
         self.worker = app.worker(attrs.evolve(plan, scheduler=False))
         self.worker.fetch_wait = FETCH_WAIT
+        self.worker.shutdown_timeout = min(self.worker.shutdown_timeout, SHUTDOWN_TIMEOUT)  # tests stay bounded
         app.plugins.pm.register(self.recorder, name=f"bananas-testing-{id(self.recorder):x}")
         app.plugins.observers.refresh()
         self._thread = threading.Thread(target=self._main, name="bananas-testing-worker", daemon=True)
