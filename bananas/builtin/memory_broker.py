@@ -327,6 +327,19 @@ class MemoryBroker(MemorySchedules):
             return len(expired)
 
     # -- inspection --------------------------------------------------------------------------------------------
+    def next_eta(self) -> float | None:
+        """The Unix time the earliest scheduled job (a delayed job or a retry) becomes due, or ``None``. A test
+        helper: ``bananas.testing.run_until_idle(fast_forward=True)`` jumps its clock there instead of waiting."""
+        with self._s.lock:
+            heap = self._s.scheduled
+            while heap:
+                eta, _, job_id = heap[0]
+                rec = self._s.records.get(job_id)
+                if rec is not None and rec.state == "scheduled" and rec.eta == eta:
+                    return eta
+                heapq.heappop(heap)  # stale: moved, rescheduled or gone (move_due skips these the same way)
+            return None
+
     async def depths(self, queues: Sequence[str] | None = None) -> dict[str, QueueDepth]:
         with self._s.lock:
             self._expire(self._now())
