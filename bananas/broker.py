@@ -43,6 +43,8 @@ the broker by ``app.new_broker()`` / ``app.broker()``), never per call; every ca
 * **schedules** (:class:`~bananas.broker_schedules.SupportsSchedules`: the scheduler's fenced leader lease, the
   per-tick guard and the state of periodic jobs; see :mod:`bananas.broker_schedules`). Without it every worker that
   runs the scheduler runs the leader duties (there is no election) and periodic jobs do not run.
+* **progress** (:class:`SupportsProgress`: ``set_progress``, ``progress``): the last progress a handler reported,
+  kept with the job's record (``current_job().report_progress``, ``handle.progress()``, ``bananas job``).
 * **fast lanes**, each optional on its own; without them the kernel uses the core ``enqueue`` / ``ack`` + ``fetch``:
 
   - ``enqueue_sync(envelopes, *, generated_ids=()) -> None`` (:class:`SupportsEnqueueSync`): ``enqueue`` blocking
@@ -88,6 +90,7 @@ __all__ = [
     "Delivery",
     "Envelope",
     "JobRecord",
+    "Progress",
     "LeaderLease",
     "QueueDepth",
     "RecordState",
@@ -96,6 +99,7 @@ __all__ = [
     "SupportsEnqueueSync",
     "SupportsEnqueueWithHints",
     "SupportsMaintenance",
+    "SupportsProgress",
     "SupportsSchedules",
     "capabilities",
     "require_admin",
@@ -205,6 +209,8 @@ class JobRecord:
     crashes: int
     reason: str | None
     updated_at: float
+    started_at: float | None = None
+    """When the last hand-out began (kept when the job completes); ``None`` from brokers that do not track it."""
 
 
 @attrs.frozen
@@ -338,6 +344,31 @@ class SupportsAckAndFetch(Protocol):
         ...
 
 
+@attrs.frozen
+class Progress:
+    """What a handler last reported (``current_job().report_progress(value, message)``): ``value`` (the handler's
+    scale, e.g. 0–1 or items done), ``message`` and the Unix time it was stored."""
+
+    value: float
+    message: str | None = None
+    updated_at: float = 0.0
+
+
+@runtime_checkable
+class SupportsProgress(Protocol):
+    """Capability ``progress``: the last progress of a job, kept at least as long as its record."""
+
+    async def set_progress(self, job_id: str, value: float, message: str | None = None, *,
+                           queue: str | None = None) -> None:
+        """Store ``value`` / ``message`` as the job's progress (stamped with ``options.clock()``); ``queue`` is the
+        job's queue when the caller knows it (a hint; the worker passes it). Unknown jobs keep nothing."""
+        ...
+
+    async def progress(self, job_id: str) -> Progress | None:
+        """The last stored progress of the job, ``None`` if none."""
+        ...
+
+
 MAINTENANCE = "maintenance"
 ADMIN = "admin"
 CAPABILITIES: dict[str, tuple[str, ...]] = {
@@ -347,6 +378,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "enqueue_sync": ("enqueue_sync",),
     "enqueue_with_hints": ("enqueue_with_hints",),
     "ack_and_fetch": ("ack_and_fetch",),
+    "progress": ("set_progress", "progress"),
 }
 """Every optional capability by name, with the methods it takes (all of them)."""
 
@@ -365,6 +397,7 @@ class BrokerCapabilities:
         enqueue_sync: The bound ``enqueue_sync``.
         enqueue_with_hints: The bound ``enqueue_with_hints``.
         ack_and_fetch: The bound ``ack_and_fetch``.
+        progress: ``set_progress`` and ``progress`` (:class:`SupportsProgress`).
         partial: Capabilities the broker has only some methods of, with the missing ones (treated as absent).
     """
 
@@ -374,6 +407,7 @@ class BrokerCapabilities:
     enqueue_sync: Callable[..., None] | None = attrs.field(default=None, eq=False)
     enqueue_with_hints: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     ack_and_fetch: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    progress: SupportsProgress | None = None
     partial: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     @property
