@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from bananas.broker import Progress
 from bananas.errors import ResultTimeout, UsageError
 from bananas.job import Job, Priority
 from bananas.result_backend import RESULT_TTL_HEADER, result_ttl_header
@@ -252,6 +253,12 @@ class AsyncClient:
         await self.connect()
         return await self.app.get_job_async(job_id)
 
+    async def get_progress(self, job_id: str) -> Progress | None:
+        """The last progress the job's handler reported (``value``, ``message``, ``updated_at``), ``None`` if none;
+        ``handle.progress()`` / ``await handle.progress_async()`` do the same from a handle."""
+        await self.connect()
+        return await self.app.get_progress_async(job_id)
+
 
 class Client:
     """The blocking twin of :class:`AsyncClient` (same arguments, same method names).
@@ -357,3 +364,7 @@ class Client:
     def get_job(self, job_id: str) -> Job:
         """See :meth:`AsyncClient.get_job`."""
         return self._run(lambda: self._async.get_job(job_id))
+
+    def get_progress(self, job_id: str) -> Progress | None:
+        """See :meth:`AsyncClient.get_progress`."""
+        return self._run(lambda: self._async.get_progress(job_id))

@@ -196,6 +196,7 @@ def test_current_job_and_progress_in_sync_and_async_handlers(make_app: MakeApp, 
     assert seen["enqueued"] <= seen["started"] <= time.time()
     progress = handle.progress()
     assert progress is not None and (progress.value, progress.message) == (1.0, "done")
+    assert bananas.Client(app=app).get_progress(handle.id) == progress
 
 
 def test_report_progress_refuses_non_numbers(make_app: MakeApp, run_worker: Any) -> None:
@@ -380,3 +381,38 @@ def test_the_history_is_bounded() -> None:
         add_attempt(job, "w", "retried")
     history = attempts_of(job)
     assert len(history) == MAX_HISTORY and history[0]["attempt"] == 6
+
+
+def test_bananas_job_shows_progress_and_each_attempt(make_app: MakeApp, run_worker: Any, wait_for: Any,
+                                                      memory_url: str, tmp_path: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from bananas.cli import main
+
+    app = make_app()
+
+    @app.job(max_retries=1, retry_backoff=lambda attempt: 0.01)
+    def import_rows(rows: int) -> None:
+        current_job().report_progress(rows / 2, f"{rows // 2}/{rows} rows")
+        raise RuntimeError(f"row {rows // 2} is broken")
+
+    worker = run_worker(app)
+    handle = import_rows.options(job_id="cli-history").enqueue(rows=10)
+    wait_for(_dead_or_done(app, handle.id))
+    config = tmp_path / "cli.toml"
+    config.write_text(f'broker = "{memory_url}"\n')
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "job", "cli-history"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code in (0, None)
+    assert "progress:    5 5/10 rows (at " in out
+    lines = [line.strip() for line in out.splitlines() if line.startswith("  #")]
+    assert len(lines) == 2
+    assert lines[0].startswith(f"#1  {worker.id}  ") and lines[0].endswith("retried  RuntimeError: row 5 is broken")
+    assert lines[1].startswith(f"#2  {worker.id}  ") and lines[1].endswith("dead  RuntimeError: row 5 is broken")
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "job", "cli-history", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert data["progress"]["message"] == "5/10 rows" and len(data["history"]) == 2
