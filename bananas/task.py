@@ -21,7 +21,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from bananas.control import check_backoff, payload_mismatch
+from bananas.control import check_backoff
 from bananas.errors import ResultTimeout, UsageError
 from bananas.handlers import HandlerSpec
 from bananas.job import Job, Priority
@@ -59,10 +59,9 @@ class BoundTask:
         """The options for ``app.enqueue``; checks the payload against the handler and the queue against routing."""
         task = self.task
         spec = task.spec
-        if spec.signature is not None:
-            problem = payload_mismatch(spec.name, spec.signature, payload)
-            if problem is not None:
-                raise TypeError(problem)
+        problem = spec.mismatch(dict(payload))
+        if problem is not None:
+            raise TypeError(problem)
         options = dict(self._options)
         queue = options.pop("queue", None)
         if queue is not None:

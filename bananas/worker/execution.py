@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bananas.control import payload_mismatch
 from bananas.errors import SerializationError
 from bananas.handlers import HandlerSpec
 from bananas.headers import DEFAULTED_RETRIES_HEADER
@@ -112,8 +111,8 @@ class Execution:
             return Rejected(f"no handler for job {job.name!r} in this worker", job)
         if handler.max_retries is not None and job.headers and DEFAULTED_RETRIES_HEADER in job.headers:
             _set(job, "max_retries", handler.max_retries)  # sent by a producer without the handler
-        signature = handler.signature
-        if signature is not None and (problem := payload_mismatch(handler.name, signature, job.payload)):
+        problem = handler.mismatch(job.payload)
+        if problem is not None:
             _set(job, "last_error", f"TypeError: {problem}")  # never retried: the same payload fails the same way
             return Rejected(problem, job)
         # The job was validated when decoded; plain attribute writes skip attrs' per-field validators on the hot path.
