@@ -416,3 +416,38 @@ def test_bananas_job_shows_progress_and_each_attempt(make_app: MakeApp, run_work
         main(["--config", str(config), "job", "cli-history", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert data["progress"]["message"] == "5/10 rows" and len(data["history"]) == 2
+
+
+# -- the fast payload check agrees with inspect's bind ---------------------------------------------------------------
+def _h1(a: int, b: int, c: int = 0) -> None: ...
+def _h2(a: int, *, b: int, c: int = 0) -> None: ...
+def _h3(a: int, /, b: int = 0, **rest: int) -> None: ...
+def _h4(a: int = 0, *args: int, b: int) -> None: ...
+def _h5(a: int, /, b: int) -> None: ...
+
+
+@pytest.mark.parametrize("func", [_h1, _h2, _h3, _h4, _h5])
+def test_the_payload_check_agrees_with_inspect_bind(func: Callable[..., None]) -> None:
+    import inspect
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from bananas.handlers import HandlerSpec
+
+    spec = HandlerSpec(func.__name__, func, False)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(st.sampled_from(["a", "b", "c", "d", "rest", "args"]), st.integers(), max_size=5))
+    def check(payload: dict[str, int]) -> None:
+        try:
+            inspect.signature(func).bind(**payload)
+            fits = True
+        except TypeError:
+            fits = False
+        problem = spec.mismatch(payload)
+        assert (problem is None) == fits, (payload, problem)
+        if problem is not None:
+            assert problem.startswith(f"payload does not match {func.__name__}(")
+
+    check()
