@@ -104,7 +104,8 @@ def _waited(call: Callable[[], Any], handle: JobHandle, timeout: str | float) ->
 
 
 def _timeout(exc: ResultTimeout, handle: JobHandle, timeout: str | float) -> ResultTimeout:
-    return ResultTimeout(f"no result for job {handle.job.name} {handle.id} within {timeout}s; the job keeps running",
+    within = f"{timeout:g}s" if isinstance(timeout, int | float) else str(timeout)
+    return ResultTimeout(f"no result for job {handle.job.name} {handle.id} within {within}; the job keeps running",
                          job_id=exc.job_id or handle.id)
 
 

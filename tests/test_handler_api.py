@@ -127,8 +127,9 @@ def test_result_timeout_and_job_failed_carry_the_job_id(make_app: MakeApp, run_w
     def never() -> None: ...
 
     handle = never.enqueue()  # no worker yet: nothing runs it
-    with pytest.raises(ResultTimeout) as timeout:
-        never.submit_and_wait(timeout=0.2)
+    expected = r"no result for job never \w+ within 200ms; the job keeps running"
+    with pytest.raises(ResultTimeout, match=expected) as timeout:
+        never.submit_and_wait(timeout="200ms")
     assert timeout.value.job_id and timeout.value.job_id != handle.id
     with pytest.raises(ResultTimeout) as direct:
         app.get_result(handle.id)

@@ -90,7 +90,7 @@ class Settlement:
         self.notify = context.observers.notify
         self.processed = 0
         self.failed = 0
-        self.rejected = 0  # malformed bodies and jobs without a handler here (not counted as processed)
+        self.rejected = 0  # malformed bodies, no handler here, payloads that do not fit (not counted as processed)
         self.combined = False  # the broker has ack_and_fetch: pools take pending acks along with their fetches
         self._acks: list[Ack] = []
         self._ack_task: asyncio.Task[None] | None = None
