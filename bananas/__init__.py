@@ -1,13 +1,15 @@
 """Bananas: a distributed task queue for Python.
 
 Import what you need from here: ``Bananas`` (the app), ``Client`` / ``AsyncClient`` (producer-only processes),
-``job_logger`` (a loguru logger bound to the running job, for handlers) and ``hookimpl`` (for plugins).
+``job_logger`` (a loguru logger bound to the running job, for handlers), ``current_job`` / ``Retry`` / ``Reject``
+(the handler API: docs/HANDLERS.md) and ``hookimpl`` (for plugins).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bananas.control import Reject, Retry
 from bananas.errors import (
     BananasError,
     BrokerError,
@@ -49,11 +51,14 @@ __all__ = [
     "PluginError",
     "Priority",
     "Register",
+    "Reject",
+    "Retry",
     "ResultTimeout",
     "SerializationError",
     "Status",
     "UnknownPlugin",
     "__version__",
+    "current_job",
     "hookimpl",
     "job_logger",
 ]
@@ -68,6 +73,10 @@ def __getattr__(name: str) -> Any:
         from bananas import client
 
         return getattr(client, name)
+    if name == "current_job":
+        from bananas.job_context import current_job
+
+        return current_job
     if name == "job_logger":
         from bananas.log_context import job_logger
 

@@ -3,35 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 
 from bananas._manager import Plugins, load_plugins
+from bananas.app_inspect import Inspecting
 from bananas.app_worker import worker_context
 from bananas.broker import (
     Broker,
     BrokerCapabilities,
     Envelope,
-    JobRecord,
-    SupportsAdmin,
     capabilities,
-    require_admin,
 )
 from bananas.config import Schema, Settings, read_sources
 from bananas.config_options import plugin_options
-from bananas.errors import ConfigError, JobNotFound, SerializationError, UsageError
+from bananas.control import Backoff
+from bananas.errors import ConfigError, SerializationError, UsageError
 from bananas.handle import JobHandle
 from bananas.handlers import HandlerSpec
 from bananas.headers import DEFAULTED_RETRIES_HEADER
-from bananas.inspection import job_from_record, wait_for_result
 from bananas.job import Job, Priority, Status, new_job_id
 from bananas.job import _headers as _job_headers
 from bananas.job import _payload as _job_payload
@@ -40,6 +37,7 @@ from bananas.periodic import PeriodicTable, Schedule
 from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, choose_result_backend, result_ttl_header
 from bananas.router import Router
 from bananas.serializer import JobCodec
+from bananas.task import Task, register
 from bananas.units import parse_duration
 from bananas.worker import Worker, WorkerContext
 
@@ -48,7 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULTED_RETRIES_HEADER", "Bananas", "HandlerSpec", "JobHandle"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _set = object.__setattr__
 """Write a field of a ``Job`` without its attrs converters/validators (only values already checked or made here)."""
@@ -60,7 +59,7 @@ def _url_scheme(url: str, key: str, source: str) -> str:
     return scheme
 
 
-class Bananas:
+class Bananas(Inspecting):
     """A Bananas application.
 
     ``Bananas()`` reads the configuration (``bananas.toml``, ``[tool.bananas]``, environment); keyword arguments
@@ -134,23 +133,17 @@ class Bananas:
         priority: str | Priority | None = None,
         max_retries: int | None = None,
         timeout: str | float | None = None,
-    ) -> Callable[[F], F]:
-        """Register the decorated function (sync or async) as the handler of job ``name`` (default: its name)."""
-        prio = Priority.parse(priority) if priority is not None else None
-        if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
-            raise ValueError(f"max_retries: expected a non-negative integer, got {max_retries!r}")
-        seconds = Job(name="x", timeout=timeout).timeout if timeout is not None else None
+        retry_for: tuple[type[BaseException], ...] | None = None,
+        dont_retry_for: tuple[type[BaseException], ...] = (),
+        retry_backoff: Backoff | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Register the decorated function (sync or async) as the handler of job ``name`` (default: its name).
 
-        def decorator(func: F) -> F:
-            job_name = name or func.__name__
-            if job_name in self.handlers:
-                raise UsageError(f"job {job_name!r} is already registered (by {self.handlers[job_name].func!r})")
-            self.handlers[job_name] = HandlerSpec(
-                job_name, func, inspect.iscoroutinefunction(func), prio, max_retries, seconds
-            )
-            return func
-
-        return decorator
+        Returns a :class:`~bananas.task.Task`: still callable as the function, plus ``.enqueue(**payload)``,
+        ``.enqueue_async``, ``.submit_and_wait`` and ``.options(...)``. Retry options: docs/HANDLERS.md.
+        """
+        return register(self, name, priority=priority, max_retries=max_retries, timeout=timeout,
+                        retry_for=retry_for, dont_retry_for=dont_retry_for, retry_backoff=retry_backoff)
 
     def periodic(self, name: str, *, cron: str | None = None, every: str | float | None = None,
                  **options: Any) -> Schedule:
@@ -415,45 +408,6 @@ class Bananas:
         built, envelopes, generated = self._build_all(jobs)
         send(envelopes, generated_ids=generated)
         return self._enqueued(built)
-
-    # -- inspecting --------------------------------------------------------------------------------------------
-    async def get_job_async(self, job_id: str) -> Job:
-        """The job as the broker last stored it, with its current status, attempts, timestamps and last error.
-
-        Raises :class:`JobNotFound` when the broker has no record of ``job_id`` (never enqueued, or its record
-        expired: ``completed_ttl`` / ``dead_ttl``).
-        """
-        record = await self._admin(await self.broker(), "get_job").lookup(job_id)
-        if record is None:
-            raise JobNotFound(f"no job with id {job_id!r} (never enqueued here, or its record expired)")
-        return self._job_from_record(record)
-
-    def _admin(self, broker: Broker, what: str) -> SupportsAdmin:
-        """``broker`` as :class:`SupportsAdmin`; :class:`UsageError` naming the capability if it has none."""
-        return require_admin(broker, self.capabilities(broker), what)
-
-    def _job_from_record(self, record: JobRecord) -> Job:
-        return job_from_record(self.codec, record)
-
-    def get_job(self, job_id: str) -> Job:
-        return self.run_sync(lambda: self.get_job_async(job_id))
-
-    async def get_result_async(self, job_id: str, wait: str | float | None = None) -> Any:
-        """The handler's return value, waiting up to ``wait`` seconds (``"10s"`` works too) for it.
-
-        Raises :class:`JobFailed` (the job is dead: remote error type, message, traceback),
-        :class:`ResultTimeout` (no result yet, or none within ``wait``; the job keeps running) or
-        :class:`JobNotFound` (unknown id, or a finished job whose result was not kept: ``result_ttl=0``, expired).
-        Waiting blocks on the backend's completion signal; it never polls.
-        """
-        backend = await self.results()
-        if backend is None:
-            raise UsageError("no result backend configured; set result_backend (e.g. 'memory://' or 'redis://…')")
-        admin = self.capabilities
-        return await wait_for_result(self.codec, self.broker, lambda b: admin(b).admin, backend, job_id, wait)
-
-    def get_result(self, job_id: str, wait: str | float | None = None) -> Any:
-        return self.run_sync(lambda: self.get_result_async(job_id, wait))
 
     # -- running -----------------------------------------------------------------------------------------------
     def plan(self, mode: str | None = None) -> WorkerPlan:

@@ -43,6 +43,8 @@ the broker by ``app.new_broker()`` / ``app.broker()``), never per call; every ca
 * **schedules** (:class:`~bananas.broker_schedules.SupportsSchedules`: the scheduler's fenced leader lease, the
   per-tick guard and the state of periodic jobs; see :mod:`bananas.broker_schedules`). Without it every worker that
   runs the scheduler runs the leader duties (there is no election) and periodic jobs do not run.
+* **progress** (:class:`SupportsProgress`: ``set_progress``, ``progress``): the last progress a handler reported,
+  kept with the job's record (``current_job().report_progress``, ``handle.progress()``, ``bananas job``).
 * **fast lanes**, each optional on its own; without them the kernel uses the core ``enqueue`` / ``ack`` + ``fetch``:
 
   - ``enqueue_sync(envelopes, *, generated_ids=()) -> None`` (:class:`SupportsEnqueueSync`): ``enqueue`` blocking
@@ -76,6 +78,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from bananas.broker_extras import Progress, SupportsProgress, SupportsWorkerRegistry
 from bananas.broker_schedules import SCHEDULE_METHODS, SCHEDULES, LeaderLease, SupportsSchedules
 from bananas.errors import UsageError
 
@@ -91,6 +94,7 @@ __all__ = [
     "Delivery",
     "Envelope",
     "JobRecord",
+    "Progress",
     "LeaderLease",
     "QueueDepth",
     "RecordState",
@@ -99,6 +103,7 @@ __all__ = [
     "SupportsEnqueueSync",
     "SupportsEnqueueWithHints",
     "SupportsMaintenance",
+    "SupportsProgress",
     "SupportsSchedules",
     "SupportsWorkerRegistry",
     "capabilities",
@@ -209,6 +214,8 @@ class JobRecord:
     crashes: int
     reason: str | None
     updated_at: float
+    started_at: float | None = None
+    """When the last hand-out began (kept when the job completes); ``None`` from brokers that do not track it."""
 
 
 @attrs.frozen
@@ -342,24 +349,6 @@ class SupportsAckAndFetch(Protocol):
         ...
 
 
-@runtime_checkable
-class SupportsWorkerRegistry(Protocol):
-    """Capability ``worker_registry``: each worker process's heartbeat record, gone ``ttl`` seconds after its last
-    publication (a SIGKILLed worker leaves by itself). Records are opaque bytes (the kernel's JSON)."""
-
-    async def publish_worker(self, worker_id: str, record: bytes, ttl: float) -> None:
-        """Store (or replace) the record of ``worker_id``, live until ``options.clock() + ttl``."""
-        ...
-
-    async def remove_worker(self, worker_id: str) -> None:
-        """Drop the record of ``worker_id`` (a worker that stops); unknown ids are ignored."""
-        ...
-
-    async def list_workers(self) -> list[bytes]:
-        """Every live record (any order); expired ones are never returned."""
-        ...
-
-
 MAINTENANCE = "maintenance"
 ADMIN = "admin"
 CAPABILITIES: dict[str, tuple[str, ...]] = {
@@ -370,6 +359,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "enqueue_with_hints": ("enqueue_with_hints",),
     "ack_and_fetch": ("ack_and_fetch",),
     "worker_registry": ("publish_worker", "remove_worker", "list_workers"),
+    "progress": ("set_progress", "progress"),
 }
 """Every optional capability by name, with the methods it takes (all of them)."""
 
@@ -390,6 +380,7 @@ class BrokerCapabilities:
         enqueue_with_hints: The bound ``enqueue_with_hints``.
         ack_and_fetch: The bound ``ack_and_fetch``.
         worker_registry: ``publish_worker``, ``remove_worker``, ``list_workers``.
+        progress: ``set_progress`` and ``progress`` (:class:`SupportsProgress`).
         partial: Capabilities the broker has only some methods of, with the missing ones (treated as absent).
     """
 
@@ -400,6 +391,7 @@ class BrokerCapabilities:
     enqueue_with_hints: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     ack_and_fetch: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     worker_registry: SupportsWorkerRegistry | None = None
+    progress: SupportsProgress | None = None
     partial: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     @property

@@ -219,25 +219,34 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _progress_dict(progress: Any) -> dict[str, Any] | None:
+    if progress is None:
+        return None
+    return {"value": progress.value, "message": progress.message, "updated_at": progress.updated_at}
+
+
 @cli.command("job")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every job field, Unix timestamps).")
 @click.option("--broker", metavar="URL", help="Broker URL (default: the configured broker).")
 @click.pass_context
 def job_command(ctx: click.Context, job_id: str, as_json: bool, broker: str | None) -> None:
-    """Print the status and history of job JOB_ID: status, attempts, timestamps, last error, queue.
+    """Print the status and history of job JOB_ID: status, attempts, timestamps, last error, queue, progress and
+    each attempt (worker, start, end, outcome).
 
     An unknown id (or one whose record expired) exits 2.
     """
 
-    async def inspect() -> tuple[Any, Any]:
+    async def inspect() -> tuple[Any, Any, Any]:
         job = await client.app.get_job_async(job_id)
-        record = await (await client.app.broker()).lookup(job_id)
-        return job, record
+        the_broker = await client.app.broker()
+        record = await the_broker.lookup(job_id)
+        store = client.app.capabilities(the_broker).progress
+        return job, record, (await store.progress(job_id) if store is not None else None)
 
     client = _client(ctx, broker, None)
     try:
-        job, record = client.app.run_sync(inspect)
+        job, record, progress = client.app.run_sync(inspect)
     finally:
         client.close()
     history = {
@@ -247,7 +256,7 @@ def job_command(ctx: click.Context, job_id: str, as_json: bool, broker: str | No
         "updated_at": record.updated_at if record else None,
     }
     if as_json:
-        data = {**job.to_dict(), **history}
+        data = {**job.to_dict(), **history, "progress": _progress_dict(progress)}
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
         return
     rows = [
@@ -268,8 +277,20 @@ def job_command(ctx: click.Context, job_id: str, as_json: bool, broker: str | No
     ]
     if history["reason"]:
         rows.append(("reason", history["reason"]))
+    if progress is not None:
+        rows.append(("progress", f"{progress.value:g}" + (f" {progress.message}" if progress.message else "")
+                     + f" (at {_when(progress.updated_at)})"))
     for label, value in rows:
         click.echo(f"{label + ':':<12} {value}")
+    from bananas.attempts import attempts_of
+
+    runs = attempts_of(job)
+    if runs:
+        click.echo("history:")
+    for run in runs:  # one line per attempt: number, worker (host-pid), start → end, outcome, error
+        error = f"  {run['error']}" if run.get("error") else ""
+        click.echo(f"  #{run.get('attempt')}  {run.get('worker') or '-'}  {_when(run.get('started_at'))} -> "
+                   f"{_when(run.get('finished_at'))}  {run.get('outcome')}{error}")
 
 
 @cli.command()

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from bananas.broker import Progress
 from bananas.errors import ResultTimeout, UsageError
 from bananas.job import Job, Priority
 from bananas.result_backend import RESULT_TTL_HEADER, result_ttl_header
@@ -232,7 +233,7 @@ class AsyncClient:
             return await self.app.get_result_async(handle.id, wait=seconds)
         except ResultTimeout:
             raise ResultTimeout(
-                f"no result for job {name} {handle.id} within {seconds:g}s; the job keeps running"
+                f"no result for job {name} {handle.id} within {seconds:g}s; the job keeps running", job_id=handle.id
             ) from None
 
     # -- inspecting --------------------------------------------------------------------------------------------
@@ -252,12 +253,18 @@ class AsyncClient:
         await self.connect()
         return await self.app.get_job_async(job_id)
 
+    async def get_progress(self, job_id: str) -> Progress | None:
+        """The last progress the job's handler reported (``value``, ``message``, ``updated_at``), ``None`` if none;
+        ``handle.progress()`` / ``await handle.progress_async()`` do the same from a handle."""
+        await self.connect()
+        return await self.app.get_progress_async(job_id)
+
 
 class Client:
     """The blocking twin of :class:`AsyncClient` (same arguments, same method names).
 
     Each thread gets its own event loop and connections. Calling a method from inside a running event loop raises
-    :class:`~bananas.errors.UsageError`: use :class:`AsyncClient` there.
+    :class:`~bananas.errors.UsageError` naming :class:`AsyncClient`, the one to use there.
     """
 
     def __init__(
@@ -297,6 +304,13 @@ class Client:
     def result_backend_url(self) -> str | None:
         return self.app.result_backend_url
 
+    def _run(self, factory: Any) -> Any:
+        """Run ``factory()`` on this thread's private loop; inside a running loop, say to use AsyncClient."""
+        if asyncio._get_running_loop() is not None:
+            raise UsageError("Client blocks, and an event loop is running here: use bananas.AsyncClient (the same "
+                             "methods, awaited) in async code")
+        return self.app.run_sync(factory)
+
     def close(self) -> None:
         """Close this thread's connections and its private loop."""
         self.app.close()
@@ -322,7 +336,7 @@ class Client:
         result_ttl: str | float | None = None,
     ) -> JobHandle:
         """See :meth:`AsyncClient.submit_job`; the handle's ``status()`` and ``result(timeout)`` block."""
-        return self.app.run_sync(
+        return self._run(
             lambda: self._async.submit_job(
                 name,
                 payload,
@@ -341,12 +355,16 @@ class Client:
         self, name: str, payload: Mapping[str, Any] | None = None, *, timeout: str | float = 30.0, **options: Any
     ) -> Any:
         """See :meth:`AsyncClient.submit_and_wait`."""
-        return self.app.run_sync(lambda: self._async.submit_and_wait(name, payload, timeout=timeout, **options))
+        return self._run(lambda: self._async.submit_and_wait(name, payload, timeout=timeout, **options))
 
     def get_result(self, job_id: str, wait: str | float | None = None) -> Any:
         """See :meth:`AsyncClient.get_result`."""
-        return self.app.run_sync(lambda: self._async.get_result(job_id, wait=wait))
+        return self._run(lambda: self._async.get_result(job_id, wait=wait))
 
     def get_job(self, job_id: str) -> Job:
         """See :meth:`AsyncClient.get_job`."""
-        return self.app.run_sync(lambda: self._async.get_job(job_id))
+        return self._run(lambda: self._async.get_job(job_id))
+
+    def get_progress(self, job_id: str) -> Progress | None:
+        """See :meth:`AsyncClient.get_progress`."""
+        return self._run(lambda: self._async.get_progress(job_id))

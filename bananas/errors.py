@@ -103,7 +103,12 @@ class ResultNotStored(JobNotFound):
 
 
 class ResultTimeout(BananasError):
-    """Waiting for a result timed out; the job itself keeps running."""
+    """Waiting for a result timed out; the job itself keeps running. ``job_id`` names it (``None`` only when raised
+    by code that did not know it)."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message)
 
 
 class JobFailed(BananasError):

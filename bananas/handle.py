@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from bananas.broker import Progress
 from bananas.job import Job, Status
 
 __all__ = ["Inspector", "JobHandle"]
@@ -21,6 +22,10 @@ class Inspector(Protocol):
     def get_result(self, job_id: str, wait: str | float | None = None) -> Any: ...
 
     async def get_result_async(self, job_id: str, wait: str | float | None = None) -> Any: ...
+
+    def get_progress(self, job_id: str) -> Progress | None: ...
+
+    async def get_progress_async(self, job_id: str) -> Progress | None: ...
 
 
 @attrs.define(eq=False)
@@ -51,6 +56,13 @@ class JobHandle:
 
     async def result_async(self, timeout: str | float | None = None) -> Any:
         return await self.app.get_result_async(self.id, wait=timeout)
+
+    def progress(self) -> Progress | None:
+        """The last progress the handler reported (``value``, ``message``, ``updated_at``), ``None`` if none yet."""
+        return self.app.get_progress(self.id)
+
+    async def progress_async(self) -> Progress | None:
+        return await self.app.get_progress_async(self.id)
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.job.name} {self.id}>"

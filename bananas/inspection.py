@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bananas.attempts import completed_attempt
 from bananas.broker import Broker, JobRecord, RecordState, SupportsAdmin
 from bananas.errors import JobFailed, JobNotFound, ResultNotStored, ResultTimeout
 from bananas.job import Job, Status
@@ -41,9 +42,13 @@ def job_from_record(codec: JobCodec, record: JobRecord) -> Job:
     if record.state in ("running", "completed"):
         # The stored body is the job as fetched: ack does not rewrite it, so add the run in progress / done.
         job.attempts += 1
-        job.started_at = job.started_at if record.state == "completed" else record.updated_at
+        if record.started_at is not None:
+            job.started_at = record.started_at
+        elif record.state == "running":
+            job.started_at = record.updated_at
         if record.state == "completed":
             job.finished_at = record.updated_at
+            completed_attempt(job, job.started_at, record.updated_at)
     if record.state == "dead" and not job.last_error and record.reason:
         job.last_error = record.reason  # crash loop, malformed body, no handler: no handler error to show
     job.queue = record.queue
@@ -102,7 +107,8 @@ async def _result_missing(
             return body
         raise ResultTimeout(
             f"no result for job {job_id}{f' within {waited:g}s' if waited else ' yet'} (broker "
-            f"{type(broker).__name__} has no 'admin' capability to tell whether it is still running)"
+            f"{type(broker).__name__} has no 'admin' capability to tell whether it is still running)",
+            job_id=job_id,
         )
     record = await admin.lookup(job_id)
     body = await backend.get(job_id)  # the worker stores before it settles: look again after the lookup
@@ -123,5 +129,6 @@ async def _result_missing(
         return None
     status = STATE_TO_STATUS.get(record.state, Status.PENDING).value
     if waited:
-        raise ResultTimeout(f"no result for job {job_id} within {waited:g}s; the job keeps running ({status})")
-    raise ResultTimeout(f"job {job_id} has no result yet ({status}); pass wait= to block for it")
+        raise ResultTimeout(f"no result for job {job_id} within {waited:g}s; the job keeps running ({status})",
+                            job_id=job_id)
+    raise ResultTimeout(f"job {job_id} has no result yet ({status}); pass wait= to block for it", job_id=job_id)

@@ -23,6 +23,7 @@ from bananas.broker import (
     Delivery,
     Envelope,
     JobRecord,
+    Progress,
     QueueDepth,
 )
 from bananas.builtin.memory_schedules import MemorySchedules, reset_schedules
@@ -46,6 +47,8 @@ class _Record:
     reason: str | None = None
     updated_at: float = 0.0
     expires_at: float | None = None
+    progress: Progress | None = None
+    started_at: float | None = None
 
 
 @attrs.define(eq=False)
@@ -184,7 +187,7 @@ class MemoryBroker(MemorySchedules):
                 rec.deliveries += 1
                 rec.token = next(self._s.tokens)
                 rec.lease_until = now + self.options.lease
-                rec.updated_at = now
+                rec.updated_at = rec.started_at = now
                 out.append(Delivery(rec.id, rec.queue, rec.body, rec.token, rec.deliveries, rec.crashes))
             if len(out) >= limit:
                 break
@@ -379,8 +382,22 @@ class MemoryBroker(MemorySchedules):
             if rec is None:
                 return None
             return JobRecord(
-                rec.id, rec.queue, rec.state, rec.body, rec.deliveries, rec.crashes, rec.reason, rec.updated_at
+                rec.id, rec.queue, rec.state, rec.body, rec.deliveries, rec.crashes, rec.reason, rec.updated_at,
+                rec.started_at,
             )
+
+    async def set_progress(self, job_id: str, value: float, message: str | None = None, *,
+                           queue: str | None = None) -> None:
+        with self._s.lock:
+            rec = self._s.records.get(job_id)
+            if rec is not None:  # an unknown or expired job has no record to keep it with
+                rec.progress = Progress(float(value), message, self._now())
+
+    async def progress(self, job_id: str) -> Progress | None:
+        with self._s.lock:
+            self._expire(self._now())
+            rec = self._s.records.get(job_id)
+            return rec.progress if rec is not None else None
 
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         with self._s.lock:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,7 +19,8 @@ from bananas.errors import SerializationError
 from bananas.handlers import HandlerSpec
 from bananas.headers import DEFAULTED_RETRIES_HEADER
 from bananas.job import Job, Status
-from bananas.log_context import CURRENT_JOB, JobScope
+from bananas.job_context import JobContext
+from bananas.log_context import CURRENT_JOB
 from bananas.serializer import JobCodec, SignatureError
 from bananas.worker import events
 from bananas.worker.interrupt import JobInterrupt, JobTimeout, interrupt_thread
@@ -110,21 +111,42 @@ class Execution:
             return Rejected(f"no handler for job {job.name!r} in this worker", job)
         if handler.max_retries is not None and job.headers and DEFAULTED_RETRIES_HEADER in job.headers:
             _set(job, "max_retries", handler.max_retries)  # sent by a producer without the handler
+        problem = handler.mismatch(job.payload)
+        if problem is not None:
+            _set(job, "last_error", f"TypeError: {problem}")  # never retried: the same payload fails the same way
+            return Rejected(problem, job)
         # The job was validated when decoded; plain attribute writes skip attrs' per-field validators on the hot path.
         _set(job, "attempts", job.attempts + 1)
         _set(job, "status", Status.RUNNING)
         _set(job, "started_at", time.time())
         self.started(job, pool_id)
-        scope = JobScope(job, pool_id, state.id, state.plan.mode) if state is not None else JobScope(job, pool_id)
+        scope = self._context(job, pool_id)
         if state is not None:
             events.started(state, job, pool_id)
         started = time.perf_counter()
         ok, value = await self._call(handler, job, slot, scope)
         duration = time.perf_counter() - started
+        if scope._inflight is not None:
+            await scope.flush()  # the last progress is stored before the job settles
         _set(job, "finished_at", time.time())
         return Succeeded(value, duration) if ok else Failed(value, duration)
 
-    async def _call(self, handler: HandlerSpec, job: Job, slot: _Slot, scope: JobScope) -> tuple[bool, Any]:
+    def _context(self, job: Job, pool_id: str) -> JobContext:
+        """What ``current_job()`` returns in the handler (and job log records read)."""
+        state = self.state
+        if state is None:
+            return JobContext(job, pool_id)
+        store = state._caps.progress
+        if store is None:
+            return JobContext(job, pool_id, state.id, state.plan.mode)
+        queue = job.queue
+
+        def write(job_id: str, value: float, message: str | None) -> Awaitable[None]:
+            return store.set_progress(job_id, value, message, queue=queue)
+
+        return JobContext(job, pool_id, state.id, state.plan.mode, loop=self.loop, writer=write)
+
+    async def _call(self, handler: HandlerSpec, job: Job, slot: _Slot, scope: JobContext) -> tuple[bool, Any]:
         timeout = job.timeout or handler.timeout or self.default_timeout
         if handler.is_async:
             token = CURRENT_JOB.set(scope)  # this job's own task: reset before settlement logs
@@ -155,7 +177,7 @@ async def _guarded(func: Callable[..., Any], payload: dict[str, Any]) -> tuple[b
         return False, exc
 
 
-def _run_sync(func: Callable[..., Any], payload: dict[str, Any], slot: _Slot, scope: JobScope) -> tuple[bool, Any]:
+def _run_sync(func: Callable[..., Any], payload: dict[str, Any], slot: _Slot, scope: JobContext) -> tuple[bool, Any]:
     slot.thread_id = threading.get_ident()
     token = CURRENT_JOB.set(scope)  # executor threads do not inherit the loop's context
     try:

@@ -9,10 +9,15 @@ backend writes, counters and observer calls.
   worker) still acks at once. ``bananas_job_succeeded`` follows the ack, only for deliveries that still held their
   lease.
 - **Failed**: ``bananas_job_failed``, then a retry with exponential backoff and jitter (``bananas_job_retried``)
-  or, past ``max_retries``, the dead letters (``bananas_job_dead``, failure stored in the result backend).
+  or, past ``max_retries``, the dead letters (``bananas_job_dead``, failure stored in the result backend). The
+  handler's retry control decides first (:func:`retry_plan`): ``Retry(delay=…)`` retries on that delay,
+  ``Reject(reason)``, ``dont_retry_for`` and errors outside ``retry_for`` go to the dead letters at once, and
+  ``retry_backoff`` replaces the ``jobs.retry_backoff_*`` settings. Each run is added to the job's attempt history
+  (:mod:`bananas.attempts`) before its body is written back.
 - **Rejected** (no handler ran): the dead letters and ``bananas_job_dead(job, reason)``. A job without a handler
-  in this worker has its failure stored like any dead job. A body that cannot be decoded goes to the dead letters
-  as it came; observers get a placeholder job (see :func:`malformed_job`) and nothing is stored for it.
+  in this worker, or whose payload does not bind to its handler's signature, has its failure stored like any dead
+  job. A body that cannot be decoded goes to the dead letters as it came; observers get a placeholder job (see
+  :func:`malformed_job`) and nothing is stored for it.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from typing import Any
 
 from loguru import logger
 
+from bananas.attempts import add_attempt
 from bananas.broker import Delivery
+from bananas.control import Reject, Retry, backoff_delay
 from bananas.errors import SerializationError
+from bananas.handlers import HandlerSpec
 from bananas.job import Job, Status
 from bananas.metrics.stats import COMPLETED, DEAD, FAILED, RETRIED
 from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
@@ -35,7 +43,7 @@ from bananas.worker.context import WorkerContext
 from bananas.worker.execution import Failed, Outcome, Rejected, Succeeded
 from bananas.worker.state import WorkerState, _Slot, error_text
 
-__all__ = ["MALFORMED_JOB_NAME", "Settlement", "malformed_job"]
+__all__ = ["MALFORMED_JOB_NAME", "Settlement", "malformed_job", "retry_plan"]
 
 MALFORMED_JOB_NAME = "<malformed>"
 """The ``name`` of the placeholder job observers get for a body that could not be decoded."""
@@ -54,6 +62,21 @@ def malformed_job(delivery: Delivery, reason: str) -> Job:
                last_error=reason, finished_at=time.time())
 
 
+def retry_plan(handler: HandlerSpec | None, error: BaseException) -> tuple[bool, float | None, str | None]:
+    """What the handler's retry control says of ``error``: (retry allowed, delay or ``None`` for the backoff,
+    reason to dead-letter at once or ``None``). ``max_retries`` still bounds every retry."""
+    if isinstance(error, Retry):
+        return True, error.delay, None
+    if isinstance(error, Reject):
+        return False, None, f"rejected: {error.reason}"
+    if handler is not None:
+        if handler.dont_retry_for and isinstance(error, handler.dont_retry_for):
+            return False, None, f"not retried ({type(error).__name__} is in dont_retry_for): {error_text(error)}"
+        if handler.retry_for is not None and not isinstance(error, handler.retry_for):
+            return False, None, f"not retried ({type(error).__name__} is not in retry_for): {error_text(error)}"
+    return True, None, None
+
+
 class Settlement:
     """Acks, retries, dead letters, stored results and failures, counters and observer calls of one worker."""
 
@@ -64,11 +87,12 @@ class Settlement:
         self.has_results = context.has_results
         self.results = context.results
         self.backoff = context.backoff
+        self.handlers = context.handlers
         self.notify = context.observers.notify
         self.stats = state.stats  # bananas.metrics: counted here, read by the sampler duty
         self.processed = 0
         self.failed = 0
-        self.rejected = 0  # malformed bodies and jobs without a handler here (not counted as processed)
+        self.rejected = 0  # malformed bodies, no handler here, payloads that do not fit (not counted as processed)
         self.combined = False  # the broker has ack_and_fetch: pools take pending acks along with their fetches
         self._acks: list[Ack] = []
         self._ack_task: asyncio.Task[None] | None = None
@@ -187,14 +211,22 @@ class Settlement:
         self.stats.count(job.name, job.priority, delivery.queue, FAILED)
         job.last_error = error_text(error)
         job.traceback = "".join(traceback.format_exception(error)) if error.__traceback__ else job.last_error
-        will_retry = job.attempts <= job.max_retries
+        allowed, chosen, reason = retry_plan(self.handlers.get(job.name), error)
+        will_retry = allowed and job.attempts <= job.max_retries
         events.failed(self.state, job, pool_id, will_retry, duration)
         self.notify("bananas_job_failed", job=job, error=error, will_retry=will_retry)
         if not will_retry:
-            await self._bury(delivery, job, f"failed after {job.attempts} attempt(s): {job.last_error}", pool_id)
+            add_attempt(job, self.state.id, "dead", job.last_error)
+            await self._bury(delivery, job, reason or f"failed after {job.attempts} attempt(s): {job.last_error}",
+                             pool_id)
             return
-        base, factor, cap = self.backoff
-        delay = min(cap, base * factor ** (job.attempts - 1)) * random.uniform(0.5, 1.0)
+        if chosen is not None:
+            delay = chosen
+        else:
+            handler = self.handlers.get(job.name)
+            backoff = handler.retry_backoff if handler is not None and handler.retry_backoff else self.backoff
+            delay = backoff_delay(backoff, job.attempts, random.uniform(0.5, 1.0))
+        add_attempt(job, self.state.id, "retried", job.last_error)
         job.status = Status.RETRYING
         job.scheduled_at = time.time() + delay
         if await broker.retry(delivery, body=self.codec.encode(job), at=job.scheduled_at):

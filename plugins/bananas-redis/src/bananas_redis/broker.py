@@ -91,6 +91,7 @@ from bananas.plugin_api import (
 from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
+from bananas_redis.progress import RedisProgress
 from bananas_redis.registry import WorkerRegistry
 from bananas_redis.schedules import RedisSchedules
 
@@ -240,7 +241,7 @@ def _dispatch(qk: QueueKeys, command: str, *args: Any) -> Command:
     return ("EVALSHA", _SHA, 6, *qk.script_keys, command, qk.job_prefix, *args)
 
 
-class RedisBroker(RedisSchedules, WorkerRegistry):
+class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
     """The production broker for ``redis://`` and ``rediss://`` URLs (see the module docstring).
 
     ``RedisBroker(url, options)`` does no I/O; :meth:`connect` opens the pools and loads the scripts.
@@ -1120,7 +1121,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry):
         return await self._produce("known_queues", self._queues)
 
     async def lookup(self, job_id: str) -> JobRecord | None:
-        fields = ("state", "body", "deliveries", "crashes", "reason", "updated_at", "expires_at")
+        fields = ("state", "body", "deliveries", "crashes", "reason", "updated_at", "expires_at", "started_at")
 
         async def run() -> JobRecord | None:
             names = await self._queues()
@@ -1130,7 +1131,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry):
             now = self.options.clock()
             best: JobRecord | None = None
             for name, row in zip(names, rows, strict=True):
-                state, body, deliveries, crashes, reason, updated_at, expires_at = row
+                state, body, deliveries, crashes, reason, updated_at, expires_at, started_at = row
                 if state is None or (expires_at is not None and float(expires_at) <= now):
                     continue
                 record = JobRecord(
@@ -1142,6 +1143,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry):
                     crashes=int(crashes or 0),
                     reason=_str(reason) if reason else None,
                     updated_at=float(updated_at or 0.0),
+                    started_at=float(started_at) if started_at else None,
                 )
                 if best is None or record.updated_at > best.updated_at:
                     best = record

@@ -24,6 +24,7 @@ Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one c
                                      seq          orders jobs of equal eta / dead_at (from KEYS[5])
                                      reason, dead_at   when dead
                                      updated_at   last transition;  expires_at  retention deadline (client clock)
+                                     started_at   when the last hand-out began (kept by ack: a completed job's start)
                                    completed and dead records also carry a Redis EXPIRE (completed_ttl / dead_ttl).
 
 Malformed entries. take never fails half-way: it examines every entry of a batch (HMGET, and TYPE where that fails) before it pops
@@ -279,7 +280,7 @@ elseif cmd == 'take' then
             if p.act == 'run' then
                 base = base + 1
                 redis.call('HSET', p.key, 'state', 'running', 'token', base, 'deliveries', p.deliveries,
-                    'lease_until', lease_until, 'updated_at', now)
+                    'lease_until', lease_until, 'updated_at', now, 'started_at', now)
                 redis.call('ZADD', K_LEASES, lease_until, p.id)
                 out[#out + 1] = p.id
                 out[#out + 1] = p.body
