@@ -11,11 +11,12 @@ this server on a free 127.0.0.1 port. It answers the endpoints the plugin uses a
   (anything else is a 406, like Elasticsearch) and answers one item per action, in order;
 * ``PUT|GET /_index_template/<name>``, ``PUT|GET /_ilm/policy/<name>``, ``[/<index>]/_refresh``,
   ``[/<index>]/_count`` and ``[/<index>]/_search`` (``match_all``, ``term``, ``match`` and ``bool.must`` of them,
-  or ``?q=field:value``) over what was indexed.
+  or ``?q=field:value``) and ``GET /<index pattern>`` over what was indexed.
 
 Failures are injected: :meth:`StandIn.reject_items` fails chosen documents of the next bulk requests,
-:attr:`StandIn.bulk_status` fails whole bulk requests (429/503), :meth:`StandIn.stop` makes the server go away
-(connections refused) and :meth:`StandIn.start` brings it back on the same port.
+:attr:`StandIn.bulk_status` fails whole bulk requests (429/503), :attr:`StandIn.stall` makes it hang,
+:meth:`StandIn.stop` makes the server go away (connections refused) and :meth:`StandIn.start` brings it back on the
+same port.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import gzip
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,6 +56,8 @@ class StandIn:
         self.policies: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.bulk_status: int | None = None
+        self.stall = threading.Event()
+        """While set, every request waits (up to 30 s) before it is answered: a cluster that hangs."""
         self._item_failures: deque[tuple[int, str, str] | None] = deque()
         self._reject_where: Callable[[dict[str, Any]], tuple[int, str, str] | None] | None = None
         self._ids = itertools.count(1)
@@ -135,6 +139,8 @@ class StandIn:
                 outcome = self._item_failures.popleft() if self._item_failures else None
             if outcome is None and self._reject_where is not None:
                 outcome = self._reject_where(source)
+            if outcome is None:
+                outcome = self._check_mapping(index, meta.get("_id"), source)
             if outcome is not None:
                 status, kind, reason = outcome
                 errors = True
@@ -157,11 +163,40 @@ class StandIn:
                                "_primary_term": 1, "status": 201}})
         return 200, {"errors": errors, "took": 1, "items": items}
 
+    def _check_mapping(self, index: str, doc_id: str | None, source: dict[str, Any]) -> tuple[int, str, str] | None:
+        """Numbers only in the numeric fields of an installed template's mapping, as Elasticsearch checks."""
+        for template in self.templates.values():
+            if not any(fnmatch.fnmatchcase(index, p) for p in template.get("index_patterns", ())):
+                continue
+            properties = template.get("template", {}).get("mappings", {}).get("properties", {})
+            for field, mapping in properties.items():
+                kind, value = mapping.get("type"), source.get(field)
+                if kind in _NUMERIC and value is not None and not _number(value):
+                    return 400, "document_parsing_exception", (
+                        f"[1:1] failed to parse field [{field}] of type [{kind}] in document with id '{doc_id}'")
+        return None
+
     def search(self, pattern: str, query: dict[str, Any] | None, size: int) -> list[tuple[str, str, dict[str, Any]]]:
         with self._lock:
             hits = [(index, doc_id, source) for index in self._match(pattern)
                     for doc_id, source in self.indices[index] if _matches(source, query)]
         return hits[:size]
+
+
+_NUMERIC = ("integer", "long", "short", "byte", "double", "float", "half_float", "scaled_float")
+
+
+def _number(value: Any) -> bool:
+    """Numbers and numeric strings (Elasticsearch coerces "3" into 3), not booleans or other text."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _matches(source: dict[str, Any], query: dict[str, Any] | None) -> bool:
@@ -208,6 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
         return gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
 
     def _handle(self) -> None:
+        deadline = time.monotonic() + 30
+        while self.standin.stall.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
         split = urlsplit(self.path)
         parts = [p for p in split.path.split("/") if p]
         params = {k: v[-1] for k, v in parse_qs(split.query).items()}
@@ -269,6 +307,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(200, {"took": 1, "timed_out": False, "_shards": shards, "hits": {
                 "total": {"value": total, "relation": "eq"}, "max_score": 1.0,
                 "hits": [{"_index": i, "_id": d, "_score": 1.0, "_source": src} for i, d, src in hits]}})
+        elif len(parts) == 1 and not parts[0].startswith("_") and method == "GET":
+            with s._lock:
+                names = s._match(parts[0])
+            return self._reply(200, {name: {"aliases": {}, "mappings": {}, "settings": {}} for name in names})
         self._reply(405 if parts else 404, _error(405, "illegal_argument_exception",
                                                   f"no handler found for uri [{self.path}] and method [{method}]"))
 

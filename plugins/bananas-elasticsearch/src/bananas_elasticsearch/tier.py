@@ -9,7 +9,8 @@
   rejected with 429/502/503/504 are retried by the helper; what still fails is written to the fallback with one
   note per document naming the status and reason (never dropped silently).
 * A :class:`~bananas_elasticsearch.breaker.CircuitBreaker` opens when a whole request fails (connection refused,
-  timeout, 5xx, 429 after retries) or when every worker is busy: batches then go straight to the fallback — the
+  timeout, 5xx, 429 after retries) or when every worker stays busy for ``busy_wait`` seconds (the collector waits
+  that long for a free worker; meanwhile records wait in the queue): batches then go straight to the fallback — the
   JSON lines on stderr, where the console tier and the platform's log collector already look — until a probe
   batch succeeds, and indexing resumes.
 """
@@ -80,6 +81,7 @@ class EsTier:
         note_interval: float = 30.0,
         max_retries: int = 2,
         retry_backoff: float = 0.5,
+        busy_wait: float = 2.0,
     ) -> None:
         self.client = client
         self.index_prefix = index_prefix
@@ -90,6 +92,7 @@ class EsTier:
         self.breaker = breaker or CircuitBreaker()
         self.note_interval = note_interval
         self.max_retries, self.retry_backoff = max_retries, retry_backoff
+        self.busy_wait = busy_wait
         self.counters = {"indexed": 0, "failed": 0, "fallback": 0, "dropped": 0}
         self._lock = threading.Lock()
         self._records: deque[Mapping[str, Any]] = deque()
@@ -186,13 +189,11 @@ class EsTier:
         if not self.breaker.allow():
             self._to_fallback(batch, "the circuit breaker is open")
             return
-        try:
-            self._batches.put_nowait(batch)
-        except queue.Full:  # every worker is busy (Elasticsearch slow): never wait for it, but at shutdown
-            if self._closing:
-                self._batches.put(batch)
-            else:
-                self._outage(batch, TimeoutError(f"all {len(self._workers)} bulk workers are busy"))
+        try:  # the collector (never the call site) waits a little for a free worker, then gives up on Elasticsearch
+            self._batches.put(batch, timeout=None if self._closing else self.busy_wait)
+        except queue.Full:
+            self._outage(batch, TimeoutError(f"all {len(self._workers)} bulk workers stayed busy for "
+                                             f"{self.busy_wait:g}s"))
 
     # -- bulk workers ------------------------------------------------------------------------------------------------
 
