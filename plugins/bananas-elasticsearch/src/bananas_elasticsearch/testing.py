@@ -56,6 +56,8 @@ class StandIn:
         self.policies: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.bulk_status: int | None = None
+        self.refuse: int | None = None
+        """When set (401, 403 …), every request is answered with this status, as a secured cluster refuses."""
         self.stall = threading.Event()
         """While set, every request waits (up to 30 s) before it is answered: a cluster that hangs."""
         self._item_failures: deque[tuple[int, str, str] | None] = deque()
@@ -254,6 +256,9 @@ class _Handler(BaseHTTPRequestHandler):
         s.requests.append({"method": self.command, "path": split.path, "headers": dict(self.headers),
                            "gzip": self.headers.get("Content-Encoding") == "gzip", "bytes": len(body)})
         method = self.command
+        if s.refuse is not None:
+            kind = "security_exception"
+            return self._reply(s.refuse, _error(s.refuse, kind, "missing authentication credentials for REST request"))
         if not parts:
             if method in ("GET", "HEAD"):
                 return self._reply(200, {"name": "standin", "cluster_name": "bananas-standin",
