@@ -43,6 +43,9 @@ QUEUE_SIZE = 20_000
 RETRY_STATUSES = (429, 502, 503, 504)
 """Per-document (and whole-request) statuses the bulk helper retries before a document counts as failed."""
 
+POLL = 0.1
+"""Seconds the idle collector sleeps before it looks at the queue again."""
+
 Batch = list[tuple[str, str, str]]
 """``(index, document id, json line)``. Each record gets its id here (a per-process prefix and a counter) so that a
 failure the helper reports can be traced back to its line, and a batch sent again after a timeout is not indexed
@@ -88,6 +91,7 @@ class EsTier:
         self.flush_bytes = flush_bytes
         self.flush_interval = flush_interval
         self.queue_size = queue_size
+        self._high_water = max(1, queue_size // 4)
         self.fallback = fallback
         self.breaker = breaker or CircuitBreaker()
         self.note_interval = note_interval
@@ -121,7 +125,7 @@ class EsTier:
             self.counters["dropped"] += 1
             return
         self._records.append(message.record)
-        if self._idle:
+        if self._idle and len(self._records) >= self._high_water:
             self._wake.set()
 
     def stats(self) -> dict[str, Any]:
@@ -162,7 +166,7 @@ class EsTier:
                     started = time.monotonic()
                 while records and size < self.flush_bytes:
                     try:
-                        line = json_line(records.popleft())
+                        line = _line(records.popleft())
                     except Exception as exc:  # a record that cannot be formatted must not stop the tier
                         line = json.dumps({"time": _now(), "level": "ERROR", "msg": f"unformattable record: {exc}",
                                            "component": "worker", "log_source": "bananas_internal"})
@@ -178,10 +182,9 @@ class EsTier:
             if self._closing and not records and not batch:
                 return
             if not records:
-                self._idle = True
-                if not records:
-                    wait = self.flush_interval - (time.monotonic() - started) if batch else self.flush_interval
-                    self._wake.wait(max(0.001, min(wait, 1.0)))
+                self._idle = True  # woken early only by a filling queue or close(): no thread switch per record
+                wait = self.flush_interval - (time.monotonic() - started) if batch else self.flush_interval
+                self._wake.wait(max(0.001, min(wait, POLL)))
                 self._wake.clear()
                 self._idle = False
 
@@ -279,6 +282,15 @@ class EsTier:
         self._last_note = now
         self.fallback([_note_line(level, f"elasticsearch log tier: {text}", **extra)])
         return True
+
+
+def _line(record: Any) -> str:
+    """``json_line(record)``, computed once when several of this process's tiers write the same record (the file
+    tier stores it under the same key)."""
+    line = record.get("_bananas_json_line")
+    if line is None:
+        line = record["_bananas_json_line"] = json_line(record)
+    return line  # type: ignore[no-any-return]
 
 
 def _note_line(level: str, msg: str, event: str | None = None, **extra: Any) -> str:

@@ -33,6 +33,9 @@ QUEUE_SIZE = 10_000
 BATCH = 500
 """Records the writer formats and writes before it flushes."""
 
+POLL = 0.1
+"""Seconds the idle writer sleeps before it looks at the queue again (how late a line may reach the file)."""
+
 _COMPONENT = re.compile(r"[^a-z0-9_-]")
 
 
@@ -62,6 +65,7 @@ class FileTier:
         self.compress = compress
         self.per_component = per_component
         self.queue_size = queue_size
+        self._high_water = max(1, queue_size // 4)
         self.dropped = 0
         self._reported = 0
         self._queue: deque[Mapping[str, Any]] = deque()
@@ -82,7 +86,7 @@ class FileTier:
             self.dropped += 1
             return
         self._queue.append(message.record)
-        if self._idle:
+        if self._idle and len(self._queue) >= self._high_water:
             self._wake.set()
 
     def close(self) -> None:
@@ -125,8 +129,7 @@ class FileTier:
                 if self._closing:
                     return
                 self._idle = True
-                if not queue:
-                    self._wake.wait(0.5)
+                self._wake.wait(POLL)  # woken early only by a filling queue or close(): no thread switch per record
                 self._wake.clear()
                 self._idle = False
                 continue
@@ -134,7 +137,7 @@ class FileTier:
             for _ in range(min(BATCH, len(queue))):
                 record = queue.popleft()
                 try:
-                    line = json_line(record) + "\n"
+                    line = _line(record) + "\n"
                     component = str(record["extra"].get("component") or "worker") if self.per_component else ""
                     file = self.file_for(component)
                     file.write(line.encode("utf-8"))
@@ -176,6 +179,14 @@ class FileTier:
             retention.apply()
         except Exception as exc:
             _stderr(f"bananas-logfile: retention in {retention.directory} failed: {exc}")
+
+
+def _line(record: Any) -> str:
+    """``json_line(record)``, computed once when several of this process's tiers write the same record."""
+    line = record.get("_bananas_json_line")
+    if line is None:
+        line = record["_bananas_json_line"] = json_line(record)
+    return line  # type: ignore[no-any-return]
 
 
 def _stderr(text: str) -> None:
