@@ -13,6 +13,7 @@ import pytest
 from bananas_elasticsearch import build_client, elasticsearch_sink
 from bananas_elasticsearch.breaker import CircuitBreaker
 from bananas_elasticsearch.cli import install
+from bananas_elasticsearch.testing import Gate
 from bananas_elasticsearch.tier import EsTier
 
 from bananas.plugin_api import CONTEXT_FIELDS, FIXED_FIELDS
@@ -184,29 +185,51 @@ def test_a_sent_again_batch_is_not_indexed_twice(standin):
     assert len(standin.docs()) == 1 and fallback.lines == [] and tier.stats()["indexed"] == 2
 
 
-def test_server_away_breaker_opens_records_fall_back_and_indexing_resumes(standin, log):
+def test_cluster_away_breaker_opens_records_fall_back_and_indexing_resumes(cluster, log):
+    gate = Gate(cluster.url).open()  # the tier talks to the cluster through a relay we can cut
+    fallback = Fallback()
+    tier = make_tier(gate.url, cluster.prefix, fallback, note_interval=60)
+    attach(log, tier)
+    try:
+        log.bind(n=0).info("before")
+        wait_for(lambda: cluster.docs(), what="the first record")
+
+        gate.close()
+        for n in range(20):
+            log.bind(n=n).info("while away {n}", n=n)
+        wait_for(lambda: len(fallback.logged()) == 20, what="the records on the fallback")
+        assert tier.breaker.state in ("open", "half-open") and tier.breaker.trips == 1
+        notes = fallback.notes()
+        assert len(notes) == 1 and "unavailable" in notes[0]["msg"]  # one note, not one per batch
+
+        gate.open()
+        time.sleep(0.6)  # past the breaker's cool-down: the next batch probes
+        log.bind(n=1).info("after")
+        wait_for(lambda: [d["msg"] for d in cluster.docs()] == ["before", "after"], what="indexing to resume")
+    finally:
+        tier.close()
+        gate.close()
+    assert sorted(r["msg"] for r in fallback.logged()) == sorted(f"while away {n}" for n in range(20))
+    assert any("back" in note["msg"] and note["level"] == "INFO" for note in fallback.notes())
+    stats = tier.stats()
+    assert (stats["indexed"], stats["fallback"], stats["dropped"], stats["breaker"]) == (2, 20, 0, "closed")
+
+
+def test_the_stand_in_going_away_and_coming_back(standin, log):
     fallback = Fallback()
     tier = make_tier(standin.url, "away", fallback, note_interval=60)
     attach(log, tier)
     log.info("before")
     wait_for(lambda: standin.docs(), what="the first record")
-
-    standin.stop()
-    for n in range(20):
-        log.info("while away {n}", n=n)
-    wait_for(lambda: len(fallback.logged()) == 20, what="the records on the fallback")
-    assert tier.breaker.state in ("open", "half-open") and tier.breaker.trips == 1
-    notes = fallback.notes()
-    assert len(notes) == 1 and "unavailable" in notes[0]["msg"]  # one note, not one per batch
-
+    standin.stop()  # connection refused, on the port the client knows
+    log.info("while away")
+    wait_for(lambda: fallback.logged(), what="the fallback")
     standin.start()
-    time.sleep(0.6)  # past the breaker's cool-down: the next batch probes
+    time.sleep(0.6)
     log.info("after")
     wait_for(lambda: [d["msg"] for d in standin.docs()] == ["before", "after"], what="indexing to resume")
     tier.close()
-    assert any("back" in note["msg"] and note["level"] == "INFO" for note in fallback.notes())
-    stats = tier.stats()
-    assert (stats["indexed"], stats["fallback"], stats["dropped"], stats["breaker"]) == (2, 20, 0, "closed")
+    assert [r["msg"] for r in fallback.logged()] == ["while away"]
 
 
 def test_whole_requests_rejected_open_the_breaker(standin, log):

@@ -16,7 +16,8 @@ this server on a free 127.0.0.1 port. It answers the endpoints the plugin uses a
 Failures are injected: :meth:`StandIn.reject_items` fails chosen documents of the next bulk requests,
 :attr:`StandIn.bulk_status` fails whole bulk requests (429/503), :attr:`StandIn.stall` makes it hang,
 :meth:`StandIn.stop` makes the server go away (connections refused) and :meth:`StandIn.start` brings it back on the
-same port.
+same port. :class:`Gate` does the same in front of any cluster (a real one too): a TCP relay on 127.0.0.1 that can
+be closed and opened again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import fnmatch
 import gzip
 import itertools
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -34,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["NDJSON_TYPES", "StandIn", "standin"]
+__all__ = ["NDJSON_TYPES", "Gate", "StandIn", "standin"]
 
 NDJSON_TYPES = ("application/vnd.elasticsearch+x-ndjson", "application/x-ndjson")
 VERSION = {
@@ -330,3 +332,77 @@ def standin() -> Iterator[StandIn]:
         yield server
     finally:
         server.stop()
+
+
+class Gate:
+    """A TCP relay on a free 127.0.0.1 port to ``target`` (``host:port``): :meth:`close` refuses new connections
+    and cuts open ones, as a cluster that went away; :meth:`open` listens again on the same port."""
+
+    def __init__(self, target_url: str) -> None:
+        split = urlsplit(target_url)
+        self.target = (split.hostname or "127.0.0.1", split.port or 9200)
+        self.scheme = split.scheme or "http"
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def open(self) -> Gate:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), name=f"gate-{self.port}", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close() alone does not
+            except OSError:
+                pass
+            listener.close()
+        with self._lock:
+            open_sockets, self._sockets = self._sockets, set()
+        for sock in open_sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
