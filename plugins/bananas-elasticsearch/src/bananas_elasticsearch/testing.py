@@ -406,3 +406,23 @@ class Gate:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def main() -> None:
+    """``python -m bananas_elasticsearch.testing [PORT]``: run a stand-in (printing its URL) until interrupted."""
+    import sys
+
+    server = StandIn()
+    server.port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    server.start()
+    print(server.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
