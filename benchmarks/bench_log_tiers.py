@@ -1,6 +1,7 @@
 """What the log tiers cost (printed, never asserted): per call at the call site, and the Redis drain rate.
 
     .venv/bin/python benchmarks/bench_log_tiers.py [--calls 20000] [--n 20000] [--parts calls,drain] [--repeat 3]
+                                                   [--job-records 0,1]
 
 Needs the kernel, bananas-logfile, bananas-elasticsearch and bananas-redis (``requirements-dev.txt``). The
 Elasticsearch tier talks to the wire-level stand-in of ``bananas_elasticsearch.testing`` (a real HTTP server on
@@ -16,9 +17,12 @@ still competes for the same cores, which a real cluster elsewhere would not.
   The lines written (or indexed) show that nothing was dropped.
 * **Drain** (``benchmarks/bench_redis_e2e.py``'s drain: ``--n`` no-op jobs already queued on a local redis-server,
   ONE ``bananas worker`` subprocess, first → last job), in the same run, with each job's handler logging one info
-  line (a typical handler) plus whatever the kernel logs per job: ``LOG_LEVEL=warning`` (the baseline), then
-  ``LOG_LEVEL=info`` with the JSON console, + the file tier, + the Elasticsearch tier, + both. The cases run
+  line (a typical handler; ``--job-records 0,1`` runs a series per count) plus whatever the kernel logs per job:
+  ``LOG_LEVEL=warning`` (the baseline), then ``LOG_LEVEL=info`` with the JSON console, + the file tier, + the
+  Elasticsearch tier, + both. The cases run
   interleaved ``--repeat`` times and the median is reported: on a shared machine single drains vary by tens of %.
+  The worker's CPU time per job during the drain (``/proc/<pid>/stat``, first → last job) is printed too: it
+  hardly depends on what else the machine runs, so it is the steadier figure of what a tier costs.
 """
 
 from __future__ import annotations
@@ -92,6 +96,12 @@ class StandInProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _lines(directory: Path, pattern: str) -> int:
@@ -168,15 +178,19 @@ TASKS_LOGGING = textwrap.dedent(
     _job_log = _logger.bind(component="worker", log_source="bananas_job", job_name="noop")
 
 
+    _RECORDS = int(os.environ.get("BENCH_JOB_RECORDS", "1"))
+
+
     @app.job("noop_logged")
     async def noop_logged():
-        _job_log.info("noop done")
+        for _ in range(_RECORDS):
+            _job_log.info("noop done")
         await noop()
     """
 )
 
 
-def drains(n: int, repeat: int, workdir: Path, es: StandInProcess) -> list[tuple[str, str]]:
+def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: int) -> list[tuple[str, str]]:
     e2e = _e2e()
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
     server = RedisServer(binary).start()
@@ -189,6 +203,7 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess) -> list[tuple
         plugins = "bananas-redis,bananas-logfile,bananas-elasticsearch"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "BANANAS_LOG"))}
         env.update(BANANAS_BROKER=server.url, BENCH_REDIS=server.url, BENCH_N=str(n), LOG_FORMAT="json",
+                   BENCH_JOB_RECORDS=str(job_records),
                    LOG_COLOR="false", BANANAS_LOAD_PLUGINS=plugins, WORKER_MODE="thin",
                    PYTHONPATH=str(workdir) + os.pathsep + env.get("PYTHONPATH", ""))
         env.pop("BANANAS_CONFIG", None)
@@ -205,6 +220,7 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess) -> list[tuple
         specs = [{"name": "noop_logged", "payload": {}} for _ in range(1000)]
         shipped_before = es.count()
         rates: dict[str, list[float]] = {label: [] for label, _ in cases}
+        cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
         for run in range(repeat):  # the cases interleaved, so that a noisy minute hits all of them
             for label, extra in cases:
                 probe.flushdb()
@@ -213,23 +229,34 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess) -> list[tuple
                 worker = e2e.WorkerProc(str(workdir), {**env, **extra}, str(workdir / "worker.log")).start()
                 try:
                     first = e2e.wait_for(lambda: probe.get("bench:t_first"), 60)
+                    cpu_first = _cpu(worker.proc.pid)
                     last = e2e.wait_for(lambda: probe.get("bench:t_last"), 300)
+                    cpu_last = _cpu(worker.proc.pid)
                     if first is None or last is None:
                         raise RuntimeError(f"{label}: drain incomplete; see {workdir / 'worker.log'}")
                     rates[label].append((n - 1) / (float(last) - float(first)))
+                    cpu[label].append((cpu_last - cpu_first) / (n - 1))
                 finally:
                     worker.stop()
-                print(f"run {run + 1}: {label}: {rates[label][-1]:,.0f} jobs/s", flush=True)
+                print(f"run {run + 1}: {label}: {rates[label][-1]:,.0f} jobs/s, "
+                      f"{cpu[label][-1] * 1e6:,.0f} µs CPU per job", flush=True)
         app.close()
         baseline = statistics.median(rates[cases[0][0]])
+        cpu_baseline = statistics.median(cpu[cases[0][0]])
         for label, values in rates.items():
             rate = statistics.median(values)
             every = ", ".join(f"{v:,.0f}" for v in values)
             rows.append((f"drain: {label}", f"{rate:,.0f} jobs/s ({(rate / baseline - 1) * 100:+.1f} % vs warning; "
                                             f"runs {every})"))
+        for label, values in cpu.items():
+            used = statistics.median(values)
+            every = ", ".join(f"{v * 1e6:,.0f}" for v in values)
+            share = (used / cpu_baseline - 1) * 100
+            rows.append((f"worker CPU per job: {label}",
+                         f"{used * 1e6:,.0f} µs ({share:+.1f} % vs warning; runs {every})"))
         shipped = 2 * repeat * (n // 1000 * 1000)  # two cases ship to the stand-in
         rows.append(("  records per job at info (stand-in documents / jobs)",
-                     f"{(es.count() - shipped_before) / shipped:.2f}"))
+                     f"{(es.count() - shipped_before) / shipped:.3f}"))
     finally:
         server.cleanup()
     return rows
@@ -241,6 +268,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3, help="run the drain cases this many times (median reported)")
     ap.add_argument("--parts", default="calls,drain")
+    ap.add_argument("--job-records", type=lambda text: [int(x) for x in text.split(",")], default=[1],
+                    help="info records each job's handler logs, one drain series per value (e.g. 0,1)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     es = StandInProcess()
@@ -250,7 +279,9 @@ def main() -> None:
             if "calls" in parts:
                 rows += per_call(args.calls, Path(tmp), es)
             if "drain" in parts:
-                rows += drains(args.n, args.repeat, Path(tmp), es)
+                for records in args.job_records:
+                    rows.append((f"drain with {records} handler record(s) per job", ""))
+                    rows += drains(args.n, args.repeat, Path(tmp), es, records)
         finally:
             es.stop()
     width = max(len(k) for k, _ in rows)
