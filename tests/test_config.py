@@ -51,8 +51,7 @@ environment variables users set today keep working once a plugin declares them."
 
 
 class LogTiers:
-    """Stand-in for the file and elasticsearch log-tier plugins: the kernel's tests keep their own declarations (the
-    real plugins, when installed, are blocked below) so that they test the configuration machinery, not a plugin."""
+    """Stand-in for the file and elasticsearch log-tier plugins (not published yet)."""
 
     __name__ = "log_tiers_stand_in"
 
@@ -62,9 +61,8 @@ class LogTiers:
             register(spec)
 
 
-PLUGINS = load_plugins(plugins=[LogTiers()], env={"BANANAS_DISABLE_PLUGINS": "logfile,elasticsearch"})
-"""Built-ins, the installed plugins (the mode plugins declare their keys) and the log-tier stand-in in place of the
-log-tier plugins (entry points ``logfile`` and ``elasticsearch``)."""
+PLUGINS = load_plugins(plugins=[LogTiers()], env={})
+"""Built-ins, the installed plugins (the mode plugins declare their keys) and the log-tier stand-in."""
 ALL_KEYS = list(Schema.of(PLUGINS).specs.values())
 """Every key: the kernel's, the installed plugins' and the stand-in's."""
 
