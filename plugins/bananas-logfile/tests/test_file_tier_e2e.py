@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import bananas
 from bananas.plugin_api import CONTEXT_FIELDS, FIXED_FIELDS
 
 APP = textwrap.dedent(
@@ -121,7 +122,8 @@ def test_a_worker_writes_its_records_and_its_handlers_records_to_the_file(tmp_pa
     assert sorted(r["msg"] for r in jobs) == [f"hello w{n}" for n in range(5)]
     assert all(r["job_name"] == "greet" and r["pid"] == proc.pid for r in jobs)
     internal = [r for r in records if r["log_source"] == "bananas_internal"]
-    assert internal and all(r["component"] in ("worker", "supervisor", "bananas") for r in internal)
+    components = ("worker", "scheduler", "queue", "redis", "api", "cli", "supervisor")  # the issue's, + supervisor
+    assert internal and all(r["component"] in components for r in internal)
     assert any("stopped" in r["msg"] for r in internal)  # written at shutdown, before the tier closed
     assert all(set(r) <= model | {"pid"} for r in jobs)
 
@@ -145,3 +147,51 @@ def test_processes_2_gives_each_process_its_own_file(tmp_path, worker):
         jobs = [r for r in records if r["log_source"] == "bananas_job"]
         assert all(r["pid"] == pid for r in jobs)  # a child's records are only in its own file
         assert len(jobs) == (0 if pid == proc.pid else 5)
+
+
+EVENTS_APP = textwrap.dedent(
+    '''
+    """A job that succeeds (logging through job_logger) and one that fails with no retry left."""
+    from bananas import Bananas, job_logger
+
+    app = Bananas()
+
+
+    @app.job("ok")
+    def ok():
+        job_logger.info("inside the handler")
+
+
+    @app.job("boom", max_retries=0)
+    def boom():
+        raise RuntimeError("kaput")
+
+
+    app.enqueue("ok", {}, job_id="job-ok")
+    app.enqueue("boom", {}, job_id="job-boom")
+    '''
+)
+
+
+@pytest.mark.skipif(not hasattr(bananas, "job_logger"), reason="needs the kernel's job events and job_logger")
+def test_the_kernels_job_events_reach_the_file_at_its_own_level(tmp_path, worker):
+    (tmp_path / "greetapp.py").write_text(EVENTS_APP)  # the fixture runs greetapp
+    proc = worker(LOG_LEVEL="warning", LOG_FILE_LEVEL="debug")  # the file gets debug; the console only warnings
+    logs = tmp_path / "logs"
+
+    def events() -> dict[tuple[str, str], dict[str, Any]] | None:
+        found = {(r.get("job_id"), r.get("event")): r for r in _records(logs).get(proc.pid, [])}
+        return found if ("job-ok", "succeeded") in found and ("job-boom", "dead") in found else None
+
+    found = _wait_until(events, 30, "the job events in the file", _output(tmp_path))
+    _stop(proc)
+    succeeded, failed = found[("job-ok", "succeeded")], found[("job-boom", "failed")]
+    assert succeeded["level"] == "DEBUG" and succeeded["job_name"] == "ok" and succeeded["duration_ms"] >= 0
+    assert {"started", "succeeded"} <= {event for job_id, event in found if job_id == "job-ok"}
+    assert failed["level"] == "ERROR" and failed["error"] == "RuntimeError: kaput" and "kaput" in failed["traceback"]
+    assert found[("job-boom", "dead")]["level"] == "ERROR"
+    handler = [r for r in _records(logs)[proc.pid] if r["log_source"] == "bananas_job"]
+    assert [(r["msg"], r["job_id"], r["job_name"]) for r in handler] == [("inside the handler", "job-ok", "ok")]
+    assert all(r.get("worker_id") for (_, event), r in found.items() if event)
+    console = _output(tmp_path)()
+    assert "kaput" in console and "inside the handler" not in console  # LOG_LEVEL=warning on the console
