@@ -115,9 +115,8 @@ KNOWN_OWNERS: tuple[KnownOwner, ...] = (
     KnownOwner("worker.low_", ("bananas-mode-scaled",), "the scaled worker mode", _env("WORKER_LOW_")),
     KnownOwner("worker.job_types", ("bananas-mode-job-specialized",), "the job-specialized worker mode",
                _env("WORKER_JOB_TYPES")),
-    KnownOwner("logging.file.", ("bananas-logging-file",), "the file log tier", _env("LOG_FILE_"), published=False),
-    KnownOwner("logging.elasticsearch.", ("bananas-elasticsearch",), "the elasticsearch log tier", _env("LOG_ES_"),
-               published=False),
+    KnownOwner("logging.file.", ("bananas-logfile",), "the file log tier", _env("LOG_FILE_")),
+    KnownOwner("logging.elasticsearch.", ("bananas-elasticsearch",), "the elasticsearch log tier", _env("LOG_ES_")),
 )
 """Key prefix → the distribution(s) that declare such keys. Only hints: nothing here is imported."""
 

@@ -23,8 +23,8 @@ KNOWN_PLUGINS: dict[tuple[str, str], str] = {
     ("result backend", "rediss"): "bananas-redis",
     ("serializer", "msgpack"): "bananas-msgpack",
     ("serializer", "protobuf"): "bananas-protobuf",
-    ("log sink", "file"): "bananas-logging-file",  # not published yet (see config_kernel.UNPUBLISHED)
-    ("log sink", "elasticsearch"): "bananas-elasticsearch",  # not published yet
+    ("log sink", "file"): "bananas-logfile",
+    ("log sink", "elasticsearch"): "bananas-elasticsearch",
     ("worker mode", "thin_plus"): "bananas-mode-thin-plus",
     ("worker mode", "specialized"): "bananas-mode-specialized",
     ("worker mode", "job-specialized"): "bananas-mode-job-specialized",

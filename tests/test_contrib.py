@@ -8,6 +8,8 @@ job of every type at every priority plus a delayed one, and stops them by pid; e
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import subprocess
 import sys
 import time
@@ -140,3 +142,71 @@ def test_every_compose_file_starts_and_runs_the_demo_jobs(tmp_path):
                     proc.kill()
                     proc.wait(10)
     assert failures == {}, "\n\n".join(f"== {name}\n{text}" for name, text in failures.items())
+
+
+# -- contrib/elasticsearch: the local cluster and the Kibana dashboard of docs/LOG_TIERS.md ---------------------------
+
+ES = CONTRIB / "elasticsearch"
+KQL_FIELD = re.compile(r"([A-Za-z_@][\w.]*)\s*(?::|>=|<=|>|<)")
+"""A field name in a KQL query: ``level:ERROR``, ``duration_ms >= 1000``."""
+
+
+def _saved_objects() -> list[dict]:
+    lines = (ES / "kibana-dashboard.ndjson").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _fields_used(obj: dict) -> set[str]:
+    """Every field name a saved object refers to: time field, columns, sort, aggregation fields, KQL queries."""
+    attrs = obj["attributes"]
+    fields: set[str] = set()
+    if obj["type"] == "index-pattern":
+        fields.add(attrs["timeFieldName"])
+    fields.update(attrs.get("columns", []))
+    fields.update(field for field, _ in attrs.get("sort", []))
+    if "visState" in attrs:
+        aggs = json.loads(attrs["visState"])["aggs"]
+        fields.update(agg["params"]["field"] for agg in aggs if "field" in agg["params"])
+    search_source = attrs.get("kibanaSavedObjectMeta", {}).get("searchSourceJSON")
+    if search_source:
+        fields.update(KQL_FIELD.findall(json.loads(search_source)["query"]["query"]))
+    return fields
+
+
+def test_the_elasticsearch_compose_file_runs_elasticsearch_and_kibana_single_node():
+    services = _run_local().parse_compose((ES / "docker-compose.yml").read_text())["services"]
+    assert set(services) == {"elasticsearch", "kibana"}
+    es_env = _env(services["elasticsearch"])
+    assert es_env["discovery.type"] == "single-node" and services["elasticsearch"]["ports"] == ["9200:9200"]
+    assert _env(services["kibana"])["ELASTICSEARCH_HOSTS"] == "http://elasticsearch:9200"
+    assert services["kibana"]["ports"] == ["5601:5601"]
+    es_major = services["elasticsearch"]["image"].rpartition(":")[2].split(".")[0]
+    assert services["kibana"]["image"].rpartition(":")[2].split(".")[0] == es_major
+
+
+def test_the_kibana_dashboard_uses_only_the_flat_models_field_names():
+    from bananas.log_record import CONTEXT_FIELDS, FIXED_FIELDS
+
+    model = set(FIXED_FIELDS) | set(CONTEXT_FIELDS)
+    objects = _saved_objects()
+    used = {field for obj in objects for field in _fields_used(obj)}
+    assert {"time", "level", "log_source", "job_name", "duration_ms", "error.keyword"} <= used  # the parser works
+    assert {field.removesuffix(".keyword") for field in used} <= model, used - model
+    pattern = next(obj for obj in objects if obj["type"] == "index-pattern")
+    assert pattern["attributes"]["title"] == "bananas-logs-*"  # the plugin's default LOG_ES_INDEX_PREFIX
+
+
+def test_the_kibana_dashboards_references_resolve():
+    objects = _saved_objects()
+    ids = {(obj["type"], obj["id"]) for obj in objects}
+    assert len(ids) == len(objects)
+    for obj in objects:
+        for ref in obj["references"]:
+            assert (ref["type"], ref["id"]) in ids, (obj["id"], ref)
+    (dashboard,) = [obj for obj in objects if obj["type"] == "dashboard"]
+    panels = json.loads(dashboard["attributes"]["panelsJSON"])
+    names = {ref["name"] for ref in dashboard["references"]}
+    assert len(panels) == len(names) >= 6 and {panel["panelRefName"] for panel in panels} == names
+    queries = {json.loads(obj["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
+               for obj in objects if obj["type"] in ("search", "visualization")}
+    assert "log_source:bananas_job and level:ERROR" in queries  # docs/OBSERVABILITY.md's example query

@@ -1,0 +1,296 @@
+"""What the log tiers cost (printed, never asserted): per call at the call site, and the Redis drain rate.
+
+    .venv/bin/python benchmarks/bench_log_tiers.py [--calls 20000] [--n 20000] [--parts calls,drain] [--repeat 3]
+                                                   [--job-records 0,1]
+
+Needs the kernel, bananas-logfile, bananas-elasticsearch and bananas-redis (``requirements-dev.txt``). The
+Elasticsearch tier talks to the wire-level stand-in of ``bananas_elasticsearch.testing`` (a real HTTP server on
+127.0.0.1, gzip ndjson, in a process of its own), never to a real cluster. On a 2-core machine the stand-in's work
+still competes for the same cores, which a real cluster elsewhere would not.
+
+* **Per call** (in this process, loguru configured by the kernel's ``configure_logging`` from settings, stderr sent
+  to /dev/null): ``--calls`` calls of ``log.info("job succeeded")`` on a logger bound to five job fields, for a
+  disabled level (``LOG_LEVEL=warning``), the console in JSON, the file tier, the Elasticsearch tier, and, for
+  comparison, loguru's own file sink with ``enqueue=True`` (what the file tier's writer thread replaces). The
+  figures are the caller's wall time per call with the tier's background thread running, and the same plus the
+  time closing the tier took (the background catching up), per record: what a record costs the process in all.
+  The lines written (or indexed) show that nothing was dropped.
+* **Drain** (``benchmarks/bench_redis_e2e.py``'s drain: ``--n`` no-op jobs already queued on a local redis-server,
+  ONE ``bananas worker`` subprocess, first → last job), in the same run, with each job's handler logging one info
+  line (a typical handler; ``--job-records 0,1`` runs a series per count) plus whatever the kernel logs per job:
+  ``LOG_LEVEL=warning`` (the baseline), then ``LOG_LEVEL=info`` with the JSON console, + the file tier, + the
+  Elasticsearch tier, + both. The cases run
+  interleaved ``--repeat`` times and the median is reported: on a shared machine single drains vary by tens of %.
+  The worker's CPU time per job during the drain (``/proc/<pid>/stat``, first → last job) is printed too: it
+  hardly depends on what else the machine runs, so it is the steadier figure of what a tier costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from bananas_elasticsearch import build_client
+from bananas_redis.testing import RedisServer, find_redis_servers
+from loguru import logger
+
+from bananas import Bananas
+from bananas.logs import configure_logging
+from bananas.plugin_api import json_line
+
+HERE = Path(__file__).resolve().parent
+
+
+def _e2e():
+    spec = importlib.util.spec_from_file_location("bench_redis_e2e", HERE / "bench_redis_e2e.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def stderr_to_devnull():
+    """The console tier writes to fd 2: point it at /dev/null while measuring, then back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+class StandInProcess:
+    """The stand-in in its own process (``python -m bananas_elasticsearch.testing``), so that the server's work
+    is not counted in this process's per-call figures; stopped by pid."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bananas_elasticsearch.testing"], stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        self.client = build_client({"addresses": [self.url]})
+
+    def count(self) -> int:
+        return int(self.client.count(index="*")["count"])
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _lines(directory: Path, pattern: str) -> int:
+    return sum(len(path.read_bytes().splitlines()) for path in directory.glob(pattern))
+
+
+def per_call(calls: int, workdir: Path, es: StandInProcess) -> list[tuple[str, str]]:
+    es_url = es.url
+    base = {"BANANAS_LOAD_PLUGINS": "bananas-logfile,bananas-elasticsearch", "LOG_FORMAT": "json",
+            "LOG_COLOR": "false"}
+    file_env = {"LOG_FILE_ENABLED": "true", "LOG_FILE_PATH": str(workdir / "calls" / "bananas.log")}
+    es_env = {"LOG_ES_ENABLED": "true", "LOG_ES_ADDRESSES": es_url, "LOG_ES_FLUSH_INTERVAL": "1s",
+              "LOG_ES_FLUSH_BYTES": str(1 << 20)}
+    cases = [
+        ("disabled level (info call, LOG_LEVEL=warning)", {"LOG_LEVEL": "warning"}),
+        ("console JSON (stderr → /dev/null)", {"LOG_LEVEL": "info"}),
+        ("file tier only (console at warning)", {"LOG_LEVEL": "warning", "LOG_FILE_LEVEL": "info", **file_env}),
+        ("elasticsearch tier only (console at warning)", {"LOG_LEVEL": "warning", "LOG_ES_LEVEL": "info", **es_env}),
+        ("console JSON + file + elasticsearch", {"LOG_LEVEL": "info", **file_env, **es_env}),
+    ]
+    rows = []
+    log = logger.bind(component="worker", job_id="0123456789abcdef", job_name="send_email", queue="high",
+                      priority="high", attempt=1)
+    for label, env in cases:
+        app = Bananas(broker="memory://", env={**base, **env})
+        lines_before, docs_before = _lines(workdir / "calls", "bananas-*.log"), es.count()
+        with stderr_to_devnull():
+            close = configure_logging(app.settings, app.plugins)
+            started = time.perf_counter()
+            for _ in range(calls):
+                log.info("job succeeded")
+            elapsed = time.perf_counter() - started
+            closing = time.perf_counter()
+            close()
+            closed = time.perf_counter() - closing
+        written = []
+        if "LOG_FILE_ENABLED" in env:
+            written.append(f"{_lines(workdir / 'calls', 'bananas-*.log') - lines_before} in the file")
+        if "LOG_ES_ENABLED" in env:
+            written.append(f"{es.count() - docs_before} indexed")
+        rows.append((f"per call: {label}", f"{elapsed / calls * 1e6:6.1f} µs at the call site, "
+                     f"{(elapsed + closed) / calls * 1e6:6.1f} µs with the background work (close took "
+                     f"{closed * 1000:.0f} ms){'; ' + ', '.join(written) if written else ''}"))
+        print(rows[-1], flush=True)
+        app.close()
+
+    # loguru's own rotating file sink with enqueue=True: the call site formats, pickles and pipes each message
+    def fmt(record):
+        record["extra"]["_line"] = json_line(record)
+        return "{extra[_line]}\n"
+
+    logger.remove()
+    logger.add(str(workdir / "calls" / "loguru-enqueue.log"), format=fmt, enqueue=True, rotation="100 MB",
+               compression="gz", level="INFO")
+    started = time.perf_counter()
+    for _ in range(calls):
+        log.info("job succeeded")
+    elapsed = time.perf_counter() - started
+    closing = time.perf_counter()
+    logger.remove()
+    closed = time.perf_counter() - closing
+    rows.append(("per call: loguru file sink, enqueue=True (comparison)",
+                 f"{elapsed / calls * 1e6:6.1f} µs at the call site, {(elapsed + closed) / calls * 1e6:6.1f} µs with "
+                 f"the background work; {_lines(workdir / 'calls', 'loguru-enqueue.log')} in the file"))
+    print(rows[-1], flush=True)
+    logger.add(sys.stderr)
+    return rows
+
+
+TASKS_LOGGING = textwrap.dedent(
+    """
+    from loguru import logger as _logger
+
+    _job_log = _logger.bind(component="worker", log_source="bananas_job", job_name="noop")
+
+
+    _RECORDS = int(os.environ.get("BENCH_JOB_RECORDS", "1"))
+
+
+    @app.job("noop_logged")
+    async def noop_logged():
+        for _ in range(_RECORDS):
+            _job_log.info("noop done")
+        await noop()
+    """
+)
+
+
+def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: int) -> list[tuple[str, str]]:
+    e2e = _e2e()
+    binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
+    server = RedisServer(binary).start()
+    rows: list[tuple[str, str]] = []
+    try:
+        (workdir / "bench_tasks.py").write_text(e2e.TASKS + TASKS_LOGGING)
+        import redis
+
+        probe = redis.Redis.from_url(server.url)
+        plugins = "bananas-redis,bananas-logfile,bananas-elasticsearch"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "BANANAS_LOG"))}
+        env.update(BANANAS_BROKER=server.url, BENCH_REDIS=server.url, BENCH_N=str(n), LOG_FORMAT="json",
+                   BENCH_JOB_RECORDS=str(job_records),
+                   LOG_COLOR="false", BANANAS_LOAD_PLUGINS=plugins, WORKER_MODE="thin",
+                   PYTHONPATH=str(workdir) + os.pathsep + env.get("PYTHONPATH", ""))
+        env.pop("BANANAS_CONFIG", None)
+        file_env = {"LOG_FILE_ENABLED": "true", "LOG_FILE_PATH": str(workdir / "drain" / "bananas.log")}
+        es_env = {"LOG_ES_ENABLED": "true", "LOG_ES_ADDRESSES": es.url, "LOG_ES_FLUSH_INTERVAL": "1s"}
+        cases = [
+            ("LOG_LEVEL=warning (baseline)", {"LOG_LEVEL": "warning"}),
+            ("LOG_LEVEL=info, JSON console", {"LOG_LEVEL": "info"}),
+            ("  + file tier", {"LOG_LEVEL": "info", **file_env}),
+            ("  + elasticsearch tier (stand-in)", {"LOG_LEVEL": "info", **es_env}),
+            ("  + file and elasticsearch tiers", {"LOG_LEVEL": "info", **file_env, **es_env}),
+        ]
+        app = Bananas(broker=server.url, env={"BANANAS_LOAD_PLUGINS": "bananas-redis"})
+        specs = [{"name": "noop_logged", "payload": {}} for _ in range(1000)]
+        shipped_before = es.count()
+        rates: dict[str, list[float]] = {label: [] for label, _ in cases}
+        cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
+        for run in range(repeat):  # the cases interleaved, so that a noisy minute hits all of them
+            for label, extra in cases:
+                probe.flushdb()
+                for _ in range(n // 1000):
+                    app.enqueue_many(specs)
+                worker = e2e.WorkerProc(str(workdir), {**env, **extra}, str(workdir / "worker.log")).start()
+                try:
+                    first = e2e.wait_for(lambda: probe.get("bench:t_first"), 60)
+                    cpu_first = _cpu(worker.proc.pid)
+                    last = e2e.wait_for(lambda: probe.get("bench:t_last"), 300)
+                    cpu_last = _cpu(worker.proc.pid)
+                    if first is None or last is None:
+                        raise RuntimeError(f"{label}: drain incomplete; see {workdir / 'worker.log'}")
+                    rates[label].append((n - 1) / (float(last) - float(first)))
+                    cpu[label].append((cpu_last - cpu_first) / (n - 1))
+                finally:
+                    worker.stop()
+                print(f"run {run + 1}: {label}: {rates[label][-1]:,.0f} jobs/s, "
+                      f"{cpu[label][-1] * 1e6:,.0f} µs CPU per job", flush=True)
+        app.close()
+        baseline = statistics.median(rates[cases[0][0]])
+        cpu_baseline = statistics.median(cpu[cases[0][0]])
+        for label, values in rates.items():
+            rate = statistics.median(values)
+            every = ", ".join(f"{v:,.0f}" for v in values)
+            rows.append((f"drain: {label}", f"{rate:,.0f} jobs/s ({(rate / baseline - 1) * 100:+.1f} % vs warning; "
+                                            f"runs {every})"))
+        for label, values in cpu.items():
+            used = statistics.median(values)
+            every = ", ".join(f"{v * 1e6:,.0f}" for v in values)
+            share = (used / cpu_baseline - 1) * 100
+            rows.append((f"worker CPU per job: {label}",
+                         f"{used * 1e6:,.0f} µs ({share:+.1f} % vs warning; runs {every})"))
+        shipped = 2 * repeat * (n // 1000 * 1000)  # two cases ship to the stand-in
+        rows.append(("  records per job at info (stand-in documents / jobs)",
+                     f"{(es.count() - shipped_before) / shipped:.3f}"))
+    finally:
+        server.cleanup()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=20_000)
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=3, help="run the drain cases this many times (median reported)")
+    ap.add_argument("--parts", default="calls,drain")
+    ap.add_argument("--job-records", type=lambda text: [int(x) for x in text.split(",")], default=[1],
+                    help="info records each job's handler logs, one drain series per value (e.g. 0,1)")
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    es = StandInProcess()
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="bananas-bench-logs-") as tmp:
+        try:
+            if "calls" in parts:
+                rows += per_call(args.calls, Path(tmp), es)
+            if "drain" in parts:
+                for records in args.job_records:
+                    rows.append((f"drain with {records} handler record(s) per job", ""))
+                    rows += drains(args.n, args.repeat, Path(tmp), es, records)
+        finally:
+            es.stop()
+    width = max(len(k) for k, _ in rows)
+    print()
+    print(f"| {'measure':<{width}} | result |")
+    print(f"|{'-' * (width + 2)}|--------|")
+    for key, value in rows:
+        print(f"| {key:<{width}} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
