@@ -64,13 +64,14 @@ def move_due_duty(maintenance: SupportsMaintenance, interval: float, tick_log: A
     return Duty("move-due", interval, move_due, needs_leader=True)
 
 
-def reap_duty(maintenance: SupportsMaintenance, interval: float) -> Duty:
-    """The reap duty: jobs whose worker stopped renewing its lease are recovered."""
+def reap_duty(maintenance: SupportsMaintenance, interval: float, logs: Any = None) -> Duty:
+    """The reap duty: jobs whose worker stopped renewing its lease are recovered (``logs``: the worker's logger)."""
+    reaps = logs if logs is not None else log
 
     async def reap(_: Broker) -> None:
         recovered = await maintenance.reap()
         if recovered:
-            log.bind(event="reaped").warning("recovered {recovered} job(s) whose worker stopped renewing its lease",
+            reaps.bind(event="reaped").warning("recovered {recovered} job(s) whose worker stopped renewing its lease",
                                              recovered=recovered)
 
     return Duty("reap", interval, reap)
@@ -84,7 +85,7 @@ def kernel_duties(state: WorkerState) -> list[Duty]:
         return [depth_duty(state)]
     return [
         move_due_duty(maintenance, state.plan.scheduler_interval, state.log.bind(component="scheduler")),
-        reap_duty(maintenance, state._broker.options.reaper_interval),
+        reap_duty(maintenance, state._broker.options.reaper_interval, state.log),
         depth_duty(state),
     ]
 
@@ -95,7 +96,7 @@ def start_duties(state: WorkerState, extra: Sequence[Duty] = ()) -> list[asyncio
     schedules = state._caps.schedules
     leader = None
     if state.plan.scheduler and schedules is not None:
-        leader = Leadership(schedules, f"{state.id}-{secrets.token_hex(3)}", state.context.scheduler_lease)
+        leader = Leadership(schedules, f"{state.id}-{secrets.token_hex(3)}", state.context.scheduler_lease, state.id)
     duties = [*kernel_duties(state), *state.context.periodic(leader.fence if leader else _no_fence), *extra]
     chosen = [duty for duty in duties if state.plan.scheduler or not duty.needs_leader]
     # The election's task first: its first round starts before the leader duties' first (at start) runs.

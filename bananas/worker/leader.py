@@ -30,9 +30,10 @@ log = logger.bind(component="scheduler", log_source="bananas_internal")
 class Leadership:
     """This process's side of the election: :meth:`beat` is its duty, :meth:`holds` gates the leader duties."""
 
-    def __init__(self, schedules: SupportsSchedules, candidate: str, ttl: float) -> None:
+    def __init__(self, schedules: SupportsSchedules, candidate: str, ttl: float, worker_id: str | None = None) -> None:
         self.schedules = schedules
         self.candidate = candidate
+        self.log = log.bind(worker_id=worker_id) if worker_id else log
         self.ttl = ttl
         self.token: int | None = None
         self._valid_until = 0.0  # monotonic: act as leader until then (2/3 of a lease after the last renewal)
@@ -56,13 +57,13 @@ class Leadership:
             if await self.schedules.renew_leader(self.candidate, self.token, self.ttl):
                 self._valid_until = started + self.ttl * 2 / 3
                 return
-            log.bind(event="leadership_lost", candidate=self.candidate, token=self.token).warning(
+            self.log.bind(event="leadership_lost", candidate=self.candidate, token=self.token).warning(
                 "{} lost the scheduler leadership (token {})", self.candidate, self.token)
             self.token = None
         token = await self.schedules.acquire_leader(self.candidate, self.ttl)
         if token is not None:
             self.token, self._valid_until = token, started + self.ttl * 2 / 3
-            log.bind(event="leadership_won", candidate=self.candidate, token=token).info(
+            self.log.bind(event="leadership_won", candidate=self.candidate, token=token).info(
                 "{} is the scheduler leader now (token {})", self.candidate, token)
 
     async def resign(self) -> None:
@@ -72,5 +73,5 @@ class Leadership:
             try:
                 await self.schedules.release_leader(self.candidate, token)
             except Exception as exc:  # noqa: BLE001 - stopping anyway; the lease then simply expires
-                log.bind(event="leadership_release_failed", error=str(exc)).warning(
+                self.log.bind(event="leadership_release_failed", error=str(exc)).warning(
                     "could not release the scheduler leadership ({}); it expires by itself", exc)
