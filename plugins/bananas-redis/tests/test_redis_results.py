@@ -224,6 +224,31 @@ async def test_redis_waiting_blocks_once_and_never_polls(redis_url, prefix) -> N
     await storer.close()
 
 
+async def test_redis_concurrent_stores_go_together_and_each_lands_with_its_own_ttl(redis_url, prefix) -> None:
+    # Given 300 jobs finishing at once, with different bodies and TTLs, and a waiter on one of them
+    backend = RedisResultBackend(redis_url, {"prefix": prefix})
+    reader = RedisResultBackend(redis_url, {"prefix": prefix})
+    await backend.connect()
+    await reader.connect()
+    waiter = asyncio.create_task(reader.get("c-7", wait=10))
+    await asyncio.sleep(0.1)
+    # When they are stored concurrently (the backend batches them into shared round trips)
+    await asyncio.gather(*(backend.store(f"c-{i}", f"v{i}".encode(), 100 + i) for i in range(300)))
+    # Then every body is there with its own TTL, and the waiter was woken with its own
+    assert await asyncio.wait_for(waiter, 5) == b"v7"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for i in (0, 150, 299):
+            value, _ = result_keys(prefix, f"c-{i}")
+            assert client.get(value) == f"v{i}".encode()
+            assert (100 + i - 2) * 1000 < client.pttl(value) <= (100 + i) * 1000
+    finally:
+        client.close()
+    assert [await reader.get(f"c-{i}") for i in range(300)] == [f"v{i}".encode() for i in range(300)]
+    await backend.close()
+    await reader.close()
+
+
 async def test_redis_keys_share_a_hash_tag_and_carry_ttls(redis_url, prefix) -> None:
     # Given a result stored with a 100 s TTL
     backend = RedisResultBackend(redis_url, {"prefix": prefix, "notify_ttl": "30s"})

@@ -25,6 +25,7 @@ separate pool (``max_waiters``, default 1000; more waiters queue for a connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -60,6 +61,9 @@ _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, T
 _PERMANENT = (AuthenticationError, NoPermissionError, InvalidResponse)  # retrying cannot help: fail at once
 _MIN_BLOCK = 0.001  # BLMOVE timeout resolution (seconds); 0 would mean "forever"
 
+
+_PendingStore = tuple[str, bytes, int, int, "asyncio.Future[None]"]
+"""A store waiting for its round trip: job id, body, value TTL (ms), notification TTL (ms), the caller's future."""
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or not math.isfinite(value):
@@ -154,6 +158,8 @@ class RedisResultBackend:
         self._tls = scheme == "rediss"
         self._commands: Redis | None = None
         self._blocking: Redis | None = None
+        self._pending: list[_PendingStore] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"RedisResultBackend({redact_url(self.url)!r})"
@@ -190,6 +196,10 @@ class RedisResultBackend:
         await self._call("connect", lambda: commands.ping())
 
     async def close(self) -> None:
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():  # a store in flight: let it finish (bounded by its timeout)
+            with contextlib.suppress(Exception):
+                await flusher
         commands, blocking = self._commands, self._blocking
         self._commands = self._blocking = None
         for client in (commands, blocking):
@@ -229,22 +239,52 @@ class RedisResultBackend:
 
     # -- the protocol ----------------------------------------------------------------------------------------
     async def store(self, job_id: str, body: bytes, ttl: float | None) -> None:
+        """Store and wake the waiters; returns once Redis has it. Stores that arrive while one round trip is being
+        prepared or is in flight go together in the next one (one pipeline for many jobs: a worker finishing jobs
+        concurrently pays one round trip and one pipeline per batch, not per job)."""
         ttl = self.options.ttl if ttl is None else ttl
         if ttl <= 0:
             return
-        commands, _ = self._open()
-        value, notify = result_keys(self.options.prefix, job_id)
-        notify_ms = _ms(min(ttl, self.options.notify_ttl))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((job_id, body, _ms(ttl), _ms(min(ttl, self.options.notify_ttl)), done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_stores(), name="redis-results-store")
+        await done
 
-        async def run() -> None:
-            pipe = commands.pipeline(transaction=True)
-            pipe.set(value, body, px=_ms(ttl))
-            pipe.delete(notify)
-            pipe.rpush(notify, b"1")
-            pipe.pexpire(notify, notify_ms)
-            await pipe.execute()
+    async def _flush_stores(self) -> None:
+        """Write every pending store, one pipeline per batch, until none is left; each caller gets the outcome of
+        its own batch."""
+        await asyncio.sleep(0)  # stores of jobs finishing in this same loop iteration join the first batch
+        while self._pending:
+            batch, self._pending = self._pending, []
 
-        await self._call("store", run, retry_for=self.options.retry_for)
+            async def run(batch: list[_PendingStore] = batch) -> None:
+                commands, _ = self._open()
+                pipe = commands.pipeline(transaction=False)  # per job: the value, then its notification, in order
+                for job_id, body, px, notify_ms, _ in batch:
+                    value, notify = result_keys(self.options.prefix, job_id)
+                    pipe.set(value, body, px=px)
+                    pipe.delete(notify)
+                    pipe.rpush(notify, b"1")
+                    pipe.pexpire(notify, notify_ms)
+                await pipe.execute()
+
+            try:
+                await self._call("store", run, retry_for=self.options.retry_for)
+            except BaseException as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc if isinstance(exc, Exception) else BrokerUnavailable(str(exc)))
+                if not isinstance(exc, Exception):
+                    for *_, done in self._pending:
+                        if not done.done():
+                            done.cancel()
+                    self._pending = []
+                    raise
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     async def get(self, job_id: str, wait: float | None = None) -> bytes | None:
         commands, blocking = self._open()
