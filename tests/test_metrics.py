@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from loguru import logger
 
+import bananas
 from bananas import Bananas
 from bananas.broker import Envelope
 from bananas.metrics import stats as stats_module
@@ -336,7 +337,7 @@ def test_a_running_worker_is_in_the_registry_and_leaves_it_when_it_stops(make_ap
     # Then it describes the process
     assert record.id == worker.id and record.mode == "test" and record.pools[0].concurrency == 3
     assert record.pools[0].queues == ("high", "normal", "low")
-    assert record.version and record.started_at <= record.heartbeat_at
+    assert record.version == bananas.__version__ != "unknown" and record.started_at <= record.heartbeat_at
 
     # And when it stops, its record is removed at once
     worker.request_stop()

@@ -24,8 +24,11 @@ TTL = 3 * HEARTBEAT
 
 
 def bananas_version() -> str:
+    """The kernel distribution's version (``bananas-queue``), as ``bananas.__version__`` gives it."""
+    from bananas.config_kernel import KERNEL
+
     try:
-        return version("bananas")
+        return version(KERNEL)
     except PackageNotFoundError:  # pragma: no cover - running from a source tree without an install
         return "unknown"
 
