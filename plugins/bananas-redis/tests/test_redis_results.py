@@ -660,3 +660,25 @@ def test_cli_result_and_job(start_worker, redis_url, prefix, tmp_path, client_kw
     assert data["status"] == "completed" and data["attempts"] == 1 and data["queue"] == "normal"
     assert data["deliveries"] == 1 and data["finished_at"] >= data["created_at"]
     assert _cli("job", "nope", cwd=tmp_path).returncode == 2
+
+
+async def test_redis_close_does_not_wait_for_a_store_retrying_through_an_outage(tmp_path) -> None:
+    # Given a backend whose Redis died while a store was retrying (retry_for 60 s)
+    from bananas_redis.testing import RedisServer, find_redis_servers
+
+    server = RedisServer(find_redis_servers()[0][1]).start()
+    try:
+        backend = RedisResultBackend(server.url, {"retry_for": "60s"})
+        await backend.connect()
+        server.stop(kill=True)
+        store = asyncio.create_task(backend.store("stuck", b"v", 100))
+        await asyncio.sleep(0.3)
+        # When the worker stops and closes it
+        started = time.monotonic()
+        await backend.close()
+        # Then close returns at once (a stopping worker is not held up) and the store ends with an error
+        assert time.monotonic() - started < 3
+        with pytest.raises((asyncio.CancelledError, BrokerUnavailable)):
+            await asyncio.wait_for(store, 5)
+    finally:
+        server.cleanup()

@@ -62,6 +62,9 @@ _PERMANENT = (AuthenticationError, NoPermissionError, InvalidResponse)  # retryi
 _MIN_BLOCK = 0.001  # BLMOVE timeout resolution (seconds); 0 would mean "forever"
 
 
+CLOSE_GRACE = 0.5
+"""Seconds ``close`` lets a store in flight finish before it cancels it."""
+
 _PendingStore = tuple[str, bytes, int, int, "asyncio.Future[None]"]
 """A store waiting for its round trip: job id, body, value TTL (ms), notification TTL (ms), the caller's future."""
 
@@ -197,9 +200,14 @@ class RedisResultBackend:
 
     async def close(self) -> None:
         flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():  # a store in flight: let it finish (bounded by its timeout)
-            with contextlib.suppress(Exception):
-                await flusher
+        if flusher is not None and not flusher.done():
+            # A store still in flight (or retrying through an outage) must not hold up a stopping worker: give it a
+            # moment, then cancel it; its callers see the cancellation (their jobs' leases bring them back).
+            done, _ = await asyncio.wait({flusher}, timeout=CLOSE_GRACE)
+            if not done:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await flusher
         commands, blocking = self._commands, self._blocking
         self._commands = self._blocking = None
         for client in (commands, blocking):
