@@ -352,6 +352,10 @@ def test_sync_and_async_jobs_over_their_timeout_fail_retry_once_and_die_while_ot
     # And the worker is still up and still runs jobs
     assert worker.alive()
     assert app.enqueue("nap", {"key": "after", "secs": 0}).result(timeout=10) == "after"
+    # (the console writes from its own thread, in batches: the last lines may still be on their way)
+    deadline = time.monotonic() + 10
+    while worker.log().count(" is dead: failed after 2 attempt(s): JobTimeout") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert worker.log().count(" is dead: failed after 2 attempt(s): JobTimeout") == 3
 
 
