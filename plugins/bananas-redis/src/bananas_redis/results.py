@@ -162,7 +162,7 @@ class RedisResultBackend:
         self._commands: Redis | None = None
         self._blocking: Redis | None = None
         self._pending: list[_PendingStore] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"RedisResultBackend({redact_url(self.url)!r})"
@@ -199,15 +199,16 @@ class RedisResultBackend:
         await self._call("connect", lambda: commands.ping())
 
     async def close(self) -> None:
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            # A store still in flight (or retrying through an outage) must not hold up a stopping worker: give it a
-            # moment, then cancel it; its callers see the cancellation (their jobs' leases bring them back).
-            done, _ = await asyncio.wait({flusher}, timeout=CLOSE_GRACE)
-            if not done:
-                flusher.cancel()
+        flushers, self._flushers = {task for task in self._flushers if not task.done()}, set()
+        if flushers:
+            # Stores still in flight (or retrying through an outage) must not hold up a stopping worker: give them
+            # a moment, then cancel them; their callers see the cancellation (their jobs' leases bring them back).
+            _, late = await asyncio.wait(flushers, timeout=CLOSE_GRACE)
+            for task in late:
+                task.cancel()
+            for task in late:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await flusher
+                    await task
         commands, blocking = self._commands, self._blocking
         self._commands = self._blocking = None
         for client in (commands, blocking):
@@ -247,52 +248,51 @@ class RedisResultBackend:
 
     # -- the protocol ----------------------------------------------------------------------------------------
     async def store(self, job_id: str, body: bytes, ttl: float | None) -> None:
-        """Store and wake the waiters; returns once Redis has it. Stores that arrive while one round trip is being
-        prepared or is in flight go together in the next one (one pipeline for many jobs: a worker finishing jobs
-        concurrently pays one round trip and one pipeline per batch, not per job)."""
+        """Store and wake the waiters; returns once Redis has it. Stores that arrive in the same event-loop
+        iteration go together in one pipeline round trip (a worker finishing jobs concurrently pays one round trip
+        per batch, not per job). Batches are independent: one retrying through an outage never holds up the next."""
         ttl = self.options.ttl if ttl is None else ttl
         if ttl <= 0:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((job_id, body, _ms(ttl), _ms(min(ttl, self.options.notify_ttl)), done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_stores(), name="redis-results-store")
+        if len(self._pending) == 1:  # the first of a batch: send the batch once this loop iteration is over
+            task = asyncio.create_task(self._flush_batch(), name="redis-results-store")
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
         await done
 
-    async def _flush_stores(self) -> None:
-        """Write every pending store, one pipeline per batch, until none is left; each caller gets the outcome of
-        its own batch."""
-        await asyncio.sleep(0)  # stores of jobs finishing in this same loop iteration join the first batch
-        while self._pending:
-            batch, self._pending = self._pending, []
+    async def _flush_batch(self) -> None:
+        """Write the stores pending now in one pipeline; each caller gets the outcome."""
+        await asyncio.sleep(0)  # stores of jobs finishing in this same loop iteration join the batch
+        batch, self._pending = self._pending, []
 
-            async def run(batch: list[_PendingStore] = batch) -> None:
-                commands, _ = self._open()
-                pipe = commands.pipeline(transaction=False)  # per job: the value, then its notification, in order
-                for job_id, body, px, notify_ms, _ in batch:
-                    value, notify = result_keys(self.options.prefix, job_id)
-                    pipe.set(value, body, px=px)
-                    pipe.delete(notify)
-                    pipe.rpush(notify, b"1")
-                    pipe.pexpire(notify, notify_ms)
-                await pipe.execute()
+        async def run() -> None:
+            commands, _ = self._open()
+            pipe = commands.pipeline(transaction=False)  # per job: the value, then its notification, in order
+            for job_id, body, px, notify_ms, _ in batch:
+                value, notify = result_keys(self.options.prefix, job_id)
+                pipe.set(value, body, px=px)
+                pipe.delete(notify)
+                pipe.rpush(notify, b"1")
+                pipe.pexpire(notify, notify_ms)
+            await pipe.execute()
 
-            try:
-                await self._call("store", run, retry_for=self.options.retry_for)
-            except BaseException as exc:
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(exc if isinstance(exc, Exception) else BrokerUnavailable(str(exc)))
-                if not isinstance(exc, Exception):
-                    for *_, done in self._pending:
-                        if not done.done():
-                            done.cancel()
-                    self._pending = []
-                    raise
-            else:
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+        try:
+            await self._call("store", run, retry_for=self.options.retry_for)
+        except BaseException as exc:
+            for *_, done in batch:
+                if not done.done():
+                    if isinstance(exc, Exception):
+                        done.set_exception(exc)
+                    else:
+                        done.cancel()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for *_, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def get(self, job_id: str, wait: float | None = None) -> bytes | None:
         commands, blocking = self._open()
