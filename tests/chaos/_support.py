@@ -192,6 +192,11 @@ class Drill:
             socket_timeout = "{socket_timeout}s"
             connect_timeout = "1s"
             timeout = "3s"
+
+            [result_backend_options]
+            timeout = "{socket_timeout}s"
+            connect_timeout = "1s"
+            retry_for = "{retry_for}s"
             """
         ) + textwrap.dedent(extra_options))
 

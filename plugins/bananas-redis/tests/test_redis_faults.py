@@ -277,6 +277,35 @@ async def test_an_outage_is_logged_once_and_its_end_only_when_redis_answers(redi
         server.cleanup()
 
 
+async def test_a_fetch_retried_through_an_outage_leases_from_when_redis_got_it(redis_server, prefix):
+    # Given a ready job, a worker-side broker on a clock the test moves, and a lease of 5 s
+    server = RedisServer(redis_server.binary, appendonly=True).start()
+    clock = [1_000_000.0]
+    options = RedisOptions(prefix=prefix, lease=5.0, retry_backoff=0.05, retry_backoff_max=0.1,
+                           connect_timeout=0.5, socket_timeout=0.5, clock=lambda: clock[0])
+    broker = RedisBroker(server.url, options)
+    try:
+        await broker.connect()
+        await broker.enqueue([_env("a")])
+
+        # When Redis is down as the fetch starts, and comes back 60 s of clock later (the outage outlasts the lease)
+        server.stop()
+        fetch = asyncio.ensure_future(broker.fetch(["q"], 1, 0))
+        await asyncio.sleep(0.3)
+        assert not fetch.done()
+        clock[0] += 60.0
+        server.start()
+        (delivery,) = await asyncio.wait_for(fetch, 10)
+
+        # Then the lease runs from the attempt that reached Redis: a reaper at the same moment recovers nothing,
+        # and the worker's ack still holds the lease (a stale lease would be reaped at once and the job run twice)
+        assert await broker.reap() == 0
+        assert await broker.ack([delivery]) == [True]
+    finally:
+        await broker.close()
+        server.cleanup()
+
+
 def test_an_empty_timeout_or_reset_is_described_with_the_server_and_the_wait():
     broker = RedisBroker("redis://127.0.0.1:1/0", RedisOptions(socket_timeout=10.0))
     text = str(broker._unavailable("fetch", TimeoutError()))

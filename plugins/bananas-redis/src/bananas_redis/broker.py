@@ -823,16 +823,22 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         head_replies: list[Any] = []
         for queue in self._order(queues):
             qk = self._keys(queue)
-            now = o.clock()
-            command = _dispatch(
-                qk, "take", _num(now), _num(now + o.lease), limit - len(out), _ttl(o.dead_ttl), _num(now + o.dead_ttl)
-            )
+            want = limit - len(out)
+
+            def take(qk: QueueKeys = qk, want: int = want) -> Command:
+                # Built at each attempt: a fetch retried through an outage longer than the lease must not hand out
+                # leases that expired before Redis even saw the call (they would be reaped and run twice).
+                now = o.clock()
+                return _dispatch(
+                    qk, "take", _num(now), _num(now + o.lease), want, _ttl(o.dead_ttl), _num(now + o.dead_ttl)
+                )
+
             if head:
-                commands = [*head, command]
-                *head_replies, reply = await self._work("fetch", lambda commands=commands: self._call(commands))
+                first = list(head)
+                *head_replies, reply = await self._work("fetch", lambda first=first: self._call([*first, take()]))
                 head = ()
             else:
-                reply = await self._work("fetch", lambda command=command: self._call1(command))
+                reply = await self._work("fetch", lambda: self._call1(take()))
             handed, notes = reply
             for i in range(0, len(notes), 2):
                 log.warning(
