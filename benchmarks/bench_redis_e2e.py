@@ -91,6 +91,32 @@ TASKS = textwrap.dedent(
     """
 )
 
+SYNC_TASKS = textwrap.dedent(
+    """
+    import os, time
+    import redis
+    from bananas import Bananas
+
+    app = Bananas()
+    N = int(os.environ["BENCH_N"])
+    _r = redis.Redis.from_url(os.environ["BENCH_REDIS"])  # thread-safe: one pooled connection per slot thread
+
+    @app.job("noop")
+    def noop():
+        n = _r.incr("bench:done")
+        if n == 1:
+            _r.set("bench:t_first", repr(time.time()))
+        if n == N:
+            _r.set("bench:t_last", repr(time.time()))
+
+    @app.job("lat")
+    def lat(ts):
+        now = time.time()
+        _r.rpush("bench:lat", repr(now - float(ts)))
+    """
+)
+"""The same jobs as synchronous handlers (``--handler sync``): one blocking redis-py call each, as most users write."""
+
 PLUGINS = "bananas-redis"
 """The entry points the bench loads (``BANANAS_LOAD_PLUGINS``): the broker and the two worker modes it runs."""
 
@@ -121,13 +147,15 @@ def client_commands(d: dict[str, int], *, with_hmget: bool = True) -> int:
 class WorkerProc:
     """``python -m bananas.cli worker`` as a subprocess, stopped by pid (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, workdir: str, env: dict[str, str], log_path: str) -> None:
-        self.workdir, self.env, self.log_path = workdir, env, log_path
+    def __init__(self, workdir: str, env: dict[str, str], log_path: str, processes: int = 1) -> None:
+        self.workdir, self.env, self.log_path, self.processes = workdir, env, log_path, processes
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProc:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "bananas.cli", "worker", "--app", "bench_tasks"]
+        if self.processes > 1:
+            cmd += ["--processes", str(self.processes)]
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         return self
 
@@ -146,13 +174,24 @@ class WorkerProc:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0.0 elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of process ``pid`` and its descendants so far (Linux ``/proc``; 0.0 elsewhere):
+    with ``--processes N`` the supervisor's children do the work."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == current]
+    return total
 
 
 def scrape_every(port: int, seconds: float, stop: threading.Event, sizes: list[int]) -> None:
@@ -183,6 +222,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--idle", type=float, default=30.0, help="seconds per idle window (>= the lease: 30 s)")
     ap.add_argument("--batch", type=int, default=1_000)
     ap.add_argument("--modes", default="thin,default")
+    ap.add_argument("--handler", choices=("async", "sync"), default="async", help="handler kind of the jobs")
+    ap.add_argument("--processes", type=int, default=1, help="bananas worker --processes")
     ap.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY (default: the mode's)")
     ap.add_argument("--aof", action="store_true", help="appendonly yes, appendfsync always")
     ap.add_argument("--profile", metavar="DIR", help="py-spy the worker during each drain into DIR")
@@ -203,7 +244,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     cpu: dict[str, list[float]] = {}  # worker CPU seconds per job: steadier than wall-clock rates on a busy machine
     try:
         with open(os.path.join(workdir, "bench_tasks.py"), "w") as f:
-            f.write(TASKS)
+            f.write(SYNC_TASKS if args.handler == "sync" else TASKS)
         probe = redis.Redis.from_url(server.url)
         env = dict(os.environ)
         env.update(
@@ -259,7 +300,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                     raise SystemExit("--metrics base needs --base DIR")
                 wenv["PYTHONPATH"] = args.base + os.pathsep + wenv["PYTHONPATH"]
             before = commandstats(probe)
-            worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log")).start()
+            worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log"), args.processes).start()
             scraping = threading.Event()
             scrapes: list[int] = []
             if port:
@@ -296,7 +337,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                     os.makedirs(args.profile, exist_ok=True)
                     out = os.path.join(args.profile, f"drain-{mode}")
                     spy = subprocess.Popen(
-                        [pyspy, "record", "-p", str(worker.proc.pid), "-o", out + ".txt", "-f", "raw", "-r", "200"],
+                        [pyspy, "record", "-p", str(worker.proc.pid), "-o", out + ".txt", "-f", "raw", "-r", "200",
+                         "--gil"],  # only the thread holding the GIL: where the worker's CPU goes
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
@@ -313,7 +355,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 used = delta(commandstats(probe), before)
                 per_job = client_commands(used) / args.n
                 detail = ", ".join(f"{k} {used.get(k, 0) / args.n:.3f}" for k in CLIENT_COMMANDS if used.get(k))
-                rows.append((f"drain, {mode} mode{variant}, 1 process", f"{drain:,.0f} jobs/s"))
+                rows.append((f"drain, {mode} mode{variant}, {args.handler} handler, {args.processes} process(es)",
+                             f"{drain:,.0f} jobs/s"))
                 drains.setdefault(f"{mode} mode{variant}", []).append(drain)
                 cpu.setdefault(f"{mode} mode{variant}", []).append(cpu_per_job)
                 print(rows[-1], flush=True)

@@ -1,18 +1,16 @@
 """Execution: decode a delivery, bind its handler and call it within its time limit → an :data:`Outcome`.
 
 Nothing here talks to the broker, the result backend or the observers: :mod:`bananas.worker.settlement` does
-that with the outcome. Async handlers run under ``asyncio.timeout`` (cancelled on timeout); sync handlers run in a
-thread of the worker's executor and get an asynchronous :class:`JobInterrupt` on timeout (a thread blocked in C code
-sees it when that call returns).
+that with the outcome. Async handlers run under ``asyncio.timeout`` (cancelled on timeout); sync handlers run on one
+of the worker's job threads (:mod:`bananas.worker.threads`) and get an asynchronous :class:`JobInterrupt` on
+timeout (a thread blocked in C code sees it when that call returns).
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bananas.errors import SerializationError
@@ -23,8 +21,9 @@ from bananas.job_context import JobContext
 from bananas.log_context import CURRENT_JOB
 from bananas.serializer import JobCodec, SignatureError
 from bananas.worker import events
-from bananas.worker.interrupt import JobInterrupt, JobTimeout, interrupt_thread
+from bananas.worker.interrupt import JobTimeout
 from bananas.worker.state import WorkerState, _Slot
+from bananas.worker.threads import SyncThreads
 
 __all__ = ["Execution", "Failed", "Outcome", "Rejected", "Succeeded"]
 
@@ -83,17 +82,20 @@ class Execution:
         self.handlers = handlers
         self.default_timeout = default_timeout
         self.started = started
-        self.executor: ThreadPoolExecutor | None = None
+        self.threads: SyncThreads | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def open(self, slots: int) -> None:
-        """Size the sync handlers' threads for ``slots`` job slots (plus 4) on the running loop."""
+        """Start one thread per job slot for sync handlers, on the running loop (none for an app with no sync
+        handler)."""
         self.loop = asyncio.get_running_loop()
-        self.executor = ThreadPoolExecutor(max_workers=slots + 4, thread_name_prefix="bananas-job") if slots else None
+        if slots and any(not spec.is_async for spec in self.handlers.values()):
+            self.threads = SyncThreads(self.loop, slots)
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.threads is not None:
+            self.threads.close()
+            self.threads = None
 
     async def run(self, slot: _Slot, job_types: tuple[str, ...] | None, pool_id: str) -> Outcome:
         delivery = slot.delivery
@@ -157,14 +159,10 @@ class Execution:
                 return False, JobTimeout(f"job {job.name} timed out after {timeout:g}s")
             finally:
                 CURRENT_JOB.reset(token)
-        assert self.loop is not None
-        future = self.loop.run_in_executor(self.executor, _run_sync, handler.func, job.payload, slot, scope)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            if slot.thread_id is not None:
-                interrupt_thread(slot.thread_id)
-            return False, JobTimeout(f"job {job.name} timed out after {timeout:g}s")
+        if self.threads is None:  # a handler registered after the worker started (tests do): start them now
+            assert self.loop is not None
+            self.threads = SyncThreads(self.loop, 1)
+        return await self.threads.run(handler.func, job.payload, slot, scope, timeout, job.name)
 
 
 async def _guarded(func: Callable[..., Any], payload: dict[str, Any]) -> tuple[bool, Any]:
@@ -175,17 +173,3 @@ async def _guarded(func: Callable[..., Any], payload: dict[str, Any]) -> tuple[b
         raise
     except BaseException as exc:  # noqa: BLE001 - a handler must never take the worker down
         return False, exc
-
-
-def _run_sync(func: Callable[..., Any], payload: dict[str, Any], slot: _Slot, scope: JobContext) -> tuple[bool, Any]:
-    slot.thread_id = threading.get_ident()
-    token = CURRENT_JOB.set(scope)  # executor threads do not inherit the loop's context
-    try:
-        return True, func(**payload)
-    except JobInterrupt:
-        return False, JobTimeout("interrupted")
-    except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt from a handler fail only the job
-        return False, exc
-    finally:
-        CURRENT_JOB.reset(token)
-        slot.thread_id = None

@@ -6,6 +6,10 @@ Run it next to the other ``<lib>_bench.py`` files (the harness lives in ``$BENCH
 ``../shared/bench/peers`` beside the repository), with a redis-server on the harness's port (6399, no persistence)::
 
     BENCH_N=20000 BENCH_RUNS=1 .venv/bin/python benchmarks/peers/bananas_bench.py --variant thin
+
+Variants: ``thin``, ``default`` (async handlers, the mode's slots), ``c50``, ``sync`` (default mode, 8 slots, sync
+handlers, like Dramatiq's 8 threads), ``sync-c16``, and the process sweep ``sync-p2``, ``sync-p4``, ``async-p2``,
+``async-p4`` (``bananas worker --processes N``).
 """
 
 import os
@@ -49,24 +53,40 @@ def pending(r) -> int:  # noqa: ANN001
     return r.llen("{bananas:normal}:ready") + r.zcard("{bananas:normal}:leases")
 
 
-def variant(mode: str, concurrency: int | None) -> dict:
-    env = {"WORKER_MODE": mode, "LOG_LEVEL": "warning", "PYTHONPATH": os.pathsep.join([HERE, PEERS])}
-    label = f"bananas-{mode}"
+def variant(mode: str, concurrency: int | None, handler: str = "async", processes: int = 1) -> dict:
+    env = {"WORKER_MODE": mode, "LOG_LEVEL": "warning", "PYTHONPATH": os.pathsep.join([HERE, PEERS]),
+           "BANANAS_BENCH_HANDLER": handler, "METRICS_PORT": "0"}
+    label = f"bananas-{mode}-{handler}"
     if concurrency:
         env["WORKER_CONCURRENCY"] = str(concurrency)
         label += f"-c{concurrency}"
     slots = concurrency or {"thin": 5, "default": 10}[mode]
+    command = [os.path.join(BIN, "bananas"), "worker", "--app", "bananas_tasks"]
+    if processes > 1:
+        command += ["--processes", str(processes)]
+        label += f"-p{processes}"
     return {
         "label": label,
         "worker_env": env,
-        "worker_config": f"bananas worker, {mode} mode, {slots} slots (asyncio), Redis broker: leases + heartbeat, "
-        "batched acks, job records kept",
+        "worker_cmd": command,
+        "worker_config": f"bananas worker, {mode} mode, {slots} slots, {handler} handler, {processes} process(es); "
+        "Redis broker: leases + heartbeat, batched acks, job records and results kept",
     }
 
 
+VARIANTS = {
+    "thin": variant("thin", None),
+    "default": variant("default", None),
+    "c50": variant("default", 50),
+    "sync": variant("default", 8, "sync"),
+    "sync-c16": variant("default", 16, "sync"),
+    **{f"sync-p{n}": variant("default", 8, "sync", n) for n in (2, 4)},
+    **{f"async-p{n}": variant("default", None, "async", n) for n in (2, 4)},
+}
+
 spec = {
     "lib": "bananas",
-    "versions": lambda: dist_versions("bananas", "bananas-redis", "redis", "hiredis"),
+    "versions": lambda: dist_versions("bananas-queue", "bananas-redis", "redis", "hiredis"),
     "is_async": False,
     "make_client": Client,
     "enqueue_desc": "app.enqueue()",
@@ -74,8 +94,7 @@ spec = {
     "bulk_desc": "app.enqueue_many() in batches of 1,000 (one round trip per batch)",
     "queued": queued,
     "pending": pending,
-    "worker_cmd": [os.path.join(BIN, "bananas"), "worker", "--app", "bananas_tasks"],
-    "variants": {"thin": variant("thin", None), "default": variant("default", None), "c50": variant("default", 50)},
+    "variants": VARIANTS,
 }
 spec.update(variant("thin", None))
 

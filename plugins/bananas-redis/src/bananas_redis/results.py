@@ -10,7 +10,8 @@ key                                    type    contents
 ``{bananas:result:<id>}:notify``       LIST    one completion token, ``PEXPIRE`` ``min(ttl, notify_ttl)``
 =====================================  ======  ===============================================================
 
-**Storing** is one ``MULTI``: ``SET value PX ttl``, ``DEL notify``, ``RPUSH notify 1``, ``PEXPIRE notify``.
+**Storing** is one small script per job (``SET value PX ttl``, ``DEL notify``, ``RPUSH notify 1``, ``PEXPIRE
+notify``, atomically); the stores of jobs finishing together are written in one round trip.
 ``ttl = 0`` stores nothing (and wakes nobody).
 
 **Waiting** first ``GET``s the value (a result stored before the waiter came is found at once), then blocks in
@@ -51,6 +52,7 @@ from bananas.plugin_api import (
     parse_ttl,
     redact_url,
 )
+from bananas_redis.broker import _pack
 from bananas_redis.errors import explain_async, unavailable
 from bananas_redis.options import _positive, _positive_int, _prefix
 
@@ -139,6 +141,15 @@ def result_keys(prefix: str, job_id: str) -> tuple[str, str]:
     """``(value key, notify key)`` of ``job_id``'s result; both share the hash tag ``{<prefix>:result:<id>}``."""
     tag = "{" + prefix + ":result:" + job_id + "}"
     return tag + ":value", tag + ":notify"
+
+
+_STORE_SCRIPT = """redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1"""
+"""One job's store: the value with its TTL, then exactly one completion token with its own TTL (``EVAL``: Redis
+caches the compiled script by its SHA1, and a restarted server needs no ``SCRIPT LOAD``)."""
 
 
 def _ms(seconds: float) -> int:
@@ -267,16 +278,30 @@ class RedisResultBackend:
         await asyncio.sleep(0)  # stores of jobs finishing in this same loop iteration join the batch
         batch, self._pending = self._pending, []
 
+        prefix = self.options.prefix
+        packed = _pack([("EVAL", _STORE_SCRIPT, 2, *result_keys(prefix, job_id), body, px, notify_ms)
+                        for job_id, body, px, notify_ms, _ in batch])
+
         async def run() -> None:
+            # One script call per job (its two keys share a hash tag), all sent in one write on one connection and
+            # read back in order: redis-py's pipeline costs ~4x more client CPU per job for the same four commands.
             commands, _ = self._open()
-            pipe = commands.pipeline(transaction=False)  # per job: the value, then its notification, in order
-            for job_id, body, px, notify_ms, _ in batch:
-                value, notify = result_keys(self.options.prefix, job_id)
-                pipe.set(value, body, px=px)
-                pipe.delete(notify)
-                pipe.rpush(notify, b"1")
-                pipe.pexpire(notify, notify_ms)
-            await pipe.execute()
+            pool = commands.connection_pool
+            conn = await pool.get_connection()
+            try:
+                await conn.send_packed_command(packed, check_health=False)
+                error: Exception | None = None
+                for _ in batch:
+                    reply = await conn.read_response(disable_decoding=True)
+                    if isinstance(reply, Exception) and error is None:
+                        error = reply
+                if error is not None:
+                    raise error
+            except BaseException:
+                await conn.disconnect()
+                raise
+            finally:
+                await pool.release(conn)
 
         try:
             await self._call("store", run, retry_for=self.options.retry_for)
