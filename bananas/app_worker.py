@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bananas.errors import UsageError
+from bananas.errors import ConfigError, UsageError
 from bananas.metrics.config import MetricsConfig
 from bananas.periodic import periodic_duties
 from bananas.worker import Duty, WorkerContext, WorkerInfo
+from bananas.worker.loop import loop_factory
 
 if TYPE_CHECKING:
     from bananas.app import Bananas
@@ -18,6 +19,7 @@ __all__ = ["plugin_duties", "worker_context"]
 
 def worker_context(app: Bananas) -> WorkerContext:
     """The worker's view of ``app``."""
+    _check_event_loop(app)
     s = app.settings
     return WorkerContext(
         codec=app.codec,
@@ -35,10 +37,21 @@ def worker_context(app: Bananas) -> WorkerContext:
         lease=app.broker_options.lease,
         default_timeout=s["jobs.timeout"],
         shutdown_timeout=s["worker.shutdown_timeout"],
+        event_loop=s["worker.event_loop"],
         broker_wait=s["worker.broker_wait"],
         backoff=(s["jobs.retry_backoff_base"], s["jobs.retry_backoff_factor"], s["jobs.retry_backoff_max"]),
         metrics=MetricsConfig.from_settings(s),
     )
+
+
+def _check_event_loop(app: Bananas) -> None:
+    choice = app.settings["worker.event_loop"]
+    try:
+        loop_factory(choice)
+    except ImportError:
+        raise ConfigError("worker.event_loop", choice, app.settings.source("worker.event_loop"),
+                          "uvloop is not installed: pip install 'bananas-queue[uvloop]', or choose auto or asyncio"
+                          ) from None
 
 
 def plugin_duties(app: Bananas, info: WorkerInfo) -> list[Duty]:

@@ -56,6 +56,9 @@ KERNEL_KEYS: tuple[KeySpec, ...] = (
     setting("worker.processes", "int", 1, "Worker processes to start.", "WORKER_PROCESSES", minimum=1, maximum=64),
     setting("worker.shutdown_timeout", "duration", 30.0, "Grace period for running jobs on shutdown.",
             "SHUTDOWN_TIMEOUT", minimum=0),
+    setting("worker.event_loop", "enum", "auto", "Event loop of the worker processes: uvloop (pip install "
+            "'bananas-queue[uvloop]'; about 10 % less CPU per job), asyncio, or auto (uvloop when installed).",
+            "WORKER_EVENT_LOOP", choices=("auto", "asyncio", "uvloop")),
     setting("worker.broker_wait", "duration", 0.0, "How long a starting worker waits for an unreachable broker, "
             "retrying with backoff (0: no limit).", "WORKER_BROKER_WAIT", minimum=0),
     setting("jobs.timeout", "duration", 300.0, "Default maximum run time of a job.", "JOB_TIMEOUT", minimum=0,

@@ -17,6 +17,11 @@ Semantics every backend must have (``plugins/bananas-redis/tests/test_redis_resu
   blocks until ``store`` wakes it or ``s`` seconds pass (then it returns ``None``). Every concurrent waiter of one id
   is woken by one ``store``; a body stored before the waiter starts is found by the first check.
 * **One instance per event loop**, like brokers: the kernel builds one per loop it uses.
+* **Optional** ``stage(job_id, body, ttl, broker) -> bool``: instead of a round trip of its own, have ``broker``
+  (the worker's, same loop) write the store in the round trip of its next ``ack``/``ack_and_fetch``, *before* the
+  ack. The worker calls it for a succeeded job's result and acks that job right after; ``False`` (e.g. another
+  server) means "not staged", and the worker calls ``store``. The Redis plugin stages onto a Redis broker on the
+  same URL: results cost no round trip of their own (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations

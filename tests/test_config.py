@@ -377,6 +377,7 @@ SEED_ENV = [
     ("WORKER_PROCESSES", "4", "worker.processes", 4),
     ("SHUTDOWN_TIMEOUT", "1m", "worker.shutdown_timeout", 60.0),
     ("WORKER_BROKER_WAIT", "2m", "worker.broker_wait", 120.0),
+    ("WORKER_EVENT_LOOP", "UVLOOP", "worker.event_loop", "uvloop"),
     ("WORKER_QUEUES", "emails, reports", "worker.queues", ("emails", "reports")),
     ("MAX_PAYLOAD_BYTES", "2048", "max_payload_bytes", 2048),
     ("SCHEDULER_LEASE", "3s", "worker.scheduler_lease", 3.0),

@@ -155,6 +155,7 @@ class WorkerContext:
         default_timeout: ``[jobs] timeout``.
         shutdown_timeout: ``[worker] shutdown_timeout``.
         broker_wait: ``[worker] broker_wait`` (0: wait for the broker without a bound).
+        event_loop: ``[worker] event_loop``: ``auto``, ``asyncio`` or ``uvloop`` (:func:`loop_factory`).
         backoff: ``(retry_backoff_base, retry_backoff_factor, retry_backoff_max)`` of ``[jobs]``.
         metrics: ``[metrics]`` (endpoint, ``System metrics`` interval); the default serves no endpoint.
     """
@@ -175,5 +176,6 @@ class WorkerContext:
     default_timeout: float = 300.0
     shutdown_timeout: float = 30.0
     broker_wait: float = 0.0
+    event_loop: str = "auto"
     backoff: tuple[float, float, float] = (1.0, 2.0, 300.0)
     metrics: MetricsConfig = MetricsConfig()

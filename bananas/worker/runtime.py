@@ -27,6 +27,7 @@ from bananas.worker.duties import start_duties
 from bananas.worker.execution import Execution
 from bananas.worker.heartbeat import _Heartbeat
 from bananas.worker.interrupt import interrupt_thread
+from bananas.worker.loop import run as run_loop
 from bananas.worker.metrics import WorkerMetrics
 from bananas.worker.pools import Pools
 from bananas.worker.settlement import Settlement
@@ -87,7 +88,7 @@ class Worker(WorkerState):
         in C code (a blocking call that ignores the interrupt) must not hold the process, so after a short wait
         the process exits without joining it.
         """
-        asyncio.run(self.run(install_signals=True))
+        run_loop(self.run(install_signals=True), self.context.event_loop)
         deadline = time.monotonic() + 2.0
         stuck = [t for t in threading.enumerate() if t.name.startswith("bananas-job") and t.is_alive()]
         for thread in stuck:

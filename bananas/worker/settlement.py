@@ -2,12 +2,13 @@
 backend writes, counters and observer calls.
 
 - **Succeeded**: the result is stored (when a result backend is configured; ``result_ttl=0`` stores none), then
-  the delivery is acknowledged. Acks are batched: while one ``ack`` call is in flight the next ones queue up and go
-  in the following call. With a broker that has the optional ``ack_and_fetch`` (see :mod:`bananas.broker`), the
-  acks of jobs that finish while their pool is about to fetch ride along with that fetch instead (the pool takes
-  them with :meth:`Settlement.take_acks`): one round trip for both. A pool blocked in an idle fetch (or a stopping
-  worker) still acks at once. ``bananas_job_succeeded`` follows the ack, only for deliveries that still held their
-  lease.
+  the delivery is acknowledged; a backend with the optional ``stage`` has the broker write the result in the round
+  trip of the ack, before it (:mod:`bananas.result_backend`). Acks are batched: while one ``ack`` call is in flight
+  the next ones queue up and go in the following call. With a broker that has the optional ``ack_and_fetch`` (see
+  :mod:`bananas.broker`), the acks of jobs that finish while their pool is about to fetch ride along with that
+  fetch instead (the pool takes them with :meth:`Settlement.take_acks`): one round trip for both. A pool blocked
+  in an idle fetch (or a stopping worker) still acks at once. ``bananas_job_succeeded`` follows the ack, only for
+  deliveries that still held their lease.
 - **Failed**: ``bananas_job_failed``, then a retry with exponential backoff and jitter (``bananas_job_retried``)
   or, past ``max_retries``, the dead letters (``bananas_job_dead``, failure stored in the result backend). The
   handler's retry control decides first (:func:`retry_plan`): ``Retry(delay=…)`` retries on that delay,
@@ -96,6 +97,7 @@ class Settlement:
         self.combined = False  # the broker has ack_and_fetch: pools take pending acks along with their fetches
         self._acks: list[Ack] = []
         self._ack_task: asyncio.Task[None] | None = None
+        self._stage: Any = None  # the result backend's optional ``stage`` (False: it has none)
 
     # -- observers around the run ------------------------------------------------------------------------------
     def started(self, job: Job, pool_id: str) -> None:
@@ -199,6 +201,11 @@ class Settlement:
             body = encode_success(self.codec, value)
         except SerializationError as exc:
             return False, TypeError(f"result of job {job.name} cannot be stored: {exc}")
+        stage = self._stage
+        if stage is None:  # resolved once: the optional ``stage`` of bananas.result_backend
+            stage = self._stage = getattr(backend, "stage", False)
+        if stage and stage(job.id, body, ttl, self.state._broker):
+            return True, value  # written by the broker before this job's ack, in the same round trip
         await backend.store(job.id, body, ttl)
         return True, value
 

@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis
-from bananas_redis import RedisResultBackend
+from bananas_redis import RedisBroker, RedisOptions, RedisResultBackend
 from bananas_redis.results import RedisResultOptions, result_keys
 from bananas_redis.testing import find_redis_servers, shared_server
 
 from bananas import AsyncClient, Bananas, Client, JobFailed, JobNotFound, ResultTimeout, Status
+from bananas.broker import Envelope
 from bananas.builtin.memory_results import MemoryResultBackend
 from bananas.errors import BrokerUnavailable, ConfigError
 from bananas.result_backend import ResultBackend
@@ -247,6 +248,44 @@ async def test_redis_concurrent_stores_go_together_and_each_lands_with_its_own_t
     assert [await reader.get(f"c-{i}") for i in range(300)] == [f"v{i}".encode() for i in range(300)]
     await backend.close()
     await reader.close()
+
+
+async def test_a_staged_store_is_written_with_the_next_ack_and_before_it(redis_url, prefix) -> None:
+    # Given a worker-side broker and a result backend on the same URL, and a waiter on the job's result
+    broker = RedisBroker(redis_url, RedisOptions(prefix=prefix))
+    backend = RedisResultBackend(redis_url, {"prefix": prefix})
+    other = RedisResultBackend(redis_url + "?db_hint=1", {"prefix": prefix})  # not the broker's URL
+    reader = RedisResultBackend(redis_url, {"prefix": prefix})
+    for part in (broker, backend, reader):
+        await part.connect()
+    try:
+        await broker.enqueue([Envelope("s1", "q", b"body", None), Envelope("s2", "q", b"body", None)])
+        first, second = await broker.fetch(["q"], 2, 0)
+        waiter = asyncio.create_task(reader.get("s1", wait=10))
+        await asyncio.sleep(0.05)
+
+        # When the result is staged: nothing is written yet
+        assert other.stage("s1", b"x", 60, broker) is False  # another URL: the caller stores it itself
+        assert backend.stage("s1", b"v1", 60, broker) is True
+        assert backend.stage("s2", b"v2", 0, broker) is True  # ttl 0: staged as "store nothing"
+        await asyncio.sleep(0.05)
+        assert not waiter.done() and await reader.get("s1") is None
+
+        # Then the next ack carries it (woken waiter, value with its TTL), and acks as before
+        assert await broker.ack_and_fetch([first], ["q"], 0) == ([True], [])
+        assert await asyncio.wait_for(waiter, 5) == b"v1"
+        client = redis.Redis.from_url(redis_url)
+        try:
+            assert 59_000 < client.pttl(result_keys(prefix, "s1")[0]) <= 60_000
+            assert client.exists(result_keys(prefix, "s2")[0]) == 0
+        finally:
+            client.close()
+        assert backend.stage("s2", b"v2b", 60, broker) is True
+        assert await broker.ack([second]) == [True]
+        assert await reader.get("s2") == b"v2b"
+    finally:
+        for part in (broker, backend, reader, other):
+            await part.close()
 
 
 async def test_redis_keys_share_a_hash_tag_and_carry_ttls(redis_url, prefix) -> None:

@@ -272,6 +272,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         self._watching = 0  # BLPOPs in flight that include the due-signal key
         # Lazy reaper (see reap): per queue, (clock, monotonic) times before which a reap cannot find anything.
         self._reap_due: dict[str, tuple[float, float]] = {}
+        self._staged: list[Command] = []  # result stores to send before the next ack (RedisResultBackend.stage)
         self._reap_list: tuple[list[str], float, float] | None = None  # known queues, valid until (clock, mono)
         # enqueue_sync's connections (redis-py's blocking client), shared by every thread that enqueues.
         self._sync_lock = threading.Lock()
@@ -969,19 +970,32 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
             return [], await self.fetch(queues, limit, 0.0) if limit > 0 and queues else []
         await self._load_numbers("ack", {d.queue for d in deliveries})
         commands, index = self._settle_commands("ack", deliveries, self._ack_head())
+        staged, self._staged = self._staged, []
         if limit <= 0 or not queues:
-            results = await self._work("ack", lambda: self._call(commands))
-            return self._settled(len(deliveries), index, results), []
+            results = await self._work("ack", lambda: self._call([*staged, *commands]))
+            return self._settled(len(deliveries), index, results[len(staged):]), []
         names = tuple(queues)
-        replies, got = await self._take(names, limit, commands)
+        replies, got = await self._take(names, limit, [*staged, *commands])
         self._hot[names] = bool(got)
-        return self._settled(len(deliveries), index, replies), got
+        return self._settled(len(deliveries), index, replies[len(staged):]), got
+
+    def stage(self, command: Command) -> None:
+        """Send ``command`` (a result store of :class:`~bananas_redis.results.RedisResultBackend`) in the same round
+        trip as, and before, this broker's next ``ack`` or ``ack_and_fetch``: a job's result is written before its
+        ack, with no round trip of its own. If that call fails, both are lost together and the job runs again."""
+        self._staged.append(command)
 
     async def renew(self, deliveries: Sequence[Delivery]) -> list[bool]:
         return await self._settle_many("renew", deliveries, [_num(self.options.clock() + self.options.lease)])
 
     async def ack(self, deliveries: Sequence[Delivery]) -> list[bool]:
-        return await self._settle_many("ack", deliveries, self._ack_head())
+        if not self._staged or not deliveries:
+            return await self._settle_many("ack", deliveries, self._ack_head())
+        await self._load_numbers("ack", {d.queue for d in deliveries})
+        commands, index = self._settle_commands("ack", deliveries, self._ack_head())
+        staged, self._staged = self._staged, []
+        results = await self._work("ack", lambda: self._call([*staged, *commands]))
+        return self._settled(len(deliveries), index, results[len(staged):])
 
     async def release(self, deliveries: Sequence[Delivery]) -> list[bool]:
         return await self._settle_many("release", deliveries, [])

@@ -52,7 +52,7 @@ from bananas.plugin_api import (
     parse_ttl,
     redact_url,
 )
-from bananas_redis.broker import _pack
+from bananas_redis.broker import RedisBroker, _pack
 from bananas_redis.errors import explain_async, unavailable
 from bananas_redis.options import _positive, _positive_int, _prefix
 
@@ -272,6 +272,19 @@ class RedisResultBackend:
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
         await done
+
+    def stage(self, job_id: str, body: bytes, ttl: float | None, broker: object) -> bool:
+        """Have ``broker`` write this store in the round trip of its next ack, before the ack (the optional
+        ``stage`` of :mod:`bananas.result_backend`). Only for a :class:`~bananas_redis.broker.RedisBroker` on this
+        very URL (same server, database and credentials); ``False`` otherwise, and the kernel calls :meth:`store`."""
+        if type(broker) is not RedisBroker or broker.url != self.url:
+            return False
+        ttl = self.options.ttl if ttl is None else ttl
+        if ttl > 0:
+            value, notify = result_keys(self.options.prefix, job_id)
+            broker.stage(("EVAL", _STORE_SCRIPT, 2, value, notify, body, _ms(ttl),
+                          _ms(min(ttl, self.options.notify_ttl))))
+        return True
 
     async def _flush_batch(self) -> None:
         """Write the stores pending now in one pipeline; each caller gets the outcome."""
