@@ -93,6 +93,37 @@ def test_dlq_list_show_requeue_purge_on_memory(cli, make_app, run_worker, wait_f
     assert cli("dlq", "requeue", "--all")[1].strip() == "requeued 0 job(s)"
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_dlq_requeue_resets_the_attempt_count_unless_keep_attempts(cli, make_app, keep):
+    # Given a dead job that ran 3 times (its body says attempts 3, its history has 3 runs)
+    app = make_app()
+    from bananas.attempts import add_attempt
+
+    async def bury() -> None:
+        broker = await app.broker()
+        job, env = app.build("boom", {"key": "x"}, job_id="d1", max_retries=2)
+        job.attempts = 3
+        for n in (1, 2, 3):
+            add_attempt(job, "w-1", "retried" if n < 3 else "dead", "RuntimeError: kaput")
+        await broker.enqueue([env])
+        [d] = await broker.fetch([env.queue], 1, 0)
+        assert await broker.dead_letter(d, body=app.codec.encode(job), reason="failed after 3 attempt(s)")
+
+    app.run_sync(bury)
+    # When it is requeued (with or without --keep-attempts)
+    args = ["dlq", "requeue", "d1"] + (["--keep-attempts"] if keep else [])
+    assert cli(*args)[:2] == (0, "requeued 1 job(s)\n")
+    # Then it is pending with its attempt count reset (or kept), and its history of earlier runs stays
+    job = app.get_job("d1")
+    assert job.status is Status.PENDING and job.attempts == (3 if keep else 0)
+    assert job.payload == {"key": "x"} and len(job.extra["history"]) == 3
+    assert cli("dlq", "list")[1].strip() == "no dead letters"
+    # --all does the same for every dead letter
+    app.run_sync(bury)
+    assert cli("dlq", "requeue", "--all", *(["--keep-attempts"] if keep else []))[:2] == (0, "requeued 1 job(s)\n")
+    assert app.get_job("d1").attempts == (3 if keep else 0)
+
+
 def _env(job_id: str, queue: str = "q") -> Envelope:
     return Envelope(job_id, queue, b"not a job", None)
 
