@@ -238,3 +238,23 @@ def test_a_broker_that_cannot_be_used_is_one_line_and_its_exit_status_says_wheth
     # When `bananas queues` runs / Then one line naming the cause; exit 1, or 2 like any configuration error
     code, out, err = cli("queues")
     assert (code, out, err) == (status, "", f"Error: {error}\n")
+
+
+def test_bananas_cancel_says_what_it_did_and_exits_by_outcome(cli, make_app):
+    # Given a pending job and a scheduled one
+    app = make_app()
+    pending = app.enqueue("anything", {"n": 1})
+    scheduled = app.enqueue("anything", {"n": 2}, delay="1h")
+
+    # When / Then: each is cancelled with a line saying what it was; bananas job shows the status
+    assert cli("cancel", pending.id)[:2] == (0, f"job {pending.id} cancelled (it was pending)\n")
+    assert cli("cancel", scheduled.id)[:2] == (0, f"job {scheduled.id} cancelled (it was scheduled)\n")
+    code, out, err = cli("job", pending.id)
+    assert code == 0 and "status:      cancelled" in out, err
+
+    # A finished job is a no-op: exit 1 with one line on stderr; an unknown id exits 2 with one line
+    code, out, err = cli("cancel", pending.id)
+    assert (code, out, err) == (1, "", f"job {pending.id} is already cancelled: nothing to cancel\n")
+    code, out, err = cli("cancel", "no-such-id")
+    assert code == 2
+    assert err.strip() == "Error: no job with id 'no-such-id' (never enqueued here, or its record expired)"
