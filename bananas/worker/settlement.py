@@ -269,10 +269,7 @@ class Settlement:
             log.warning("job {job_id} was {status} but its lease was lost", job_id=job.id, status=status.value)
             return
         self.stats.count(job.name, job.priority, delivery.queue, CANCELLED if status is Status.CANCELLED else EXPIRED)
-        log.bind(event=status.value, pool_id=pool_id, worker_id=self.state.id, worker_type=self.state.plan.mode,
-                 job_name=job.name, queue=delivery.queue, reason=reason).info(
-            "job {job_id} ({name}) {status}: {reason}", job_id=job.id, name=job.name, status=status.value,
-            reason=reason)
+        events.ended(self.state, job, pool_id, status.value, reason)
 
     async def _reject(self, delivery: Delivery, rejected: Rejected, pool_id: str | None = None) -> None:
         broker = self.state._broker
