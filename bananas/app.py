@@ -408,7 +408,7 @@ class Bananas(Inspecting):
             stored = await hinted(envelopes, generated_ids=generated)
         else:
             stored = await broker.enqueue(envelopes)
-        if stored is None and len(generated) == len(envelopes):
+        if (stored is None and len(generated) == len(envelopes)) or (stored is not None and all(stored)):
             return self._enqueued(built)
         return self._enqueued(built, await self._existing(broker, envelopes, generated, stored))
 

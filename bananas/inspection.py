@@ -52,6 +52,8 @@ def job_from_record(codec: JobCodec, record: JobRecord, *, worker: str | None = 
         if record.state == "completed":
             job.finished_at = record.updated_at
             completed_attempt(job, job.started_at, record.updated_at, worker)
+    if record.state in ("cancelled", "expired") and job.finished_at is None:
+        job.finished_at = record.updated_at  # cancelled before it ran: the record knows when
     if record.state == "dead" and not job.last_error and record.reason:
         job.last_error = record.reason  # crash loop, malformed body, no handler: no handler error to show
     job.queue = record.queue

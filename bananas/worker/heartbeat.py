@@ -130,8 +130,10 @@ class _Heartbeat:
         worker = self.worker
         if broker is None or not self.cancellation or worker._loop is None:
             return
-        slots = [s for s in list(worker.slots.values()) if not (s.done or s.settling or s.cancelled)]
-        slots = [s for s in slots if s.delivery.token not in self._told]
+        held = list(worker.slots.values())
+        if self._told:  # forget the tokens of jobs that have left this process
+            self._told &= {s.delivery.token for s in held}
+        slots = [s for s in held if not (s.done or s.settling or s.cancelled) and s.delivery.token not in self._told]
         if not slots:
             return
         try:  # this thread's own broker (same class as the worker's, so it has the capability too)

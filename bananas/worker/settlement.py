@@ -143,7 +143,7 @@ class Settlement:
                 self.flush_soon()
             return
         slot.done = True
-        if type(outcome) is Failed and type(outcome.error) is JobCancelled:
+        if type(outcome) is Failed and slot.cancelled and type(outcome.error) is JobCancelled:
             assert slot.job is not None
             await self._end(delivery, slot.job, Status.CANCELLED, str(outcome.error), pool_id, ran=True)
         elif type(outcome) is Failed:
