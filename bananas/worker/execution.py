@@ -214,6 +214,7 @@ class Execution:
         except asyncio.CancelledError:
             if not _cancel_of(task, slot):
                 raise
+            slot.stop = None  # the grace wait below must not be cancelled by the same request
             if slot.thread_id is not None:
                 interrupt_thread(slot.thread_id)
                 # a short grace for the thread to unwind (its finally blocks run) before the job counts as cancelled
