@@ -258,3 +258,24 @@ def test_cancel_without_the_capability_is_a_usage_error(make_app: MakeApp, monke
     monkeypatch.setattr(app, "capabilities", lambda broker: BrokerCapabilities())
     with pytest.raises(UsageError, match="capability 'cancellation'"):
         app.cancel("x")
+
+
+def test_client_and_async_client_cancel_and_send_expires(make_app: MakeApp) -> None:
+    from bananas import AsyncClient, Client
+
+    app = make_app()
+    with Client(app=app) as client:
+        handle = client.submit_job("report", {"day": 1}, delay="1h", expires="2h")
+        assert "expires_at" in handle.job.headers
+        assert client.cancel(handle.id) is True and client.cancel(handle.id) is False
+        assert client.get_job(handle.id).status is Status.CANCELLED
+        with pytest.raises(JobNotFound):
+            client.cancel("unknown-id")
+
+    async def go() -> tuple[bool, Status]:
+        async with AsyncClient(app=app) as aclient:
+            job = await aclient.submit_job("report", {"day": 2}, delay="1h")
+            done = await aclient.cancel(job.id)
+            return done, (await aclient.get_job(job.id)).status
+
+    assert asyncio.run(go()) == (True, Status.CANCELLED)
