@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bananas import Bananas, Status, current_job
 from bananas.attempts import attempts_of
@@ -279,3 +282,47 @@ def test_client_and_async_client_cancel_and_send_expires(make_app: MakeApp) -> N
             return done, (await aclient.get_job(job.id)).status
 
     assert asyncio.run(go()) == (True, Status.CANCELLED)
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["enqueue", "cancel", "fetch", "ack"]), st.sampled_from("abc")),
+                max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_OPS)
+def test_property_a_cancelled_copy_is_never_handed_out(ops: list[tuple[str, str]]) -> None:
+    # Any interleaving of enqueue / cancel / fetch / ack on the memory broker: a copy of an id cancelled while it was
+    # ready is never fetched (only a later enqueue of the id runs), and cancel reports the state the model expects.
+    from bananas.broker import Envelope
+    from bananas.builtin.memory_broker import MemoryBroker
+
+    url = f"memory://prop-{uuid.uuid4().hex[:8]}"
+    broker = MemoryBroker(url)
+
+    async def run() -> None:
+        state: dict[str, str] = {}  # id -> ready | running | completed | cancelled (the model)
+        held: dict[str, Any] = {}
+        for op, job_id in ops:
+            if op == "enqueue":
+                [stored] = await broker.enqueue([Envelope(job_id, "q", job_id.encode())])
+                assert stored == (state.get(job_id) not in ("ready", "running"))
+                if stored:
+                    state[job_id] = "ready"
+            elif op == "cancel":
+                before = await broker.cancel(job_id)
+                assert before == state.get(job_id)
+                if before == "ready":
+                    state[job_id] = "cancelled"
+            elif op == "fetch":
+                for d in await broker.fetch(["q"], 3, 0):
+                    assert state[d.id] == "ready", f"{d.id} was handed out while {state[d.id]}"
+                    state[d.id] = "running"
+                    held[d.id] = d
+            elif job_id in held:
+                assert await broker.ack([held.pop(job_id)]) == [True]
+                state[job_id] = "completed"
+
+    try:
+        asyncio.run(run())
+    finally:
+        MemoryBroker.reset(url)
