@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,7 +28,7 @@ from bananas.control import Backoff
 from bananas.errors import ConfigError, SerializationError, UsageError
 from bananas.handle import JobHandle
 from bananas.handlers import HandlerSpec
-from bananas.headers import DEFAULTED_RETRIES_HEADER
+from bananas.headers import DEFAULTED_RETRIES_HEADER, EXPIRES_HEADER, expiry_time
 from bananas.job import Job, Priority, Status, new_job_id
 from bananas.job import _headers as _job_headers
 from bananas.job import _payload as _job_payload
@@ -250,12 +250,15 @@ class Bananas(Inspecting):
         job_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         result_ttl: str | float | None = None,
+        expires: str | float | datetime | timedelta | None = None,
     ) -> tuple[Job, Envelope]:
         """Make the job and its envelope without sending it (validation happens here).
 
-        ``result_ttl`` (seconds or a duration; ``0`` stores no result) travels in the job's headers.
+        ``result_ttl`` (seconds or a duration; ``0`` stores no result) and ``expires`` (see :meth:`enqueue`) travel
+        in the job's headers.
         """
-        return self._build(name, payload, priority, delay, at, max_retries, timeout, job_id, headers, result_ttl)[:2]
+        return self._build(name, payload, priority, delay, at, max_retries, timeout, job_id, headers, result_ttl,
+                           expires)[:2]
 
     def _build(  # noqa: PLR0912, PLR0913 - the producer's hot path, kept in one frame
         self,
@@ -269,6 +272,7 @@ class Bananas(Inspecting):
         job_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         result_ttl: str | float | None = None,
+        expires: str | float | datetime | timedelta | None = None,
     ) -> tuple[Job, Envelope, bool]:
         """:meth:`build`, plus whether the id was generated here (a fresh uuid4 that no broker has seen).
 
@@ -293,6 +297,8 @@ class Bananas(Inspecting):
         hdrs = _job_headers(headers if isinstance(headers, Mapping) else dict(headers or {})) if headers else {}
         if result_ttl is not None:
             hdrs[RESULT_TTL_HEADER] = result_ttl_header(result_ttl)
+        if expires is not None:
+            hdrs[EXPIRES_HEADER] = repr(expiry_time(expires, now, eta))
         if max_retries is None:
             if handler is not None and handler.max_retries is not None:
                 max_retries = handler.max_retries
@@ -356,11 +362,42 @@ class Bananas(Inspecting):
                 generated.add(job.id)
         return built_jobs, envelopes, generated
 
-    def _enqueued(self, jobs: list[Job]) -> list[JobHandle]:
+    def _enqueued(self, jobs: list[Job], existing: Mapping[int, Job | None] | None = None) -> list[JobHandle]:
+        """Handles of the jobs sent; ``existing`` (by index) are explicit ids that were live already: nothing was
+        stored for them, their handle shows the stored job (when it could be read) and says ``duplicate``."""
+        if existing:
+            handles = [JobHandle(self, existing.get(i) or job, duplicate=True) if i in existing
+                       else JobHandle(self, job) for i, job in enumerate(jobs)]
+            jobs = [job for i, job in enumerate(jobs) if i not in existing]
+        else:
+            handles = [JobHandle(self, job) for job in jobs]
         if self.plugins.observers.has("bananas_job_enqueued"):
             for job in jobs:
                 self.plugins.observers.notify("bananas_job_enqueued", job=job)
-        return [JobHandle(self, job) for job in jobs]
+        return handles
+
+    async def _existing(self, broker: Broker, envelopes: list[Envelope], generated: set[str],
+                        stored: object) -> dict[int, Job | None]:
+        """The explicit ids of this enqueue that were not stored because a live copy exists, with the stored job.
+
+        ``stored`` is what the broker's enqueue returned: one flag per envelope (``False``: a live copy exists), or
+        ``None`` from a broker that does not say; then explicit ids are looked up (``admin`` capability) and one
+        whose stored body is not the one sent counts as a duplicate."""
+        flags = stored if isinstance(stored, list) and len(stored) == len(envelopes) else None
+        if flags is None and len(generated) == len(envelopes):
+            return {}  # ids made here are fresh: none can exist already
+        admin = self.capabilities(broker).admin
+        if flags is None and admin is None:
+            return {}
+        existing: dict[int, Job | None] = {}
+        for i, env in enumerate(envelopes):
+            if env.id in generated or (flags is not None and flags[i]):
+                continue
+            record = await admin.lookup(env.id) if admin is not None else None
+            if flags is None and (record is None or record.body == env.body):
+                continue  # stored as sent (or gone already): not a duplicate
+            existing[i] = self._job_from_record(record) if record is not None else None
+        return existing
 
     async def enqueue_many_async(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobHandle]:
         """Enqueue several jobs in one broker call; each mapping holds :meth:`build`'s arguments."""
@@ -368,10 +405,12 @@ class Bananas(Inspecting):
         broker = await self.broker()
         hinted = self.capabilities(broker).enqueue_with_hints
         if hinted is not None and generated:
-            await hinted(envelopes, generated_ids=generated)
+            stored = await hinted(envelopes, generated_ids=generated)
         else:
-            await broker.enqueue(envelopes)
-        return self._enqueued(built)
+            stored = await broker.enqueue(envelopes)
+        if (stored is None and len(generated) == len(envelopes)) or (stored is not None and all(stored)):
+            return self._enqueued(built)
+        return self._enqueued(built, await self._existing(broker, envelopes, generated, stored))
 
     async def enqueue_async(self, name: str, payload: Mapping[str, Any] | None = None, **options: Any) -> JobHandle:
         """Async :meth:`enqueue`."""
@@ -391,7 +430,10 @@ class Bananas(Inspecting):
         """Enqueue job ``name`` with ``payload`` (keyword arguments of the handler).
 
         Options: ``priority``, ``delay`` (``"10s"``), ``at`` (datetime or Unix time), ``max_retries``, ``timeout``,
-        ``job_id``, ``headers``. Returns a :class:`JobHandle`.
+        ``job_id``, ``headers``, ``result_ttl``, ``expires`` (seconds, ``"10m"``, a ``timedelta`` or an aware
+        ``datetime``: a job not started by then is dropped with status ``expired``). Returns a :class:`JobHandle`;
+        an explicit ``job_id`` that is still pending, scheduled or running returns the existing job's handle with
+        ``duplicate=True`` (nothing is stored).
         """
         return self.enqueue_many([{"name": name, "payload": payload, **options}])[0]
 
@@ -406,8 +448,10 @@ class Bananas(Inspecting):
         if send is None:
             return self.run_sync(lambda: self.enqueue_many_async(jobs))
         built, envelopes, generated = self._build_all(jobs)
-        send(envelopes, generated_ids=generated)
-        return self._enqueued(built)
+        stored = send(envelopes, generated_ids=generated)
+        if (stored is None and len(generated) == len(envelopes)) or (stored is not None and all(stored)):
+            return self._enqueued(built)
+        return self._enqueued(built, self.run_sync(lambda: self._existing(broker, envelopes, generated, stored)))
 
     # -- running -----------------------------------------------------------------------------------------------
     def plan(self, mode: str | None = None) -> WorkerPlan:

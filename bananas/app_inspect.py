@@ -1,5 +1,5 @@
-"""The inspecting half of the producer API (``get_job``, ``get_result``, ``get_progress``), mixed into
-:class:`bananas.app.Bananas` (kept here so the app module stays small)."""
+"""The inspecting half of the producer API (``get_job``, ``get_result``, ``get_progress``) and job control
+(``cancel``), mixed into :class:`bananas.app.Bananas` (kept here so the app module stays small)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from bananas.broker import Broker, BrokerCapabilities, JobRecord, Progress, Supp
 from bananas.errors import JobNotFound, UsageError
 from bananas.inspection import job_from_record, wait_for_result
 from bananas.job import Job
+from bananas.result_backend import result_worker
 
 if TYPE_CHECKING:
     from bananas.result_backend import ResultBackend
@@ -18,7 +19,8 @@ __all__ = ["Inspecting"]
 
 
 class Inspecting:
-    """``get_job``, ``get_result`` and ``get_progress`` (sync and async) of a :class:`~bananas.app.Bananas`."""
+    """``get_job``, ``get_result``, ``get_progress`` and ``cancel`` (sync and async) of a
+    :class:`~bananas.app.Bananas`."""
 
     codec: JobCodec
 
@@ -41,7 +43,39 @@ class Inspecting:
         record = await self._admin(await self.broker(), "get_job").lookup(job_id)
         if record is None:
             raise JobNotFound(f"no job with id {job_id!r} (never enqueued here, or its record expired)")
-        return self._job_from_record(record)
+        worker = None
+        if record.state == "completed":  # the worker of the last run is kept with its stored result, if any
+            backend = await self.results()
+            body = await backend.get(job_id) if backend is not None else None
+            worker = result_worker(self.codec, body) if body is not None else None
+        return job_from_record(self.codec, record, worker=worker)
+
+    async def cancel_async(self, job_id: str) -> bool:
+        """Cancel job ``job_id``: ``True`` if it was pending, scheduled or running (it will not run, or its run is
+        being stopped: it ends with status ``cancelled``), ``False`` if it had finished already (completed, dead,
+        cancelled or expired: nothing changes). Raises :class:`JobNotFound` for an unknown (or expired) id.
+
+        Needs the broker capability ``cancellation`` (:class:`bananas.broker.SupportsCancellation`); see
+        docs/HANDLERS.md ("Cancelling a job")."""
+        return (await self.cancel_job_async(job_id)) in ("ready", "scheduled", "running")
+
+    async def cancel_job_async(self, job_id: str) -> str:
+        """:meth:`cancel_async`, returning the state the broker's record was in before (``ready``, ``scheduled``,
+        ``running``, ``completed``, ``dead``, ``cancelled``, ``expired``); the CLI words its answer with it."""
+        if not isinstance(job_id, str) or not job_id:
+            raise ValueError(f"job_id: expected a non-empty string, got {job_id!r}")
+        broker = await self.broker()
+        control = self.capabilities(broker).cancellation
+        if control is None:
+            raise UsageError(f"cancel needs the broker capability 'cancellation' (cancel, cancel_requested, finish), "
+                             f"which {type(broker).__name__} does not implement")
+        before = await control.cancel(job_id)
+        if before is None:
+            raise JobNotFound(f"no job with id {job_id!r} (never enqueued here, or its record expired)")
+        return str(before)
+
+    def cancel(self, job_id: str) -> bool:
+        return self.run_sync(lambda: self.cancel_async(job_id))  # type: ignore[no-any-return]
 
     def _admin(self, broker: Broker, what: str) -> SupportsAdmin:
         """``broker`` as :class:`SupportsAdmin`; :class:`UsageError` naming the capability if it has none."""

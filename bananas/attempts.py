@@ -1,9 +1,10 @@
 """The attempt history of a job: one entry per run (worker, start, end, outcome, error), kept in the job's body.
 
 Stored under :attr:`Job.extra` ``["history"]`` (every serializer carries ``extra`` unchanged, so no wire format
-changes): the worker appends an entry whenever it writes the job back — a retry or the dead letters. A completed
-job's body is not rewritten by ``ack``; its last, successful run is added when the job is read
-(:func:`completed_attempt`, from the broker's record). The history keeps the last :data:`MAX_HISTORY` runs.
+changes): the worker appends an entry whenever it writes the job back — a retry, the dead letters, a cancelled run.
+A completed job's body is not rewritten by ``ack``; its last, successful run is added when the job is read
+(:func:`completed_attempt`, from the broker's record, with the worker id kept beside the stored result). The
+history keeps the last :data:`MAX_HISTORY` runs.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ def add_attempt(job: Job, worker: str | None, outcome: str, error: str | None = 
     job.extra[HISTORY_KEY] = history[-MAX_HISTORY:]
 
 
-def completed_attempt(job: Job, started_at: float | None, finished_at: float) -> None:
-    """Add the successful last run of a completed job (read from its broker record; ``worker`` unknown: ``ack``
-    stores nothing but the state)."""
+def completed_attempt(job: Job, started_at: float | None, finished_at: float, worker: str | None = None) -> None:
+    """Add the successful last run of a completed job (read from its broker record: ``ack`` stores nothing but the
+    state). ``worker`` comes from the job's stored result (the worker stores its id with it); ``None`` when no
+    result was kept."""
     history = attempts_of(job)
     if history and history[-1].get("attempt") == job.attempts:
         return
-    history.append({"attempt": job.attempts, "worker": None, "started_at": started_at, "finished_at": finished_at,
+    history.append({"attempt": job.attempts, "worker": worker, "started_at": started_at, "finished_at": finished_at,
                     "outcome": "completed"})
     job.extra[HISTORY_KEY] = history[-MAX_HISTORY:]

@@ -17,7 +17,9 @@ Semantics every broker must have (the conformance suite in :mod:`bananas.testing
 * **Atomic transitions.** A settle either fully happens or not at all; a crash between two steps never loses or
   duplicates a job.
 * **One live copy per id.** Enqueueing an id that is already ready, scheduled or running does nothing; an id whose
-  record is completed or dead is enqueued anew.
+  record is completed, dead, cancelled or expired is enqueued anew. ``enqueue`` (and its fast lanes) may return
+  one flag per envelope (``False``: a live copy existed, nothing was stored) or ``None`` (the broker does not say);
+  the kernel hands a producer the existing job's handle, flagged ``duplicate``, for each ``False``.
 * **Delays.** An envelope with an ``eta`` in the future waits in the scheduled set until ``move_due`` (run by the
   scheduler loop) moves it to its queue. ``retry`` works the same way.
 * **Retention.** Completed records are kept ``options.completed_ttl`` seconds, dead ones ``options.dead_ttl``.
@@ -45,12 +47,15 @@ the broker by ``app.new_broker()`` / ``app.broker()``), never per call; every ca
   runs the scheduler runs the leader duties (there is no election) and periodic jobs do not run.
 * **progress** (:class:`SupportsProgress`: ``set_progress``, ``progress``): the last progress a handler reported,
   kept with the job's record (``current_job().report_progress``, ``handle.progress()``, ``bananas job``).
+* **cancellation** (:class:`SupportsCancellation`: ``cancel``, ``cancel_requested``, ``finish``): job control
+  (``client.cancel``, ``bananas cancel``, records in state ``cancelled`` / ``expired``); see
+  :mod:`bananas.broker_extras`.
 * **fast lanes**, each optional on its own; without them the kernel uses the core ``enqueue`` / ``ack`` + ``fetch``:
 
-  - ``enqueue_sync(envelopes, *, generated_ids=()) -> None`` (:class:`SupportsEnqueueSync`): ``enqueue`` blocking
+  - ``enqueue_sync(envelopes, *, generated_ids=())`` (:class:`SupportsEnqueueSync`): ``enqueue`` blocking
     the calling thread, with no event loop. Thread-safe; raises :class:`~bananas.errors.BrokerUnavailable` like
     ``enqueue``. The blocking producer calls (``app.enqueue``, ``app.enqueue_many``) use it.
-  - ``async enqueue_with_hints(envelopes, *, generated_ids=()) -> None`` (:class:`SupportsEnqueueWithHints`):
+  - ``async enqueue_with_hints(envelopes, *, generated_ids=())`` (:class:`SupportsEnqueueWithHints`):
     ``enqueue``; used by ``app.enqueue_async`` / ``app.enqueue_many_async`` when the kernel generated some ids.
   - ``async ack_and_fetch(deliveries, queues, limit) -> tuple[list[bool], list[Delivery]]``
     (:class:`SupportsAckAndFetch`): ``ack``, then take up to ``limit`` ready jobs from ``queues`` without blocking
@@ -78,7 +83,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from bananas.broker_extras import Progress, SupportsProgress, SupportsWorkerRegistry
+from bananas.broker_extras import Progress, SupportsCancellation, SupportsProgress, SupportsWorkerRegistry
 from bananas.broker_schedules import SCHEDULE_METHODS, SCHEDULES, LeaderLease, SupportsSchedules
 from bananas.errors import UsageError
 
@@ -100,6 +105,7 @@ __all__ = [
     "RecordState",
     "SupportsAckAndFetch",
     "SupportsAdmin",
+    "SupportsCancellation",
     "SupportsEnqueueSync",
     "SupportsEnqueueWithHints",
     "SupportsMaintenance",
@@ -200,6 +206,8 @@ class RecordState(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     DEAD = "dead"
+    CANCELLED = "cancelled"  # capability cancellation: stopped by a cancel (kept completed_ttl)
+    EXPIRED = "expired"  # capability cancellation: not started before its expiry (kept completed_ttl)
 
 
 @attrs.frozen
@@ -244,9 +252,10 @@ class Broker(Protocol):
         """Close connections; calling it twice is harmless."""
         ...
 
-    async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> list[bool] | None:
         """Store every envelope (one round trip where the backend allows). Ready ones go to the tail of their
-        queue, future ones to the scheduled set."""
+        queue, future ones to the scheduled set. Returns a flag per envelope (``False``: not stored, a live copy of
+        the id exists) or ``None``."""
         ...
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
@@ -324,8 +333,8 @@ class SupportsAdmin(Protocol):
 class SupportsEnqueueSync(Protocol):
     """Fast lane ``enqueue_sync``: :meth:`Broker.enqueue` from a plain thread, without an event loop."""
 
-    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
-        """Store every envelope like ``enqueue``; thread-safe, blocks the calling thread."""
+    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> list[bool] | None:
+        """Store every envelope like ``enqueue`` (same return); thread-safe, blocks the calling thread."""
         ...
 
 
@@ -333,8 +342,10 @@ class SupportsEnqueueSync(Protocol):
 class SupportsEnqueueWithHints(Protocol):
     """Fast lane ``enqueue_with_hints``: :meth:`Broker.enqueue` told which ids the kernel generated."""
 
-    async def enqueue_with_hints(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
-        """Store every envelope like ``enqueue``; ids in ``generated_ids`` cannot exist yet anywhere."""
+    async def enqueue_with_hints(
+        self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()
+    ) -> list[bool] | None:
+        """Store every envelope like ``enqueue`` (same return); ids in ``generated_ids`` cannot exist yet anywhere."""
         ...
 
 
@@ -360,6 +371,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "ack_and_fetch": ("ack_and_fetch",),
     "worker_registry": ("publish_worker", "remove_worker", "list_workers"),
     "progress": ("set_progress", "progress"),
+    "cancellation": ("cancel", "cancel_requested", "finish"),
 }
 """Every optional capability by name, with the methods it takes (all of them)."""
 
@@ -381,6 +393,7 @@ class BrokerCapabilities:
         ack_and_fetch: The bound ``ack_and_fetch``.
         worker_registry: ``publish_worker``, ``remove_worker``, ``list_workers``.
         progress: ``set_progress`` and ``progress`` (:class:`SupportsProgress`).
+        cancellation: ``cancel``, ``cancel_requested``, ``finish`` (:class:`SupportsCancellation`).
         partial: Capabilities the broker has only some methods of, with the missing ones (treated as absent).
     """
 
@@ -392,6 +405,7 @@ class BrokerCapabilities:
     ack_and_fetch: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     worker_registry: SupportsWorkerRegistry | None = None
     progress: SupportsProgress | None = None
+    cancellation: SupportsCancellation | None = None
     partial: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     @property

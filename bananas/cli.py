@@ -293,6 +293,34 @@ def job_command(ctx: click.Context, job_id: str, as_json: bool, broker: str | No
                    f"{_when(run.get('finished_at'))}  {run.get('outcome')}{error}")
 
 
+@cli.command("cancel")
+@click.argument("job_id")
+@click.option("--broker", metavar="URL", help="Broker URL (default: the configured broker).")
+@click.pass_context
+def cancel_command(ctx: click.Context, job_id: str, broker: str | None) -> None:
+    """Cancel job JOB_ID: a pending or scheduled job never runs; a running one is asked to stop (its worker
+    stops the handler within about a second). Either ends with status 'cancelled'.
+
+    \b
+    Exit status:
+      0  the job was cancelled (or its run is being stopped)
+      1  the job had finished already (completed, dead, cancelled, expired): nothing changed
+      2  usage error, or no such job (unknown id, or its record expired)
+    """
+    client = _client(ctx, broker, None)
+    try:
+        before = client.app.run_sync(lambda: client.app.cancel_job_async(job_id))
+    finally:
+        client.close()
+    if before == "running":
+        click.echo(f"job {job_id} is running: asked its worker to stop it (status 'cancelled' once it has)")
+    elif before in ("ready", "scheduled"):
+        click.echo(f"job {job_id} cancelled (it was {'pending' if before == 'ready' else 'scheduled'})")
+    else:
+        click.echo(f"job {job_id} is already {before}: nothing to cancel", err=True)
+        sys.exit(1)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--all", "show_all", is_flag=True, help="Include plugins that register nothing.")

@@ -15,8 +15,9 @@ from typing import Any
 
 import click
 
-from bananas.broker import Broker, DeadLetter, JobRecord
+from bananas.broker import Broker, DeadLetter, Envelope, JobRecord
 from bananas.errors import SerializationError, UsageError
+from bananas.job import Status
 
 __all__ = ["dlq", "queues"]
 
@@ -185,9 +186,12 @@ def show(ctx: click.Context, job_id: str) -> None:
 @dlq.command()
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Requeue every dead letter of the selected queues.")
+@click.option("--keep-attempts", is_flag=True,
+              help="Keep each job's attempt count (default: reset it to 0, so it gets its full max_retries again).")
 @click.pass_context
-def requeue(ctx: click.Context, ids: tuple[str, ...], everything: bool) -> None:
-    """Put dead jobs (IDS, or --all) back on their queue with fresh counters."""
+def requeue(ctx: click.Context, ids: tuple[str, ...], everything: bool, keep_attempts: bool) -> None:
+    """Put dead jobs (IDS, or --all) back on their queue with fresh counters: the broker's delivery and crash
+    counts start again, and so does the job's attempt count unless --keep-attempts (its attempt history stays)."""
     if bool(ids) == everything:
         raise UsageError("requeue: give job ids or --all (not both)")
     state = _state(ctx)
@@ -195,17 +199,51 @@ def requeue(ctx: click.Context, ids: tuple[str, ...], everything: bool) -> None:
     async def work(broker: Broker) -> int:
         queues = await state.queues(broker)
         if everything:
-            return sum([await broker.requeue_dead(queue) for queue in queues])
+            if keep_attempts:
+                return sum([await broker.requeue_dead(queue) for queue in queues])
+            total = 0
+            for queue in queues:
+                depth = (await broker.depths([queue]))[queue].dead
+                letters = await broker.dead_letters(queue, max(depth, 1) * 2)
+                total += await _requeue_fresh(state.app.codec, broker, queue, [d.id for d in letters],
+                                              {d.id: d.body for d in letters})
+            return total
         by_queue: dict[str, list[str]] = {}
+        bodies: dict[str, bytes] = {}
         for job_id in dict.fromkeys(ids):
             record = await broker.lookup(job_id)
             if record is None or record.state != "dead" or record.queue not in queues:
                 where = " in the selected queues" if state.wanted else ""
                 raise UsageError(f"no dead letter with id {job_id!r}{where}")
             by_queue.setdefault(record.queue, []).append(job_id)
-        return sum([await broker.requeue_dead(queue, found) for queue, found in by_queue.items()])
+            bodies[job_id] = record.body
+        if keep_attempts:
+            return sum([await broker.requeue_dead(queue, found) for queue, found in by_queue.items()])
+        return sum([await _requeue_fresh(state.app.codec, broker, queue, found, bodies)
+                    for queue, found in by_queue.items()])
 
     click.echo(f"requeued {state.run(work)} job(s)")
+
+
+async def _requeue_fresh(codec: Any, broker: Broker, queue: str, ids: list[str], bodies: dict[str, bytes]) -> int:
+    """Requeue dead jobs with their attempt count reset: each job is enqueued anew on ``queue`` with a rewritten body
+    (attempts 0, status pending; enqueueing a dead id replaces its dead letter). A body that cannot be decoded is
+    requeued as it is (``requeue_dead``)."""
+    envelopes: list[Envelope] = []
+    as_is: list[str] = []
+    for job_id in ids:
+        try:
+            job = codec.decode(bodies[job_id])
+        except SerializationError:
+            as_is.append(job_id)
+            continue
+        job.attempts = 0
+        job.status = Status.PENDING
+        job.scheduled_at = job.started_at = job.finished_at = None
+        envelopes.append(Envelope(job_id, queue, codec.encode(job)))
+    if envelopes:
+        await broker.enqueue(envelopes)
+    return len(envelopes) + (await broker.requeue_dead(queue, as_is) if as_is else 0)
 
 
 @dlq.command()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -185,10 +185,14 @@ class AsyncClient:
         job_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         result_ttl: str | float | None = None,
+        expires: str | float | datetime | timedelta | None = None,
     ) -> JobHandle:
         """Enqueue job ``name`` with ``payload`` (the handler's keyword arguments); returns a handle with ``.id``.
 
         ``result_ttl`` keeps this job's result that long (``0``: store none) instead of the backend's ``ttl``.
+        ``expires`` (seconds, ``"10m"``, a ``timedelta`` or an aware ``datetime``): a job not started by then is
+        dropped with status ``expired``. An explicit ``job_id`` that is still live returns that job's handle with
+        ``duplicate=True`` (nothing is stored).
         Inside a loop, follow the handle with ``await handle.status_async()`` / ``await handle.result_async(10)``.
         """
         await self.connect()
@@ -204,6 +208,7 @@ class AsyncClient:
             timeout=timeout,
             job_id=job_id,
             headers=headers,
+            expires=expires,
         )
 
     async def submit_and_wait(
@@ -258,6 +263,14 @@ class AsyncClient:
         ``handle.progress()`` / ``await handle.progress_async()`` do the same from a handle."""
         await self.connect()
         return await self.app.get_progress_async(job_id)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel ``job_id``: a pending or scheduled job never runs, a running one is asked to stop; it ends with
+        status ``cancelled`` and ``get_result`` raises :class:`~bananas.errors.JobCancelled`. ``True`` if the job was
+        still pending, scheduled or running; ``False`` if it had finished (nothing changes). Raises
+        :class:`~bananas.errors.JobNotFound` for an unknown id. See docs/HANDLERS.md ("Cancelling a job")."""
+        await self.connect()
+        return await self.app.cancel_async(job_id)
 
 
 class Client:
@@ -334,6 +347,7 @@ class Client:
         job_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         result_ttl: str | float | None = None,
+        expires: str | float | datetime | timedelta | None = None,
     ) -> JobHandle:
         """See :meth:`AsyncClient.submit_job`; the handle's ``status()`` and ``result(timeout)`` block."""
         return self._run(
@@ -348,6 +362,7 @@ class Client:
                 job_id=job_id,
                 headers=headers,
                 result_ttl=result_ttl,
+                expires=expires,
             )
         )
 
@@ -368,3 +383,7 @@ class Client:
     def get_progress(self, job_id: str) -> Progress | None:
         """See :meth:`AsyncClient.get_progress`."""
         return self._run(lambda: self._async.get_progress(job_id))
+
+    def cancel(self, job_id: str) -> bool:
+        """See :meth:`AsyncClient.cancel`."""
+        return self._run(lambda: self._async.cancel(job_id))  # type: ignore[no-any-return]

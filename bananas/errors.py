@@ -14,6 +14,8 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DuplicatePlugin",
+    "JobCancelled",
+    "JobExpired",
     "JobFailed",
     "JobNotFound",
     "LeaseLost",
@@ -120,3 +122,21 @@ class JobFailed(BananasError):
         self.message = message
         self.traceback = traceback
         super().__init__(f"job {job_id} failed: {error_type}: {message}")
+
+
+class JobCancelled(BananasError):
+    """The job was cancelled (``client.cancel``): it never ran, or its run was stopped. No result exists.
+
+    Inside a worker it is also the error a stopped run ends with (``current_job().cancelled`` was true)."""
+
+    status = "cancelled"
+
+    def __init__(self, job_id: str, message: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message or f"job {job_id} was {self.status}; it has no result")
+
+
+class JobExpired(JobCancelled):
+    """The job was not started before its ``expires`` time and was dropped unrun (status ``expired``)."""
+
+    status = "expired"

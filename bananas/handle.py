@@ -27,6 +27,10 @@ class Inspector(Protocol):
 
     async def get_progress_async(self, job_id: str) -> Progress | None: ...
 
+    def cancel(self, job_id: str) -> bool: ...
+
+    async def cancel_async(self, job_id: str) -> bool: ...
+
 
 @attrs.define(eq=False)
 class JobHandle:
@@ -38,6 +42,9 @@ class JobHandle:
 
     app: Inspector
     job: Job
+    duplicate: bool = False
+    """``True`` when the enqueue named a ``job_id`` that was still pending, scheduled or running: nothing was
+    stored, and :attr:`job` is the existing job as the broker holds it (its payload, not the one just sent)."""
 
     @property
     def id(self) -> str:
@@ -57,6 +64,13 @@ class JobHandle:
     async def result_async(self, timeout: str | float | None = None) -> Any:
         return await self.app.get_result_async(self.id, wait=timeout)
 
+    def cancel(self) -> bool:
+        """Cancel the job (see :meth:`Bananas.cancel`): ``True`` if it had not finished yet."""
+        return self.app.cancel(self.id)
+
+    async def cancel_async(self) -> bool:
+        return await self.app.cancel_async(self.id)
+
     def progress(self) -> Progress | None:
         """The last progress the handler reported (``value``, ``message``, ``updated_at``), ``None`` if none yet."""
         return self.app.get_progress(self.id)
@@ -65,4 +79,4 @@ class JobHandle:
         return await self.app.get_progress_async(self.id)
 
     def __repr__(self) -> str:
-        return f"<JobHandle {self.job.name} {self.id}>"
+        return f"<JobHandle {self.job.name} {self.id}{' duplicate' if self.duplicate else ''}>"

@@ -12,7 +12,7 @@ from typing import Any
 
 from bananas.attempts import completed_attempt
 from bananas.broker import Broker, JobRecord, RecordState, SupportsAdmin
-from bananas.errors import JobFailed, JobNotFound, ResultNotStored, ResultTimeout
+from bananas.errors import JobCancelled, JobExpired, JobFailed, JobNotFound, ResultNotStored, ResultTimeout
 from bananas.job import Job, Status
 from bananas.result_backend import ResultBackend, decode_result
 from bananas.serializer import JobCodec
@@ -30,11 +30,14 @@ STATE_TO_STATUS = {
     RecordState.RUNNING: Status.RUNNING,
     RecordState.COMPLETED: Status.COMPLETED,
     RecordState.DEAD: Status.DEAD,
+    RecordState.CANCELLED: Status.CANCELLED,
+    RecordState.EXPIRED: Status.EXPIRED,
 }
 
 
-def job_from_record(codec: JobCodec, record: JobRecord) -> Job:
-    """The job of a broker record, with its current status, attempts, timestamps and last error."""
+def job_from_record(codec: JobCodec, record: JobRecord, *, worker: str | None = None) -> Job:
+    """The job of a broker record, with its current status, attempts, timestamps and last error. ``worker``: the
+    worker of a completed job's last run when known (kept with its result), for the attempt history."""
     job = codec.decode(record.body)
     status = STATE_TO_STATUS.get(record.state, job.status)
     if status is Status.SCHEDULED and job.status is Status.RETRYING:
@@ -48,7 +51,9 @@ def job_from_record(codec: JobCodec, record: JobRecord) -> Job:
             job.started_at = record.updated_at
         if record.state == "completed":
             job.finished_at = record.updated_at
-            completed_attempt(job, job.started_at, record.updated_at)
+            completed_attempt(job, job.started_at, record.updated_at, worker)
+    if record.state in ("cancelled", "expired") and job.finished_at is None:
+        job.finished_at = record.updated_at  # cancelled before it ran: the record knows when
     if record.state == "dead" and not job.last_error and record.reason:
         job.last_error = record.reason  # crash loop, malformed body, no handler: no handler error to show
     job.queue = record.queue
@@ -120,6 +125,10 @@ async def _result_missing(
         job = job_from_record(codec, record)
         error_type, _, message = (job.last_error or "dead").partition(": ")
         raise JobFailed(job_id, error_type, message or (record.reason or ""), job.traceback)
+    if record.state == "cancelled":
+        raise JobCancelled(job_id)
+    if record.state == "expired":
+        raise JobExpired(job_id, f"job {job_id} expired before it started; it has no result")
     if record.state == "completed":
         raise ResultNotStored(
             f"job {job_id} completed but no result is stored for it (result_ttl=0, the result expired, or the "

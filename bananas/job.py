@@ -60,6 +60,18 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"
     DEAD = "dead"
+    CANCELLED = "cancelled"
+    """``client.cancel(job_id)`` stopped it: it never ran, or its run was stopped (docs/HANDLERS.md)."""
+    EXPIRED = "expired"
+    """Not started before its ``expires`` time: dropped by the worker that took it, never run."""
+
+    @property
+    def finished(self) -> bool:
+        """Completed, dead, cancelled or expired: the job will not run again (unless enqueued anew)."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({Status.COMPLETED, Status.DEAD, Status.CANCELLED, Status.EXPIRED})
 
 
 def new_job_id() -> str:

@@ -44,7 +44,7 @@ class JobContext(JobScope):
     ``attempt`` counts from 1 (this run included); ``max_retries`` is how many retries follow a failure at most.
     """
 
-    __slots__ = ("_inflight", "_latest", "_loop", "_writer")
+    __slots__ = ("_cancelled", "_inflight", "_latest", "_loop", "_writer")
 
     def __init__(self, job: Job, pool_id: str | None = None, worker_id: str | None = None,
                  worker_type: str | None = None, *, writer: ProgressWriter | None = None,
@@ -54,6 +54,14 @@ class JobContext(JobScope):
         self._loop = loop
         self._latest: tuple[float, str | None] | None = None
         self._inflight: asyncio.Future[None] | None = None
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        """``True`` once ``client.cancel(job_id)`` reached this run (the worker checks about once a second). An
+        async handler is then cancelled (``asyncio.CancelledError`` at its next ``await``); a sync handler is
+        interrupted like a timeout; either may look at this flag between steps to stop cleanly first."""
+        return self._cancelled
 
     @property
     def id(self) -> str:

@@ -10,7 +10,8 @@ Grouped by what a plugin does:
 * every plugin: :data:`hookimpl`, :class:`Register`, :func:`setting` / :class:`KeySpec` (declared settings) and the
   errors;
 * brokers: the :class:`Broker` protocol, its optional capabilities (``Supports…``; :class:`LeaderLease` is what
-  ``SupportsSchedules.current_leader`` returns), options and the records it hands out;
+  ``SupportsSchedules.current_leader`` returns, :data:`CANCEL_STATES` what ``SupportsCancellation.finish`` takes),
+  options and the records it hands out;
 * result backends: :class:`ResultBackend`, :class:`ResultBackendSpec` and the TTL helpers;
 * log sinks: :class:`LogSinkSpec`, :class:`SinkConfig` and the one event model (:func:`flat_record`,
   :func:`json_line`, :data:`CONTEXT_FIELDS`);
@@ -41,6 +42,7 @@ from bananas.broker import (
     RecordState,
     SupportsAckAndFetch,
     SupportsAdmin,
+    SupportsCancellation,
     SupportsEnqueueSync,
     SupportsEnqueueWithHints,
     SupportsMaintenance,
@@ -51,6 +53,7 @@ from bananas.broker import (
     require_admin,
     require_maintenance,
 )
+from bananas.broker_extras import CANCEL_STATES
 from bananas.config import Settings
 from bananas.config_schema import KeySpec, redact_url, setting
 from bananas.errors import (
@@ -83,6 +86,7 @@ from bananas.worker_mode import PoolPlan, WorkerModeSpec, WorkerPlan
 __all__ = [
     "ADMIN",
     "CAPABILITIES",
+    "CANCEL_STATES",
     "CONTEXT_FIELDS",
     "DEFAULT_RESULT_TTL",
     "FIXED_FIELDS",
@@ -128,6 +132,7 @@ __all__ = [
     "Status",
     "SupportsAckAndFetch",
     "SupportsAdmin",
+    "SupportsCancellation",
     "SupportsProgress",
     "SupportsEnqueueSync",
     "SupportsEnqueueWithHints",

@@ -45,6 +45,7 @@ __all__ = [
     "decode_result",
     "encode_failure",
     "encode_success",
+    "result_worker",
     "choose_result_backend",
     "parse_ttl",
     "result_ttl_header",
@@ -132,10 +133,12 @@ def ttl_from_headers(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def encode_success(serializer: Serializer, value: Any) -> bytes:
-    """``{"ok": true, "value": value}`` through ``serializer``; ``SerializationError`` if the value cannot be held."""
+def encode_success(serializer: Serializer, value: Any, worker: str | None = None) -> bytes:
+    """``{"ok": true, "value": value}`` through ``serializer``; ``SerializationError`` if the value cannot be held.
+    ``worker`` (the id of the worker that ran the job) is kept beside it for the job's attempt history."""
     try:
-        return serializer.dumps({"ok": True, "value": value})
+        return serializer.dumps({"ok": True, "value": value} if worker is None else
+                                {"ok": True, "value": value, "worker": worker})
     except SerializationError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
@@ -159,3 +162,13 @@ def decode_result(serializer: Serializer, job_id: str, body: bytes) -> Any:
         str(data.get("message") or ""),
         str(traceback) if traceback is not None else None,
     )
+
+
+def result_worker(serializer: Serializer, body: bytes) -> str | None:
+    """The id of the worker that stored a success ``body`` (``None``: a failure, or stored without one)."""
+    try:
+        data = serializer.loads(body)
+    except Exception:  # noqa: BLE001 - only a detail of the history: an unreadable body just lacks it
+        return None
+    worker = data.get("worker") if isinstance(data, dict) else None
+    return worker if isinstance(worker, str) else None

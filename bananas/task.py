@@ -36,7 +36,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _OPTIONS = frozenset(
-    {"priority", "delay", "at", "job_id", "queue", "max_retries", "timeout", "headers", "result_ttl"}
+    {"priority", "delay", "at", "job_id", "queue", "max_retries", "timeout", "headers", "result_ttl", "expires"}
 )
 
 

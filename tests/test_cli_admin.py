@@ -93,6 +93,37 @@ def test_dlq_list_show_requeue_purge_on_memory(cli, make_app, run_worker, wait_f
     assert cli("dlq", "requeue", "--all")[1].strip() == "requeued 0 job(s)"
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_dlq_requeue_resets_the_attempt_count_unless_keep_attempts(cli, make_app, keep):
+    # Given a dead job that ran 3 times (its body says attempts 3, its history has 3 runs)
+    app = make_app()
+    from bananas.attempts import add_attempt
+
+    async def bury() -> None:
+        broker = await app.broker()
+        job, env = app.build("boom", {"key": "x"}, job_id="d1", max_retries=2)
+        job.attempts = 3
+        for n in (1, 2, 3):
+            add_attempt(job, "w-1", "retried" if n < 3 else "dead", "RuntimeError: kaput")
+        await broker.enqueue([env])
+        [d] = await broker.fetch([env.queue], 1, 0)
+        assert await broker.dead_letter(d, body=app.codec.encode(job), reason="failed after 3 attempt(s)")
+
+    app.run_sync(bury)
+    # When it is requeued (with or without --keep-attempts)
+    args = ["dlq", "requeue", "d1"] + (["--keep-attempts"] if keep else [])
+    assert cli(*args)[:2] == (0, "requeued 1 job(s)\n")
+    # Then it is pending with its attempt count reset (or kept), and its history of earlier runs stays
+    job = app.get_job("d1")
+    assert job.status is Status.PENDING and job.attempts == (3 if keep else 0)
+    assert job.payload == {"key": "x"} and len(job.extra["history"]) == 3
+    assert cli("dlq", "list")[1].strip() == "no dead letters"
+    # --all does the same for every dead letter
+    app.run_sync(bury)
+    assert cli("dlq", "requeue", "--all", *(["--keep-attempts"] if keep else []))[:2] == (0, "requeued 1 job(s)\n")
+    assert app.get_job("d1").attempts == (3 if keep else 0)
+
+
 def _env(job_id: str, queue: str = "q") -> Envelope:
     return Envelope(job_id, queue, b"not a job", None)
 
@@ -207,3 +238,23 @@ def test_a_broker_that_cannot_be_used_is_one_line_and_its_exit_status_says_wheth
     # When `bananas queues` runs / Then one line naming the cause; exit 1, or 2 like any configuration error
     code, out, err = cli("queues")
     assert (code, out, err) == (status, "", f"Error: {error}\n")
+
+
+def test_bananas_cancel_says_what_it_did_and_exits_by_outcome(cli, make_app):
+    # Given a pending job and a scheduled one
+    app = make_app()
+    pending = app.enqueue("anything", {"n": 1})
+    scheduled = app.enqueue("anything", {"n": 2}, delay="1h")
+
+    # When / Then: each is cancelled with a line saying what it was; bananas job shows the status
+    assert cli("cancel", pending.id)[:2] == (0, f"job {pending.id} cancelled (it was pending)\n")
+    assert cli("cancel", scheduled.id)[:2] == (0, f"job {scheduled.id} cancelled (it was scheduled)\n")
+    code, out, err = cli("job", pending.id)
+    assert code == 0 and "status:      cancelled" in out, err
+
+    # A finished job is a no-op: exit 1 with one line on stderr; an unknown id exits 2 with one line
+    code, out, err = cli("cancel", pending.id)
+    assert (code, out, err) == (1, "", f"job {pending.id} is already cancelled: nothing to cancel\n")
+    code, out, err = cli("cancel", "no-such-id")
+    assert code == 2
+    assert err.strip() == "Error: no job with id 'no-such-id' (never enqueued here, or its record expired)"

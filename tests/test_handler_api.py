@@ -56,7 +56,9 @@ def test_enqueue_applies_the_handler_defaults_and_options_override_them(make_app
     job = bound.enqueue(to="b", subject="x").job
     assert (job.id, job.priority.value, job.max_retries, job.timeout, job.status) == ("fixed-1", "low", 1, 2.0,
                                                                                        Status.SCHEDULED)
-    assert bound.options(priority="normal").enqueue(to="c", subject="y").job.priority.value == "normal"
+    again = bound.options(priority="normal", job_id="fixed-2").enqueue(to="c", subject="y")
+    assert again.job.priority.value == "normal" and not again.duplicate
+    assert bound.enqueue(to="c", subject="y").duplicate  # fixed-1 is still scheduled: the existing job comes back
     by_name = app.enqueue("send_email", {"to": "d", "subject": "z"})  # by name: same defaults as before
     assert (by_name.job.priority.value, by_name.job.max_retries) == ("high", 7)
 

@@ -26,6 +26,7 @@ from bananas.broker import (
     Progress,
     QueueDepth,
 )
+from bananas.builtin.memory_control import MemoryControl
 from bananas.builtin.memory_schedules import MemorySchedules, reset_schedules
 from bananas.hookspecs import hookimpl
 from bananas.registry import Register
@@ -49,6 +50,7 @@ class _Record:
     expires_at: float | None = None
     progress: Progress | None = None
     started_at: float | None = None
+    cancel_requested: bool = False
 
 
 @attrs.define(eq=False)
@@ -74,7 +76,7 @@ def _state_for(url: str) -> _State:
         return _STATES.setdefault(url, _State())
 
 
-class MemoryBroker(MemorySchedules):
+class MemoryBroker(MemoryControl, MemorySchedules):
     """In-process broker for tests and single-process development (``memory://`` or ``memory://name``)."""
 
     def __init__(self, url: str = "memory://", options: BrokerOptions | None = None) -> None:
@@ -150,18 +152,21 @@ class MemoryBroker(MemorySchedules):
                 pass
 
     # -- producer side -----------------------------------------------------------------------------------------
-    async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
-        self.enqueue_sync(envelopes)
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> list[bool]:
+        return self.enqueue_sync(envelopes)
 
-    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
+    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> list[bool]:
         """Optional capability (see :mod:`bananas.broker`): :meth:`enqueue` without an event loop; thread-safe.
         Ids are unique across queues here by construction, so ``generated_ids`` needs no special handling."""
+        stored: list[bool] = []
         with self._s.lock:
             now = self._now()
             for env in envelopes:
                 old = self._s.records.get(env.id)
                 if old is not None and old.state in ("ready", "scheduled", "running"):
+                    stored.append(False)
                     continue
+                stored.append(True)
                 if old is not None and old.state == "dead":
                     self._s.dead.get(old.queue, {}).pop(old.id, None)
                 rec = _Record(env.id, env.queue, env.body, "ready", updated_at=now)
@@ -172,6 +177,7 @@ class MemoryBroker(MemorySchedules):
                 else:
                     self._push(rec, now)
             self._wake()
+        return stored
 
     # -- worker side -------------------------------------------------------------------------------------------
     def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:

@@ -18,8 +18,10 @@ from collections.abc import Iterable
 from bananas.job import Job
 
 __all__ = [
+    "CANCELLED",
     "COMPLETED",
     "DEAD",
+    "EXPIRED",
     "DURATION_BUCKETS",
     "FAILED",
     "RETRIED",
@@ -32,9 +34,11 @@ __all__ = [
 ]
 
 COMPLETED, FAILED, RETRIED, DEAD = "completed", "failed", "retried", "dead"
-STATUSES = (COMPLETED, FAILED, RETRIED, DEAD)
+CANCELLED, EXPIRED = "cancelled", "expired"
+STATUSES = (COMPLETED, FAILED, RETRIED, DEAD, CANCELLED, EXPIRED)
 """The ``status`` label of ``bananas_jobs_total``: a handler run that succeeded (acked) or failed (each attempt),
-a retry scheduled, a job moved to the dead letters (after its last retry, malformed, or without a handler here)."""
+a retry scheduled, a job moved to the dead letters (after its last retry, malformed, or without a handler here),
+a job whose run a worker stopped or skipped after ``client.cancel``, a job dropped unrun past its ``expires``."""
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Upper bounds (seconds) of ``bananas_job_duration_seconds``; ``+Inf`` is implied."""
@@ -136,7 +140,7 @@ class JobStats:
             self.failed += 1
         elif status == RETRIED:
             self.retried += 1
-        else:
+        elif status == DEAD:
             self.dead += 1
 
     def ran(self, job: str, priority: str, queue: str, duration: float, wait: float | None) -> None:

@@ -11,6 +11,8 @@ event (``event``)   level                      fields beyond the job's (``job_id
                    ERROR (last attempt)
 ``retried``        WARNING                     ``attempt``, ``max_retries``, ``delay_s``
 ``dead``           ERROR                       ``reason``
+``cancelled``      INFO                        ``reason`` (stopped while it ran, or cancelled before it started)
+``expired``        INFO                        ``reason`` (not started before its ``expires`` time)
 =================  ==========================  ==========================================================
 
 Per-job lines are cheap when their level is off: each function reads one flag of
@@ -29,7 +31,7 @@ from bananas.job import Job
 from bananas.log_context import JobScope, levels
 from bananas.worker.state import WorkerState
 
-__all__ = ["dead", "dequeued", "failed", "retried", "started", "succeeded"]
+__all__ = ["dead", "dequeued", "ended", "failed", "retried", "started", "succeeded"]
 
 log = logger.bind(component="worker", log_source="bananas_internal")
 
@@ -95,3 +97,8 @@ def dead(state: WorkerState, job: Job, pool_id: str | None, reason: str) -> None
     """The job went to the dead letters (ERROR)."""
     _bound(state, job, pool_id, "dead", reason=reason).error("job {} ({}) is dead: {}", job.id, job.name,
                                                                   reason)
+
+
+def ended(state: WorkerState, job: Job, pool_id: str | None, status: str, reason: str) -> None:
+    """The job ended ``cancelled`` or ``expired`` (INFO): ``event`` is the status."""
+    _bound(state, job, pool_id, status, reason=reason).info("job {} ({}) {}: {}", job.id, job.name, status, reason)

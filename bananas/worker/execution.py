@@ -4,6 +4,12 @@ Nothing here talks to the broker, the result backend or the observers: :mod:`ban
 that with the outcome. Async handlers run under ``asyncio.timeout`` (cancelled on timeout); sync handlers run on one
 of the worker's job threads (:mod:`bananas.worker.threads`) and get an asynchronous :class:`JobInterrupt` on
 timeout (a thread blocked in C code sees it when that call returns).
+
+Job control (issue 16): a job past its ``expires`` time, or whose cancel request is known before its handler
+starts, ends as :class:`Dropped` without running. A cancel request that comes while the handler runs
+(:meth:`bananas.worker.state._Slot.request_cancel`, from the lease heartbeat) cancels the job's task: an async
+handler gets ``CancelledError``; a sync handler's thread is interrupted like on a timeout; either way the outcome is
+:class:`Failed` with :class:`~bananas.errors.JobCancelled`.
 """
 
 from __future__ import annotations
@@ -13,19 +19,23 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from bananas.errors import SerializationError
+from bananas.errors import JobCancelled, SerializationError
 from bananas.handlers import HandlerSpec
-from bananas.headers import DEFAULTED_RETRIES_HEADER
+from bananas.headers import DEFAULTED_RETRIES_HEADER, expires_from_headers
 from bananas.job import Job, Status
 from bananas.job_context import JobContext
 from bananas.log_context import CURRENT_JOB
 from bananas.serializer import JobCodec, SignatureError
 from bananas.worker import events
-from bananas.worker.interrupt import JobTimeout
+from bananas.worker.interrupt import JobTimeout, interrupt_thread
 from bananas.worker.state import WorkerState, _Slot
 from bananas.worker.threads import SyncThreads
 
-__all__ = ["Execution", "Failed", "Outcome", "Rejected", "Succeeded"]
+__all__ = ["Dropped", "Execution", "Failed", "Outcome", "Rejected", "Succeeded"]
+
+CANCEL_GRACE = 1.0
+"""Seconds a cancelled sync handler's thread gets to unwind after its interrupt before the job settles (a thread
+blocked in C code sees the interrupt only when that call returns; the job does not wait longer for it)."""
 
 _set = object.__setattr__
 """Write a field of a validated ``Job`` without running its attrs validators (only with values of the right type)."""
@@ -58,7 +68,16 @@ class Rejected:
         self.reason, self.job, self.detail = reason, job, detail
 
 
-Outcome = Succeeded | Failed | Rejected
+class Dropped:
+    """No handler ran: the job ends in ``status`` (``cancelled`` or ``expired``) because of ``reason``."""
+
+    __slots__ = ("job", "reason", "status")
+
+    def __init__(self, job: Job, status: Status, reason: str) -> None:
+        self.job, self.status, self.reason = job, status, reason
+
+
+Outcome = Succeeded | Failed | Rejected | Dropped
 
 
 class Execution:
@@ -108,6 +127,12 @@ class Execution:
         state = self.state
         if state is not None:
             events.dequeued(state, job, pool_id)
+        if job.headers and not job.attempts:  # expires bounds the first start; a retry has started already
+            expires = expires_from_headers(job.headers)
+            if expires is not None and time.time() >= expires:
+                return Dropped(job, Status.EXPIRED, f"not started before it expired ({_utc(expires)})")
+        if slot.cancelled or (delivery.deliveries > 1 and await self._cancel_pending(slot)):
+            return Dropped(job, Status.CANCELLED, "cancelled before it started")
         handler = self.handlers.get(job.name)
         if handler is None or (job_types is not None and job.name not in job_types):
             return Rejected(f"no handler for job {job.name!r} in this worker", job)
@@ -123,6 +148,9 @@ class Execution:
         _set(job, "started_at", time.time())
         self.started(job, pool_id)
         scope = self._context(job, pool_id)
+        slot.scope = scope
+        if slot.cancelled:  # the request came while the job was being prepared
+            scope._cancelled = True
         if state is not None:
             events.started(state, job, pool_id)
         started = time.perf_counter()
@@ -132,6 +160,16 @@ class Execution:
             await scope.flush()  # the last progress is stored before the job settles
         _set(job, "finished_at", time.time())
         return Succeeded(value, duration) if ok else Failed(value, duration)
+
+    async def _cancel_pending(self, slot: _Slot) -> bool:
+        """A redelivered job may have been cancelled while its earlier hand-out ran: ask before running it again."""
+        control = self.state._caps.cancellation if self.state is not None else None
+        if control is None:
+            return False
+        try:
+            return (await control.cancel_requested([slot.delivery]))[0]
+        except Exception:  # noqa: BLE001 - the heartbeat asks again within a second
+            return False
 
     def _context(self, job: Job, pool_id: str) -> JobContext:
         """What ``current_job()`` returns in the handler (and job log records read)."""
@@ -150,6 +188,9 @@ class Execution:
 
     async def _call(self, handler: HandlerSpec, job: Job, slot: _Slot, scope: JobContext) -> tuple[bool, Any]:
         timeout = job.timeout or handler.timeout or self.default_timeout
+        task = asyncio.current_task()
+        assert task is not None
+        slot.stop = task.cancel  # slot.request_cancel stops the handler by cancelling this job's task
         if handler.is_async:
             token = CURRENT_JOB.set(scope)  # this job's own task: reset before settlement logs
             try:
@@ -157,12 +198,45 @@ class Execution:
                     return await _guarded(handler.func, job.payload)
             except TimeoutError:
                 return False, JobTimeout(f"job {job.name} timed out after {timeout:g}s")
+            except asyncio.CancelledError:
+                if not _cancel_of(task, slot):
+                    raise
+                return False, _cancelled(job)
             finally:
+                slot.stop = None
                 CURRENT_JOB.reset(token)
         if self.threads is None:  # a handler registered after the worker started (tests do): start them now
             assert self.loop is not None
             self.threads = SyncThreads(self.loop, 1)
-        return await self.threads.run(handler.func, job.payload, slot, scope, timeout, job.name)
+        try:
+            return await self.threads.run(handler.func, job.payload, slot, scope, timeout, job.name)
+        except asyncio.CancelledError:
+            if not _cancel_of(task, slot):
+                raise
+            slot.stop = None  # the grace wait below must not be cancelled by the same request
+            if slot.thread_id is not None:
+                interrupt_thread(slot.thread_id)
+                # a short grace for the thread to unwind (its finally blocks run) before the job counts as cancelled
+                deadline = time.monotonic() + CANCEL_GRACE
+                while slot.thread_id is not None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+            return False, _cancelled(job)
+        finally:
+            slot.stop = None
+
+
+def _cancel_of(task: asyncio.Task[Any], slot: _Slot) -> bool:
+    """In ``except CancelledError``: whether the cancellation is the job's own cancel request (then it is undone:
+    the task goes on to settle the job); any other one (the worker stopping) must propagate."""
+    return slot.cancelled and task.uncancel() == 0
+
+
+def _cancelled(job: Job) -> JobCancelled:
+    return JobCancelled(job.id, f"job {job.name} {job.id} was cancelled while it ran")
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 async def _guarded(func: Callable[..., Any], payload: dict[str, Any]) -> tuple[bool, Any]:

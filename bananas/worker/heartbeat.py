@@ -1,4 +1,5 @@
-"""The lease heartbeat: renews the leases of a worker's running jobs from its own thread and event loop."""
+"""The lease heartbeat: renews the leases of a worker's running jobs from its own thread and event loop, and tells
+running jobs of their cancel requests (``client.cancel``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import time
 from bananas.broker import Broker, Delivery
 from bananas.worker.state import WorkerState, error_text
 
-__all__ = ["_Heartbeat"]
+__all__ = ["CANCEL_POLL", "_Heartbeat"]
+
+CANCEL_POLL = 1.0
+"""Seconds between two questions to the broker (capability ``cancellation``: ``cancel_requested``) whether a job this
+process runs was cancelled; asked only while it runs jobs: one cheap round trip per second per busy worker."""
 
 class _Heartbeat:
     """Renews the leases of running jobs from its own thread and event loop (a blocked worker loop cannot stop
@@ -18,12 +23,18 @@ class _Heartbeat:
     It never dies of a broker error: connecting and renewing are retried every beat. While it cannot renew the
     leases of the jobs this process holds (or cannot reach the broker at all), :meth:`healthy` is false and the
     worker takes no new jobs: a job started then would lose its lease and run twice.
+
+    With a broker that has the ``cancellation`` capability it also asks, every :data:`CANCEL_POLL` seconds while
+    jobs run here, which of them were cancelled, and hands those to the worker's loop
+    (:meth:`~bananas.worker.state._Slot.request_cancel`), which stops their handlers.
     """
 
     def __init__(self, worker: WorkerState) -> None:
         self.worker = worker
         self.lease = worker.context.lease
         self.interval = max(self.lease / 3, 0.05)
+        self.cancellation = worker._caps.cancellation is not None
+        self._told: set[int] = set()  # tokens of deliveries whose cancel request was handed to the worker's loop
         self.problem: str | None = "not connected yet"
         self._connected = False
         self._renewed = True  # the last renewal of held leases succeeded (or nothing was held)
@@ -58,10 +69,16 @@ class _Heartbeat:
         # A renewal that takes longer than this is of no use (the lease may be gone): give up, try the next beat.
         bound = max(self.interval, 0.5)
         failing_since: float | None = None
+        tick = min(self.interval, CANCEL_POLL) if self.cancellation else self.interval
+        next_renewal = 0.0
         try:
             wait = 0.0
             while not self._stop.wait(wait):
-                wait = self.interval
+                wait = tick
+                if time.monotonic() < next_renewal:
+                    self._check_cancels(loop, broker, bound)
+                    continue
+                next_renewal = time.monotonic() + self.interval - tick / 10
                 try:
                     if broker is None:
                         fresh = self.worker.context.new_broker()
@@ -80,6 +97,7 @@ class _Heartbeat:
                         owned = loop.run_until_complete(asyncio.wait_for(broker.renew(held), bound))
                         self._renewed = ok = True
                         self._report_lost(held, owned)
+                        self._check_cancels(loop, broker, bound)
                 except Exception as exc:  # noqa: BLE001 - try again next beat
                     ok = False
                     text = error_text(exc) if str(exc) else f"{type(exc).__name__}: no reply within {bound:g}s"
@@ -105,6 +123,32 @@ class _Heartbeat:
                     loop.run_until_complete(asyncio.wait_for(broker.close(), 2.0))
                 except Exception:  # noqa: BLE001 - closing a dead connection
                     pass
+
+    def _check_cancels(self, loop: asyncio.AbstractEventLoop, broker: Broker | None, bound: float) -> None:
+        """Ask which running jobs were cancelled; hand each to the worker's loop once. Errors wait for the next
+        tick (renewal failures are what the heartbeat reports)."""
+        worker = self.worker
+        if broker is None or not self.cancellation or worker._loop is None:
+            return
+        held = list(worker.slots.values())
+        if self._told:  # forget the tokens of jobs that have left this process
+            self._told &= {s.delivery.token for s in held}
+        slots = [s for s in held if not (s.done or s.settling or s.cancelled) and s.delivery.token not in self._told]
+        if not slots:
+            return
+        try:  # this thread's own broker (same class as the worker's, so it has the capability too)
+            ask = broker.cancel_requested  # type: ignore[attr-defined]
+            flags = loop.run_until_complete(asyncio.wait_for(ask([s.delivery for s in slots]), bound))
+        except Exception:  # noqa: BLE001 - asked again next tick
+            return
+        for slot, cancelled in zip(slots, flags, strict=True):
+            if cancelled:
+                self._told.add(slot.delivery.token)
+                worker.log.info("job {job_id} was cancelled; stopping it", job_id=slot.delivery.id)
+                try:
+                    worker._loop.call_soon_threadsafe(slot.request_cancel)
+                except RuntimeError:  # the worker's loop is closed: it is stopping anyway
+                    return
 
     def _report_lost(self, held: list[Delivery], owned: list[bool]) -> None:
         """Warn about leases the broker says this process lost, except for jobs settled since the snapshot (their

@@ -15,6 +15,12 @@ backend writes, counters and observer calls.
   ``Reject(reason)``, ``dont_retry_for`` and errors outside ``retry_for`` go to the dead letters at once, and
   ``retry_backoff`` replaces the ``jobs.retry_backoff_*`` settings. Each run is added to the job's attempt history
   (:mod:`bananas.attempts`) before its body is written back.
+- **Cancelled / expired** (issue 16): a run stopped by its cancel request (``Failed`` with
+  :class:`~bananas.errors.JobCancelled`) or a job dropped before it ran (:class:`Dropped`: cancelled, or past its
+  ``expires``) ends in state ``cancelled`` / ``expired`` through the broker's ``cancellation`` capability
+  (``finish``), counted under that status and logged (INFO). No result is stored: waiters get
+  :class:`~bananas.errors.JobCancelled` / :class:`~bananas.errors.JobExpired` from the record. A broker without the
+  capability cannot hold those states: such a job goes to the dead letters with the reason instead.
 - **Rejected** (no handler ran): the dead letters and ``bananas_job_dead(job, reason)``. A job without a handler
   in this worker, or whose payload does not bind to its handler's signature, has its failure stored like any dead
   job. A body that cannot be decoded goes to the dead letters as it came; observers get a placeholder job (see
@@ -34,14 +40,14 @@ from loguru import logger
 from bananas.attempts import add_attempt
 from bananas.broker import Delivery
 from bananas.control import Reject, Retry, backoff_delay
-from bananas.errors import SerializationError
+from bananas.errors import JobCancelled, SerializationError
 from bananas.handlers import HandlerSpec
 from bananas.job import Job, Status
-from bananas.metrics.stats import COMPLETED, DEAD, FAILED, RETRIED
+from bananas.metrics.stats import CANCELLED, COMPLETED, DEAD, EXPIRED, FAILED, RETRIED
 from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
 from bananas.worker import events
 from bananas.worker.context import WorkerContext
-from bananas.worker.execution import Failed, Outcome, Rejected, Succeeded
+from bananas.worker.execution import Dropped, Failed, Outcome, Rejected, Succeeded
 from bananas.worker.state import WorkerState, _Slot, error_text
 
 __all__ = ["MALFORMED_JOB_NAME", "Settlement", "malformed_job", "retry_plan"]
@@ -106,6 +112,11 @@ class Settlement:
     # -- one outcome -----------------------------------------------------------------------------------------------
     async def settle(self, slot: _Slot, pool_id: str, outcome: Outcome) -> None:
         delivery = slot.delivery
+        if type(outcome) is Dropped:
+            slot.done = True
+            await self._end(delivery, outcome.job, outcome.status, outcome.reason, pool_id, ran=False)
+            self.state.slots.pop(delivery.id, None)
+            return
         if type(outcome) is not Rejected:
             assert slot.job is not None
             self.stats.job_ran(slot.job, delivery.queue, outcome.duration)
@@ -134,7 +145,10 @@ class Settlement:
                 self.flush_soon()
             return
         slot.done = True
-        if type(outcome) is Failed:
+        if type(outcome) is Failed and slot.cancelled and type(outcome.error) is JobCancelled:
+            assert slot.job is not None
+            await self._end(delivery, slot.job, Status.CANCELLED, str(outcome.error), pool_id, ran=True)
+        elif type(outcome) is Failed:
             assert slot.job is not None
             await self._fail(delivery, slot.job, outcome.error, pool_id=pool_id, duration=outcome.duration)
         else:
@@ -198,7 +212,7 @@ class Settlement:
         if ttl == 0:  # result_ttl=0: the producer wants no stored result
             return True, value
         try:
-            body = encode_success(self.codec, value)
+            body = encode_success(self.codec, value, self.state.id)
         except SerializationError as exc:
             return False, TypeError(f"result of job {job.name} cannot be stored: {exc}")
         stage = self._stage
@@ -242,6 +256,27 @@ class Settlement:
             self.notify("bananas_job_retried", job=job, delay=delay)
         else:
             log.warning("job {job_id} failed but its lease was lost; not retried by this worker", job_id=job.id)
+
+    async def _end(self, delivery: Delivery, job: Job, status: Status, reason: str, pool_id: str | None,
+                   *, ran: bool) -> None:
+        """The job ends ``cancelled`` or ``expired`` (see the module docstring); ``ran``: its handler was started."""
+        broker = self.state._broker
+        assert broker is not None
+        job.status = status
+        job.finished_at = time.time()
+        if ran:
+            self.processed += 1
+            add_attempt(job, self.state.id, status.value, reason)
+        control = self.state._caps.cancellation
+        if control is not None:
+            owned = await control.finish(delivery, body=self.codec.encode(job), state=status.value)
+        else:
+            owned = await broker.dead_letter(delivery, body=self.codec.encode(job), reason=f"{status.value}: {reason}")
+        if not owned:
+            log.warning("job {job_id} was {status} but its lease was lost", job_id=job.id, status=status.value)
+            return
+        self.stats.count(job.name, job.priority, delivery.queue, CANCELLED if status is Status.CANCELLED else EXPIRED)
+        events.ended(self.state, job, pool_id, status.value, reason)
 
     async def _reject(self, delivery: Delivery, rejected: Rejected, pool_id: str | None = None) -> None:
         broker = self.state._broker

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import attrs
 from loguru import logger
@@ -45,6 +46,18 @@ class _Slot:
     done: bool = False
     settling: bool = False  # finished; its ack is queued or in flight (a lost renewal then is no news)
     solo: bool = False  # a job recovered from a dead worker, running alone in this process
+    cancelled: bool = False  # the job has a cancel request (the heartbeat saw it; see request_cancel)
+    scope: Any = None  # the JobContext its handler sees (current_job()), once it runs
+    stop: Callable[[], Any] | None = None  # stops the running handler (its task's cancel), only while it runs
+
+    def request_cancel(self) -> None:
+        """On the worker's loop: mark the job cancelled (``current_job().cancelled``) and stop its handler if it
+        runs (:mod:`bananas.worker.execution` turns that into a ``cancelled`` outcome)."""
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope._cancelled = True
+        if self.stop is not None:
+            self.stop()
 
 
 class WorkerState:

@@ -38,6 +38,7 @@ Core tests read records through ``admin`` where the broker has it and skip just 
 from __future__ import annotations
 
 from bananas.testing.conformance._base import ALL_CAPABILITIES, FakeClock, MakeBroker, _Base
+from bananas.testing.conformance._control import ControlChecks
 from bananas.testing.conformance._core import CoreChecks
 from bananas.testing.conformance._leases import LeaseChecks
 from bananas.testing.conformance._progress import ProgressChecks
@@ -49,14 +50,14 @@ __all__ = ["ALL_CAPABILITIES", "BrokerConformance", "FakeClock", "MakeBroker"]
 
 
 class BrokerConformance(CoreChecks, LeaseChecks, RecordChecks, RegistryChecks, ScheduleChecks, ProgressChecks,
-                        _Base):
+                        ControlChecks, _Base):
     """Checks that a broker keeps every semantic of :mod:`bananas.broker`. Subclass it; see the module docstring.
 
     Capability flags (class attributes) let a broker opt out explicitly; each skipped test names the flag.
 
     The suite is split like the protocol (0.2): the **core** tests run on every broker; the tests of an optional
     capability (``maintenance``, ``admin``, ``schedules``, ``enqueue_sync``, ``enqueue_with_hints``,
-    ``ack_and_fetch``, ``worker_registry``, ``progress``) run only when the broker has it
+    ``ack_and_fetch``, ``worker_registry``, ``progress``, ``cancellation``) run only when the broker has it
     (:func:`bananas.broker.capabilities`) and skip naming it otherwise. Set :attr:`claims` to the capabilities the
     broker is meant to have: then a missing one fails instead of skipping.
     """

@@ -24,6 +24,8 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATUS_FAILED: _ClassVar[Status]
     STATUS_RETRYING: _ClassVar[Status]
     STATUS_DEAD: _ClassVar[Status]
+    STATUS_CANCELLED: _ClassVar[Status]
+    STATUS_EXPIRED: _ClassVar[Status]
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_HIGH: Priority
 PRIORITY_NORMAL: Priority
@@ -36,6 +38,8 @@ STATUS_COMPLETED: Status
 STATUS_FAILED: Status
 STATUS_RETRYING: Status
 STATUS_DEAD: Status
+STATUS_CANCELLED: Status
+STATUS_EXPIRED: Status
 
 class Body(_message.Message):
     __slots__ = ("job", "json")

@@ -88,6 +88,7 @@ from bananas.plugin_api import (
     QueueDepth,
     redact_url,
 )
+from bananas_redis.control import RedisControl
 from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
@@ -98,6 +99,7 @@ from bananas_redis.schedules import RedisSchedules
 __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 log = logger.bind(component="redis", log_source="bananas_internal")
 """The broker's records (connection lost/back, odd entries) carry ``component=redis`` (docs/OBSERVABILITY.md)."""
 Command = tuple[Any, ...]
@@ -138,6 +140,16 @@ def _first_per_id(envelopes: Sequence[Envelope]) -> list[Envelope]:
     for env in envelopes:
         first.setdefault(env.id, env)
     return list(first.values()) if len(first) != len(envelopes) else list(envelopes)
+
+
+def _flags(envelopes: Sequence[Envelope], stored: dict[str, bool]) -> list[bool]:
+    """One flag per envelope from the stored flags by id; a second envelope of one id in a batch is never stored."""
+    seen: set[str] = set()
+    out = []
+    for env in envelopes:
+        out.append(env.id not in seen and stored.get(env.id, False))
+        seen.add(env.id)
+    return out
 
 
 def _str(value: bytes | str) -> str:
@@ -241,7 +253,7 @@ def _dispatch(qk: QueueKeys, command: str, *args: Any) -> Command:
     return ("EVALSHA", _SHA, 6, *qk.script_keys, command, qk.job_prefix, *args)
 
 
-class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
+class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
     """The production broker for ``redis://`` and ``rediss://`` URLs (see the module docstring).
 
     ``RedisBroker(url, options)`` does no I/O; :meth:`connect` opens the pools and loads the scripts.
@@ -494,13 +506,14 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         for q, n in zip(missing, final, strict=True):
             self._numbers[q] = int(n)
 
-    async def _drive(self, steps: Steps) -> None:
+    async def _drive(self, steps: Generator[list[Command], list[Any], R]) -> R:
+        """Run ``steps`` (each yield one round trip); return what the generator returns."""
         try:
             commands = next(steps)
             while True:
                 commands = steps.send(await self._call(commands))
-        except StopIteration:
-            return
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     async def _register(self, queues: Sequence[str]) -> None:
         await self._drive(self._register_steps(queues))
@@ -532,18 +545,24 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         return sorted(_str(q) for q in await self._call1(("HKEYS", self._registry)))
 
     # -- producer side ---------------------------------------------------------------------------------------
-    async def enqueue(self, envelopes: Sequence[Envelope]) -> None:
-        await self.enqueue_with_hints(envelopes)
+    async def enqueue(self, envelopes: Sequence[Envelope]) -> list[bool]:
+        return await self.enqueue_with_hints(envelopes)
 
-    async def enqueue_with_hints(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
+    async def enqueue_with_hints(
+        self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()
+    ) -> list[bool]:
         """:meth:`enqueue`; ids in ``generated_ids`` were made by the kernel for this call (fresh uuid4s), so they
-        need no cross-queue home claim (optional capability, see :mod:`bananas.broker`)."""
+        need no cross-queue home claim (optional capability, see :mod:`bananas.broker`). Returns a flag per
+        envelope: ``False`` where a live copy of the id existed (nothing stored)."""
         if not envelopes:
-            return
+            return []
         envs = _first_per_id(envelopes)
-        await self._produce("enqueue", lambda: self._drive(self._enqueue_steps(envs, generated_ids)), len(envs))
+        stored = await self._produce(
+            "enqueue", lambda: self._drive(self._enqueue_steps(envs, generated_ids)), len(envs)
+        )
+        return _flags(envelopes, stored)
 
-    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> None:
+    def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> list[bool]:
         """Blocking :meth:`enqueue_with_hints` on this broker's own synchronous connections (optional capability:
         ``app.enqueue`` / ``app.enqueue_many`` call it instead of running a coroutine on their private loop).
 
@@ -552,19 +571,20 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         (each socket operation is bounded by it), after one immediate retry on a stale pooled connection.
         """
         if not envelopes:
-            return
+            return []
         envs = _first_per_id(envelopes)
         try:
             try:
-                self._drive_sync(self._enqueue_steps(envs, generated_ids))
+                stored = self._drive_sync(self._enqueue_steps(envs, generated_ids))
             except AuthenticationError:
                 raise
             except RedisConnectionError:  # a stale pooled connection: once more on a fresh one
-                self._drive_sync(self._enqueue_steps(envs, generated_ids))
+                stored = self._drive_sync(self._enqueue_steps(envs, generated_ids))
         except (RedisError, OSError) as exc:
             o = self.options
             cause = explain(exc, self.url, connect_timeout=min(o.connect_timeout, o.timeout), reply_timeout=o.timeout)
             raise self._fail("enqueue", exc, len(envs), cause) from exc
+        return _flags(envelopes, stored)
 
     def _home_ttl(self, env: Envelope, now: float) -> int:
         o = self.options
@@ -585,7 +605,9 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         calls = [("EVALSHA", _HOME_SHA, len(keys), *keys, *args) for keys, args, _ in buckets.values()]
         return calls, [index for _, _, index in buckets.values()]
 
-    def _enqueue_steps(self, envelopes: list[Envelope], generated_ids: Collection[str]) -> Steps:
+    def _enqueue_steps(
+        self, envelopes: list[Envelope], generated_ids: Collection[str]
+    ) -> Generator[list[Command], list[Any], dict[str, bool]]:
         nowf = self.options.clock()
         now = _num(nowf)
         groups: dict[str, list[Envelope]] = {}
@@ -640,6 +662,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         new = sorted({env.queue for env in envelopes if stored.get(env.id)} - self._numbers.keys())
         if new:
             yield from self._register_steps(new)
+        return stored
 
     def _adopt_steps(self, adopted: list[Envelope]) -> Generator[list[Command], list[Any], list[tuple[Envelope, str]]]:
         """Explicit ids shaped like generated ones whose home claim was new: the id may be a job enqueued earlier
@@ -781,13 +804,13 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
                 raise r
         return results
 
-    def _drive_sync(self, steps: Steps) -> None:
+    def _drive_sync(self, steps: Generator[list[Command], list[Any], R]) -> R:
         try:
             commands = next(steps)
             while True:
                 commands = steps.send(self._call_sync(commands))
-        except StopIteration:
-            return
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def _close_sync(self) -> None:
         with self._sync_lock:

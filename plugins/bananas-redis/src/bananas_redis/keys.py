@@ -15,8 +15,9 @@ key                                  type    contents
 ``{bananas:high}:signal``            LIST    wake-up tokens for blocked fetchers (``BLPOP``); kept between
                                              ``min(len(ready), 16)`` and ``len(ready)`` long by every script
 ``{bananas:high}:job:<id>``          HASH    the job record: state, body, deliveries, crashes, token, lease_until,
-                                             eta, seq, reason, dead_at, updated_at, expires_at, started_at;
-                                             completed and dead records carry an ``EXPIRE`` (retention)
+                                             eta, seq, reason, dead_at, updated_at, expires_at, started_at,
+                                             cancel (a running job's cancel request, ``lua/control.lua``);
+                                             completed, dead, cancelled and expired records carry an ``EXPIRE``
 ``{bananas:high}:progress:<id>``     HASH    value, message, at: the job's last reported progress
                                              (:mod:`bananas_redis.progress`); ``EXPIRE`` = ``dead_ttl``
 ``bananas:queues``                   HASH    queue name -> queue number, for every queue that ever received a job

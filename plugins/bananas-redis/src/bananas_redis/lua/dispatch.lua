@@ -16,7 +16,8 @@ Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one c
                                    min(len(ready), 16) <= len(signal) <= len(ready) (see sync_signal).
   ARGV[2] .. <id>          HASH    {p:q}:job:<id>, the job record (the key is built here from ARGV[2], which the
                                    client derives from the same hash tag, so it lives on the same slot):
-                                     state        ready | scheduled | running | completed | dead
+                                     state        ready | scheduled | running | completed | dead, or
+                                                  cancelled | expired (set by lua/control.lua)
                                      body         the encoded job as last stored
                                      deliveries   hand-outs so far;  crashes  hand-outs that ended in an expired lease
                                      token        fencing token of the live hand-out (absent before the first)
@@ -153,7 +154,7 @@ if cmd == 'enqueue' then
         local id, body, eta = ARGV[i], ARGV[i + 1], ARGV[i + 2]
         local key = JOB .. id
         local st = redis.call('HGET', key, 'state')
-        if st == 'completed' or st == 'dead' then
+        if st == 'completed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
             if st == 'dead' then redis.call('ZREM', K_DEAD, id) end
             redis.call('DEL', key)
             st = false
