@@ -1,7 +1,9 @@
-"""bananas-redis: the production broker for ``redis://`` and ``rediss://`` URLs.
+"""bananas-redis: the production broker for ``redis://`` and ``rediss://`` URLs, Redis Cluster
+(``redis+cluster://``) and Sentinel (``redis+sentinel://``), see :mod:`bananas_redis.urls`.
 
 Installing the distribution is enough: its entry point (group ``bananas``) registers :class:`RedisBroker` for both
-schemes, with :class:`RedisOptions` as the ``[broker_options]`` schema, and :class:`RedisResultBackend` for results.
+one-node schemes, :class:`RedisClusterBroker` and :class:`RedisSentinelBroker` for theirs, with
+:class:`RedisOptions` as the ``[broker_options]`` schema, and :class:`RedisResultBackend` for results.
 ``bananas dlq`` and ``bananas queues`` are kernel commands (:mod:`bananas.cli_admin`); they work with this broker too.
 """
 
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 from bananas.plugin_api import BrokerSpec, Register, hookimpl
 from bananas_redis.broker import RedisBroker
+from bananas_redis.cluster import RedisClusterBroker
 from bananas_redis.options import RedisOptions
 from bananas_redis.results import RedisResultBackend, bananas_register_result_backends
+from bananas_redis.sentinel import RedisSentinelBroker
 
-__all__ = ["RedisBroker", "RedisOptions", "bananas_register_brokers"]
+__all__ = ["RedisBroker", "RedisClusterBroker", "RedisOptions", "RedisSentinelBroker", "bananas_register_brokers"]
 __all__ += ["RedisResultBackend", "bananas_register_result_backends"]
 
 
@@ -24,5 +28,21 @@ def bananas_register_brokers(register: Register[BrokerSpec]) -> None:
             factory=RedisBroker,
             options=RedisOptions,
             summary="Redis 6.2+ broker: leases, fencing, priorities, blocking fetch, batched Lua transitions",
+        )
+    )
+    register(
+        BrokerSpec(
+            schemes=("redis+cluster", "rediss+cluster"),
+            factory=RedisClusterBroker,
+            options=RedisOptions,
+            summary="The Redis broker on a Redis Cluster: one queue per slot, routed round trips, MOVED/ASK followed",
+        )
+    )
+    register(
+        BrokerSpec(
+            schemes=("redis+sentinel", "rediss+sentinel"),
+            factory=RedisSentinelBroker,
+            options=RedisOptions,
+            summary="The Redis broker on a Sentinel-managed master: follows the master through failovers",
         )
     )
