@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from bananas_redis.testing import RedisServer
+from bananas_redis.testing import RedisServer, free_port
 
 __all__ = ["LocalCluster", "LocalSentinels", "command", "redis_cli"]
 
@@ -77,8 +77,9 @@ class LocalCluster:
             for _ in range(self.masters):
                 node = RedisServer(
                     self.binary,
+                    # the bus port defaults to port + 10000, which may be taken or past 65535: a free one
                     extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                           "--cluster-node-timeout", "2000"),
+                           "--cluster-node-timeout", "2000", "--cluster-port", str(free_port())),
                 )
                 self.nodes.append(node.start())
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
