@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from bananas_redis import RedisClusterBroker, RedisOptions
+from bananas_redis import RedisClusterBroker, RedisOptions, RedisResultBackend
 from bananas_redis.testing import find_redis_servers
 from bananas_redis.testing_ha import LocalCluster, redis_cli
 from hypothesis import settings
 
 from bananas.broker import Broker
-from bananas.testing import BrokerConformance, make_broker_machine
+from bananas.testing import BrokerConformance, ResultBackendConformance, make_broker_machine
 from bananas.testing.conformance import ALL_CAPABILITIES
 
 _BINARY = next((path for label, path in find_redis_servers() if label.startswith("redis-7")), None)
@@ -81,3 +81,21 @@ async def _machine_broker(**overrides: object) -> Broker:
 
 TestRedisClusterMachine = make_broker_machine(_machine_broker).TestCase
 TestRedisClusterMachine.settings = settings(deadline=None, max_examples=8, stateful_step_count=25)
+
+
+class TestRedisClusterResults(ResultBackendConformance):
+    @pytest_asyncio.fixture
+    async def backend_factory(self) -> AsyncIterator:
+        made: list[RedisResultBackend] = []
+        prefix = f"r{uuid.uuid4().hex[:8]}"
+        url = (await asyncio.to_thread(cluster)).url
+
+        async def make(**options: object) -> RedisResultBackend:
+            backend = RedisResultBackend(url, {"prefix": prefix, **options})
+            await backend.connect()
+            made.append(backend)
+            return backend
+
+        yield make
+        for backend in made:
+            await backend.close()

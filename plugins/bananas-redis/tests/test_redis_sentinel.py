@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from bananas_redis import RedisOptions, RedisSentinelBroker
+from bananas_redis import RedisOptions, RedisResultBackend, RedisSentinelBroker
 from bananas_redis.testing import find_redis_servers
 from bananas_redis.testing_ha import LocalSentinels
 
 from bananas.plugin_api import BrokerUnavailable, Envelope
-from bananas.testing import BrokerConformance
+from bananas.testing import BrokerConformance, ResultBackendConformance
 from bananas.testing.conformance import ALL_CAPABILITIES
 
 _BINARY = next((path for label, path in find_redis_servers() if label.startswith("redis-7")), None)
@@ -139,3 +139,21 @@ async def test_a_producer_gets_broker_unavailable_only_when_no_master_answers_in
     finally:
         await broker.close()
         group.cleanup()
+
+
+class TestRedisSentinelResults(ResultBackendConformance):
+    @pytest_asyncio.fixture
+    async def backend_factory(self, sentinels: LocalSentinels) -> AsyncIterator:
+        made: list[RedisResultBackend] = []
+        prefix = f"r{uuid.uuid4().hex[:8]}"
+        url = sentinels.url
+
+        async def make(**options: object) -> RedisResultBackend:
+            backend = RedisResultBackend(url, {"prefix": prefix, **options})
+            await backend.connect()
+            made.append(backend)
+            return backend
+
+        yield make
+        for backend in made:
+            await backend.close()

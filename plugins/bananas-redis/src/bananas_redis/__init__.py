@@ -9,15 +9,25 @@ one-node schemes, :class:`RedisClusterBroker` and :class:`RedisSentinelBroker` f
 
 from __future__ import annotations
 
-from bananas.plugin_api import BrokerSpec, Register, hookimpl
+from bananas.plugin_api import BrokerOptions, BrokerSpec, Register, hookimpl
 from bananas_redis.broker import RedisBroker
 from bananas_redis.cluster import RedisClusterBroker
 from bananas_redis.options import RedisOptions
 from bananas_redis.results import RedisResultBackend, bananas_register_result_backends
 from bananas_redis.sentinel import RedisSentinelBroker
+from bananas_redis.urls import parse_redis_url
 
 __all__ = ["RedisBroker", "RedisClusterBroker", "RedisOptions", "RedisSentinelBroker", "bananas_register_brokers"]
+__all__ += ["redis_broker"]
 __all__ += ["RedisResultBackend", "bananas_register_result_backends"]
+
+
+def redis_broker(url: str, options: BrokerOptions | None = None) -> RedisBroker:
+    """The broker of ``url``'s deployment: :class:`RedisBroker`, :class:`RedisClusterBroker` or
+    :class:`RedisSentinelBroker` (a bad URL is a ``ConfigError`` naming what is allowed)."""
+    kind = parse_redis_url(url).kind
+    factory = {"single": RedisBroker, "cluster": RedisClusterBroker, "sentinel": RedisSentinelBroker}[kind]
+    return factory(url, options)
 
 
 @hookimpl

@@ -82,6 +82,7 @@ class RedisClusterBroker(RedisBroker):
     def __init__(self, url: str = "redis+cluster://127.0.0.1:6379/", options: BrokerOptions | None = None) -> None:
         super().__init__(url, options)
         self._slots: list[Address | None] = [None] * _SLOTS
+        self._master_list: list[Address] | None = None
         self._stale = True  # the slot map must be (re)learnt before the next round trip
         self._map_lock: asyncio.Lock | None = None
         self._pools: dict[Address, _Pool] = {}
@@ -130,7 +131,10 @@ class RedisClusterBroker(RedisBroker):
 
     # -- slot map --------------------------------------------------------------------------------------------
     def _masters(self) -> list[Address]:
-        return list(dict.fromkeys(a for a in self._slots if a is not None))
+        """The nodes that serve slots (cached per slot map: the map has 16384 entries)."""
+        if self._master_list is None:
+            self._master_list = list(dict.fromkeys(a for a in self._slots if a is not None))
+        return self._master_list
 
     def _learn(self, reply: Any, via: Address) -> None:
         slots: list[Address | None] = [None] * _SLOTS
@@ -141,6 +145,7 @@ class RedisClusterBroker(RedisBroker):
             for slot in range(start, end + 1):
                 slots[slot] = address
         self._slots = slots
+        self._master_list = None
         self._stale = False
 
     def _candidates(self) -> list[Address]:
@@ -172,11 +177,10 @@ class RedisClusterBroker(RedisBroker):
     ) -> dict[Address, list[tuple[int, bool]]]:
         """Per node, the ``(index, asking)`` commands to send there (keyless ones to every master)."""
         groups: dict[Address, list[tuple[int, bool]]] = {}
-        masters = self._masters()
         for i, asked in todo.items():
             slot = command_slot(commands[i])
             if slot is None:
-                for address in masters:
+                for address in self._masters():
                     groups.setdefault(address, []).append((i, False))
                 continue
             owner = asked or self._slots[slot]
@@ -220,6 +224,7 @@ class RedisClusterBroker(RedisBroker):
                     keyless.setdefault(i, []).append(reply)
                 elif isinstance(reply, MovedError):
                     self._slots[slot] = (reply.host or address[0], int(reply.port))
+                    self._master_list = None
                     self._stale = True  # more slots probably moved with it
                     todo[i] = None
                     out[i] = reply
@@ -253,10 +258,18 @@ class RedisClusterBroker(RedisBroker):
                 await self._refresh()
             groups = self._plan(todo, commands)
             addresses = list(groups)
-            results = await asyncio.gather(
-                *(self._send_on(self._node_pool(a), self._wire(commands, groups[a])) for a in addresses),
-                return_exceptions=True,
-            )
+            if len(addresses) == 1:  # the common case (one queue, or queues of one shard): no task per node
+                try:
+                    results: list[Any] = [await self._send_on(self._node_pool(addresses[0]),
+                                                              self._wire(commands, groups[addresses[0]]))]
+                except (RedisConnectionError, OSError, TimeoutError):
+                    self._stale = True
+                    raise
+            else:
+                results = await asyncio.gather(
+                    *(self._send_on(self._node_pool(a), self._wire(commands, groups[a])) for a in addresses),
+                    return_exceptions=True,
+                )
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
                 self._stale = True  # a node is gone or failed over: learn the map again on the next attempt
