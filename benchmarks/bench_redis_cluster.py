@@ -121,15 +121,17 @@ def drain(workdir: str, url: str, bases: list[str], n: int, procs: int) -> tuple
         asyncio.run(wait_empty(url, [f"{b}.normal" for b in bases], timeout=300))
         took = time.monotonic() - started
     finally:
-        for proc, log in workers:
+        for proc, _ in workers:  # every worker is told first, then each is waited for (killed after 15 s)
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
-            log.close()
+        for proc, log in workers:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            finally:
+                log.close()
     return took, n / took
 
 

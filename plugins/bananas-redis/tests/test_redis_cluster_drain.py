@@ -121,7 +121,7 @@ def test_a_worker_drains_six_queues_on_three_shards_every_job_once(cluster: Loca
 
 
 def test_a_resharding_during_a_drain_loses_nothing(cluster: LocalCluster, tmp_path: Path) -> None:
-    # Given 300 jobs over 6 queues on 3 shards, one queue in the first 200 slots of its node (so a resharding of
+    # Given 600 jobs over 6 queues on 3 shards, one queue in the first 200 slots of its node (so a resharding of
     # 200 slots moves it), and a worker draining them slowly
     h = _routed(tmp_path, cluster.url)
     try:
@@ -134,7 +134,7 @@ def test_a_resharding_during_a_drain_loses_nothing(cluster: LocalCluster, tmp_pa
         )
         queues[0] = moving
         _route(h, queues)
-        keys = [f"job{i}" for i in range(300)]
+        keys = [f"job{i}" for i in range(600)]
         for i, key in enumerate(keys):
             h.enqueue(f"work-{queues[i % len(queues)].removesuffix('.normal')}", key, payload={"secs": 0.005})
         h.worker("a", WORKER_QUEUES=",".join(queues))
@@ -148,7 +148,7 @@ def test_a_resharding_during_a_drain_loses_nothing(cluster: LocalCluster, tmp_pa
         assert len(h.events.keys("succeeded")) < len(keys), "the drain ended before the resharding: no test"
 
         # Then every job still succeeds (nothing lost); a job runs twice only if a lease expired meanwhile
-        starts = _check_once(h, keys, timeout=60)
+        starts = _check_once(h, keys, timeout=90)
         twice = sorted(k for k, n in starts.items() if n > 1)
         print(f"resharding of 200 slots mid-drain: {len(keys)} jobs done, {len(twice)} ran twice")
         assert set(starts) == set(keys)

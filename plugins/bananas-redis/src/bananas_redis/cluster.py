@@ -17,8 +17,8 @@ Only the connection layer differs from one node; every script and command is the
   up to ``socket_timeout``, then reported as a lost connection (worker calls keep retrying, see ``retry_for``).
 * **Blocking fetch.** ``BLPOP`` cannot span slots, so a fetch that found nothing blocks with one ``BLPOP`` per
   queue (and one on the due-signal list for a scheduler), each on the blocking pool of the queue's node, all at
-  once. The first to return wakes the fetch, which cancels the others and takes from every queue in priority
-  order again (a token popped by a cancelled ``BLPOP`` is never needed: the take looks at every queue).
+  once. The first to return wakes the fetch, which takes from every queue in priority order again. The others stay
+  blocked (cancelling one would cost a reconnect) and serve the next wait on their key.
 * **enqueue_sync** routes the same way on redis-py's blocking connections, one idle list per node.
 """
 
@@ -89,6 +89,8 @@ class RedisClusterBroker(RedisBroker):
         self._blocking_pools: dict[Address, _Pool] = {}
         self._sync_nodes: dict[Address, list[Any]] = {}
         self._sync_map_lock = threading.Lock()
+        self._waiters: dict[str, asyncio.Task[Any]] = {}  # signal key -> its BLPOP, blocked or with a reply
+        self._waiters_loop: asyncio.AbstractEventLoop | None = None
 
     # -- connections -----------------------------------------------------------------------------------------
     def _node_kwargs(self, address: Address) -> dict[str, Any]:
@@ -116,6 +118,7 @@ class RedisClusterBroker(RedisBroker):
         return self._pool
 
     async def close(self) -> None:
+        await self._cancel_waiters()
         self._close_sync()
         with self._sync_map_lock:
             nodes, self._sync_nodes = self._sync_nodes, {}
@@ -285,25 +288,46 @@ class RedisClusterBroker(RedisBroker):
                 delay = min(delay * 2, 0.5)
 
     async def _blpop(self, keys: Sequence[str], remaining: float) -> Any:
-        """One ``BLPOP`` per key on its node, all at once; the first reply wins and the others are cancelled."""
+        """One ``BLPOP`` per key on its node, all at once; the first reply wins.
+
+        The other ``BLPOP``s are not cancelled (that would cost a reconnect each): they stay blocked in the
+        background and the next wait on the same key picks them up, or their token if one arrived meanwhile (a
+        stale token only costs one empty take)."""
         self._open()
         if self._stale:
             await self._refresh()
-        tasks = [asyncio.ensure_future(self._blpop_one(key, remaining)) for key in keys]
-        try:
-            pending: set[asyncio.Future[Any]] = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+        loop = asyncio.get_running_loop()
+        if self._waiters_loop is not loop:  # BLPOPs left on another event loop cannot be awaited here
+            self._waiters, self._waiters_loop = {}, loop
+        deadline = loop.time() + remaining
+        while True:
+            left = deadline - loop.time()
+            tasks: list[asyncio.Task[Any]] = []
+            for key in keys:
+                task = self._waiters.get(key)
+                if task is None:
+                    task = self._waiters[key] = asyncio.ensure_future(self._blpop_one(key, left))
+                tasks.append(task)
+            done, _ = await asyncio.wait(tasks, timeout=left + self.options.socket_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            reply = None
+            for key, task in zip(keys, tasks, strict=True):
+                if task in done:
+                    if self._waiters.get(key) is task:
+                        del self._waiters[key]
                     if task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
-                    if task.result() is not None:
-                        return task.result()
-            return None  # every BLPOP timed out
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                    if reply is None and task.result() is not None:
+                        reply = task.result()
+            if reply is not None or deadline - loop.time() < 0.001:
+                return reply
+            # only BLPOPs left over from an earlier, shorter wait timed out: block again for the rest
+
+    async def _cancel_waiters(self) -> None:
+        waiters, self._waiters = list(self._waiters.values()), {}
+        for task in waiters:
+            task.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _blpop_one(self, key: str, remaining: float) -> Any:
         slot = int(key_slot(key.encode()))
