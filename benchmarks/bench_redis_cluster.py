@@ -9,7 +9,9 @@ over ``--queues`` queues (``router = "job-type"``: job type ``noop-<i>`` goes to
 queue names are picked so that each shard holds the same number of queues), then that many ``bananas worker``
 subprocesses (``thin`` mode, every queue) drain them; the drain time runs from the workers' start to the moment
 every queue is empty with no job running (``depths()`` polled every 20 ms; the workers' start-up, about 0.4 s, is
-included and reported apart). Jobs are no-ops: the figures are the broker's and the runtime's cost per job.
+included). Jobs are no-ops: the figures are the broker's and the runtime's cost per job. Each row also prints the
+CPU each redis-server spent per 1,000 jobs (``INFO cpu``, enqueue and drain): the share of the work each shard
+carries, which bounds how far throughput can grow with shards once Redis, not the workers, is the bottleneck.
 """
 
 from __future__ import annotations
@@ -98,6 +100,16 @@ async def wait_empty(url: str, queues: list[str], timeout: float) -> None:
         await broker.close()
 
 
+def redis_cpu(ports: list[int]) -> list[float]:
+    """CPU seconds (user + sys) each redis-server used so far (``INFO cpu``)."""
+    out = []
+    for port in ports:
+        info = command(port, "INFO", "cpu")
+        assert isinstance(info, dict)
+        out.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
+    return out
+
+
 def drain(workdir: str, url: str, bases: list[str], n: int, procs: int) -> tuple[float, float]:
     """Enqueue ``n`` jobs, start ``procs`` workers, wait until empty: (seconds, jobs per second)."""
     write_config(workdir, url, bases)
@@ -155,10 +167,15 @@ def main() -> None:
                     command(single.port, "FLUSHALL")
                     if which is not None:
                         which.flush()
+                    ports = [single.port] if which is None else [node.port for node in which.nodes]
+                    cpu_before = redis_cpu(ports)
                     took, rate = drain(workdir, url, queue_names(which, args.queues), args.n, procs)
+                    cpu = [after - before for after, before in zip(redis_cpu(ports), cpu_before, strict=True)]
                     rows.append((name, procs, took, rate))
+                    per_k = ", ".join(f"{1000 * c / args.n * 1000:.0f}" for c in cpu)
                     print(f"{name:>18}  {procs} proc  {args.n} jobs / {args.queues} queues  {took:6.2f} s  "
-                          f"{rate:8.0f} jobs/s", flush=True)
+                          f"{rate:8.0f} jobs/s   redis CPU per 1000 jobs (ms, per node; includes enqueue): {per_k}",
+                          flush=True)
     finally:
         single.cleanup()
         cluster.cleanup()

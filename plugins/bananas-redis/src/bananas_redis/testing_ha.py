@@ -59,15 +59,31 @@ def _wait(check: object, timeout: float, what: str) -> None:
 
 @attrs.define(eq=False)
 class LocalCluster:
-    """A Redis Cluster of ``masters`` nodes (no replicas) on loopback."""
+    """A Redis Cluster of ``masters`` nodes (no replicas) on loopback.
+
+    With ``tls`` (the paths of :func:`bananas_redis.testing.make_certificates`) every node also listens with TLS on
+    one of ``tls_ports`` (``tls-cluster yes``: the cluster announces those) and ``url`` is ``rediss+cluster://``; the
+    plain ports stay for the test's own admin commands."""
 
     binary: str
     masters: int = 3
+    tls: dict[str, str] | None = None
     nodes: list[RedisServer] = attrs.field(factory=list)
+    tls_ports: list[int] = attrs.field(factory=list)
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return "rediss+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.tls_ports[:2]) + "/"
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2]) + "/"
+
+    def _tls_args(self) -> tuple[str, ...]:
+        if not self.tls:
+            return ()
+        self.tls_ports.append(free_port())
+        return ("--tls-port", str(self.tls_ports[-1]), "--tls-cluster", "yes", "--tls-replication", "yes",
+                "--tls-cert-file", self.tls["server.crt"], "--tls-key-file", self.tls["server.key"],
+                "--tls-ca-cert-file", self.tls["ca.crt"], "--tls-auth-clients", "no")
 
     def start(self, timeout: float = 30.0) -> LocalCluster:
         cli = redis_cli(self.binary)
@@ -79,7 +95,7 @@ class LocalCluster:
                     self.binary,
                     # the bus port defaults to port + 10000, which may be taken or past 65535: a free one
                     extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                           "--cluster-node-timeout", "2000", "--cluster-port", str(free_port())),
+                           "--cluster-node-timeout", "2000", "--cluster-port", str(free_port()), *self._tls_args()),
                 )
                 self.nodes.append(node.start())
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
