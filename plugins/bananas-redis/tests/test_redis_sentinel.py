@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from bananas_redis import RedisOptions, RedisResultBackend, RedisSentinelBroker
 from bananas_redis.testing import find_redis_servers
-from bananas_redis.testing_ha import LocalSentinels
+from bananas_redis.testing_ha import LocalSentinels, command
 
 from bananas.plugin_api import BrokerUnavailable, Envelope
 from bananas.testing import BrokerConformance, ResultBackendConformance
@@ -157,3 +157,35 @@ class TestRedisSentinelResults(ResultBackendConformance):
         yield make
         for backend in made:
             await backend.close()
+
+
+async def test_an_acl_user_in_the_sentinel_url_authenticates_to_the_master(sentinels: LocalSentinels) -> None:
+    # Given an ACL user on every data node (ACLs are not replicated) and a URL naming it
+    for node in sentinels.data:
+        command(node.port, "ACL", "SETUSER", "app", "on", ">s3cret", "~*", "&*", "+@all")
+    url = sentinels.url.replace("redis+sentinel://", "redis+sentinel://app:s3cret@")
+
+    # When the broker and the result backend work through it
+    broker = RedisSentinelBroker(url, RedisOptions(prefix=f"acl{uuid.uuid4().hex[:6]}"))
+    results = RedisResultBackend(url, {"prefix": "acl"})
+    try:
+        await broker.connect()
+        await results.connect()
+        await broker.enqueue([Envelope("a", "q", b"x")])
+        (got,) = await broker.fetch(["q"], 1, 1.0)
+        await results.store("a", b"done", 60)
+
+        # Then the master sees that user, and everything works as on one node
+        assert got.id == "a" and await broker.ack([got]) == [True]
+        assert await results.get("a") == b"done"
+        assert "user=app" in str(command(sentinels.master().port, "CLIENT", "LIST"))
+    finally:
+        await broker.close()
+        await results.close()
+
+    # And a wrong password is a one-line error naming the URL without the password
+    wrong = RedisSentinelBroker(url.replace("s3cret", "nope"), RedisOptions(prefix="acl", timeout=2.0))
+    with pytest.raises(BrokerUnavailable) as caught:
+        await wrong.connect()
+    await wrong.close()
+    assert "nope" not in str(caught.value) and "redis+sentinel://app:***@" in str(caught.value)
