@@ -212,3 +212,33 @@ async def test_rediss_cluster_with_an_acl_user(tmp_path) -> None:
         assert "nope" not in str(caught.value) and "rediss+cluster://app:***@" in str(caught.value)
     finally:
         await asyncio.to_thread(tls_cluster.cleanup)
+
+
+async def test_ask_and_tryagain_while_a_queues_slot_migrates(make_cluster_broker) -> None:
+    # Given a queue whose slot is being migrated (IMPORTING on the target, MIGRATING on the source, no key moved yet)
+    broker = await make_cluster_broker()
+    c = await asyncio.to_thread(cluster)
+    queue = "migrating"
+    tag = f"{{{broker.options.prefix}:{queue}}}"
+    slot = key_slot(tag.encode())
+    source = c.owner(tag)
+    target = next(n for n in c.nodes if n is not source)
+    command(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", c.node_id(source))
+    command(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", c.node_id(target))
+    try:
+        # When a single-key read meets a key the source does not have: ASK, answered by the target after ASKING
+        assert (await broker.depths([queue]))[queue].ready == 0
+
+        # And the queue's script (several keys, some missing) gets TRYAGAIN: the enqueue waits for the migration
+        enqueue = asyncio.create_task(broker.enqueue([Envelope("a", queue, b"x")]))
+        await asyncio.sleep(0.3)
+        assert not enqueue.done()
+    finally:
+        for node in (target, source, *(n for n in c.nodes if n not in (source, target))):
+            command(node.port, "CLUSTER", "SETSLOT", slot, "NODE", c.node_id(target))
+
+    # Then once the slot is the target's, the enqueue lands there (MOVED followed) and the job can be fetched
+    await asyncio.wait_for(enqueue, 5.0)
+    (got,) = await broker.fetch([queue], 1, 1.0)
+    assert got.id == "a"
+    assert broker._slots[slot] == ("127.0.0.1", target.port)
