@@ -154,3 +154,35 @@ def test_a_resharding_during_a_drain_loses_nothing(cluster: LocalCluster, tmp_pa
         assert set(starts) == set(keys)
     finally:
         h.close()
+
+
+def test_a_shard_masters_failover_during_a_drain_loses_nothing(tmp_path: Path) -> None:
+    # Given a cluster of 3 masters with a replica each, and a worker draining 400 jobs over 6 queues on 3 shards
+    assert _BINARY is not None
+    c = LocalCluster(_BINARY, replicas=1).start()
+    h = _routed(tmp_path, c.url)
+    try:
+        queues = _queues_on_every_shard(h.prefix, _ranges(c), per_shard=2)
+        _route(h, queues)
+        keys = [f"job{i}" for i in range(400)]
+        for i, key in enumerate(keys):
+            h.enqueue(f"work-{queues[i % len(queues)].removesuffix('.normal')}", key, payload={"secs": 0.02})
+        worker = h.worker("a", WORKER_QUEUES=",".join(queues))
+        wait_until(lambda: len(h.events.keys("succeeded")) >= 30, 20, "the drain to start")
+
+        # When the master of one shard is SIGKILLed (by pid) mid-drain and its replica takes over its slots
+        victim = c.owner(f"{{{h.prefix}:{queues[0]}}}")
+        started = time.monotonic()
+        victim.stop(kill=True)
+        assert len(h.events.keys("succeeded")) < len(keys), "the drain ended before the failover: no test"
+
+        # Then the worker follows the new slot map by itself and every job succeeds (at least once)
+        starts = _check_once(h, keys, timeout=90)
+        twice = sorted(k for k, n in starts.items() if n > 1)
+        print(f"shard failover mid-drain: all {len(keys)} jobs done {time.monotonic() - started:.1f}s after the "
+              f"kill, {len(twice)} ran twice")
+        assert set(starts) == set(keys)
+        assert worker.alive()
+    finally:
+        h.close()
+        c.cleanup()

@@ -68,6 +68,7 @@ class LocalCluster:
     binary: str
     masters: int = 3
     tls: dict[str, str] | None = None
+    replicas: int = 0  # per master (--cluster-replicas): a killed master's replica takes over its slots
     nodes: list[RedisServer] = attrs.field(factory=list)
     tls_ports: list[int] = attrs.field(factory=list)
 
@@ -90,7 +91,7 @@ class LocalCluster:
         if cli is None:
             raise RuntimeError("redis-cli not found: it builds the cluster")
         try:
-            for _ in range(self.masters):
+            for _ in range(self.masters * (1 + self.replicas)):
                 node = RedisServer(
                     self.binary,
                     # the bus port defaults to port + 10000, which may be taken or past 65535: a free one
@@ -100,7 +101,7 @@ class LocalCluster:
                 self.nodes.append(node.start())
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
             subprocess.run(
-                [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                 check=True, capture_output=True, timeout=timeout,
             )
             for node in self.nodes:
@@ -110,6 +111,17 @@ class LocalCluster:
             self.cleanup()
             raise
         return self
+
+    def masters_now(self) -> list[RedisServer]:
+        """The nodes that serve slots now (a promoted replica included)."""
+        ports = set()
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            for _, _, master, *_ in command(node.port, "CLUSTER", "SLOTS"):  # type: ignore[union-attr]
+                ports.add(int(master[1]))
+            break
+        return [n for n in self.nodes if n.port in ports]
 
     def node_id(self, node: RedisServer) -> str:
         return str(command(node.port, "CLUSTER", "MYID"))
