@@ -28,8 +28,8 @@ import textwrap
 import time
 
 from bananas_redis import RedisOptions, redis_broker
-from bananas_redis.testing import RedisServer, find_redis_servers
-from bananas_redis.testing_ha import LocalCluster, command
+from bananas_redis.testing import RedisServer
+from bananas_redis.testing_ha import LocalCluster, command, ha_binary
 from redis.crc import key_slot
 
 from bananas import Bananas
@@ -154,7 +154,9 @@ def main() -> None:
     ap.add_argument("--procs", default="1,2,4")
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    binary = next(path for label, path in find_redis_servers() if label.startswith("redis-7"))
+    binary = ha_binary()
+    if binary is None:
+        raise SystemExit("needs redis-server 7+ and redis-cli")
     workdir = tempfile.mkdtemp(prefix="bench-cluster-")
     single = RedisServer(binary).start()
     cluster = LocalCluster(binary).start()

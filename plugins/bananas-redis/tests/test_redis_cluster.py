@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 from bananas_redis import RedisClusterBroker, RedisOptions, RedisResultBackend
-from bananas_redis.testing import find_redis_servers, make_certificates
-from bananas_redis.testing_ha import LocalCluster, command, redis_cli
+from bananas_redis.testing import make_certificates
+from bananas_redis.testing_ha import LocalCluster, command, ha_binary
 from hypothesis import settings
 from redis.crc import key_slot
 
@@ -23,10 +23,10 @@ from bananas.plugin_api import BrokerUnavailable, Envelope
 from bananas.testing import BrokerConformance, ResultBackendConformance, make_broker_machine
 from bananas.testing.conformance import ALL_CAPABILITIES
 
-_BINARY = next((path for label, path in find_redis_servers() if label.startswith("redis-7")), None)
+_BINARY = ha_binary()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(_BINARY is None or not redis_cli(_BINARY or ""), reason="needs redis-server 7 and redis-cli"),
+    pytest.mark.skipif(_BINARY is None, reason="needs redis-server 7+ and redis-cli"),
 ]
 _CLUSTER: LocalCluster | None = None
 

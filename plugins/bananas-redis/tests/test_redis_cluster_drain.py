@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bananas_redis.testing import find_redis_servers
-from bananas_redis.testing_ha import LocalCluster, command, redis_cli
+from bananas_redis.testing_ha import LocalCluster, command, ha_binary
 from redis.crc import key_slot
 
 from bananas import Bananas
@@ -30,10 +29,10 @@ _harness = _worker_harness()
 Harness, wait_until = _harness.Harness, _harness.wait_until
 
 _PLUGINS = "bananas-redis,bananas-router-job-type"
-_BINARY = next((path for label, path in find_redis_servers() if label.startswith("redis-7")), None)
+_BINARY = ha_binary()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(_BINARY is None or not redis_cli(_BINARY or ""), reason="needs redis-server 7 and redis-cli"),
+    pytest.mark.skipif(_BINARY is None, reason="needs redis-server 7+ and redis-cli"),
 ]
 
 

@@ -15,15 +15,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from bananas_redis import RedisOptions, RedisResultBackend, RedisSentinelBroker
-from bananas_redis.testing import find_redis_servers
-from bananas_redis.testing_ha import LocalSentinels, command
+from bananas_redis.testing_ha import LocalSentinels, command, ha_binary
 
 from bananas.plugin_api import BrokerUnavailable, Envelope
 from bananas.testing import BrokerConformance, ResultBackendConformance
 from bananas.testing.conformance import ALL_CAPABILITIES
 
-_BINARY = next((path for label, path in find_redis_servers() if label.startswith("redis-7")), None)
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_BINARY is None, reason="needs redis-server 7 (--sentinel)")]
+_BINARY = ha_binary()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_BINARY is None, reason="needs redis-server 7+ (and redis-cli)")]
 
 
 def _worker_harness():  # the sibling test module's harness (tests are imported by path, not as a package)

@@ -18,8 +18,8 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   ``BLPOP`` is never missed. A fetcher whose last call ended empty goes straight to ``BLPOP`` (the signal list
   says whether work exists), so an idle worker costs one command per fetch timeout. ``reap`` repairs a signal
   lost with a fetcher that died between its ``BLPOP`` and its take (within ``lease + reaper_interval``: the
-  reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` over queues of different slots
-  would need one blocking connection per queue; this client targets a single node (or a proxy).
+  reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` cannot span slots: the cluster
+  broker (:mod:`bananas_redis.cluster`) blocks with one ``BLPOP`` per queue instead (it overrides ``_blpop``).
 * **Optional capabilities** (see :mod:`bananas.broker`): ``enqueue_sync`` (redis-py's blocking client, same
   commands, for ``app.enqueue``), ``enqueue_with_hints``, ``ack_and_fetch`` (acks pipelined with the next take) and
   ``schedules`` (the scheduler's leader lease and periodic-job guard, in :mod:`bananas_redis.schedules`).

@@ -17,15 +17,25 @@ from collections.abc import Sequence
 
 import attrs
 
-from bananas_redis.testing import RedisServer, free_port
+from bananas_redis.testing import RedisServer, find_redis_servers, free_port
 
-__all__ = ["LocalCluster", "LocalSentinels", "command", "redis_cli"]
+__all__ = ["LocalCluster", "LocalSentinels", "command", "ha_binary", "redis_cli"]
 
 
 def redis_cli(binary: str) -> str | None:
     """The ``redis-cli`` next to ``binary`` (or on ``PATH``), or ``None``."""
     beside = os.path.join(os.path.dirname(binary), "redis-cli")
     return beside if os.access(beside, os.X_OK) else shutil.which("redis-cli")
+
+
+def ha_binary() -> str | None:
+    """The first redis-server of :func:`~bananas_redis.testing.find_redis_servers` that is 7.0 or newer (clusters
+    use ``--cluster-port``) with a ``redis-cli`` to build clusters, or ``None`` (the tests then skip)."""
+    for label, path in find_redis_servers():
+        major = label.removeprefix("redis-").split(".")[0]
+        if major.isdigit() and int(major) >= 7 and redis_cli(path):
+            return path
+    return None
 
 
 def command(port: int, *args: str | int, timeout: float = 5.0) -> object:
