@@ -174,6 +174,8 @@ def test_a_shard_masters_failover_during_a_drain_loses_nothing(tmp_path: Path) -
         started = time.monotonic()
         victim.stop(kill=True)
         assert len(h.events.keys("succeeded")) < len(keys), "the drain ended before the failover: no test"
+        wait_until(lambda: c.owner(f"{{{h.prefix}:{queues[0]}}}") is not victim, 30, "a replica to take over")
+        print(f"replica took over {time.monotonic() - started:.1f}s after the kill")
 
         # Then the worker follows the new slot map by itself and every job succeeds (at least once)
         starts = _check_once(h, keys, timeout=90)

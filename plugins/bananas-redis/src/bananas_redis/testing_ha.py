@@ -117,6 +117,9 @@ class LocalCluster:
             for node in self.nodes:
                 _wait(lambda node=node: "cluster_state:ok" in str(command(node.port, "CLUSTER", "INFO")), timeout,
                       f"cluster_state:ok on {node.port}")
+            # A replica that never synced refuses to fail over (its data is "too old"): wait for every link
+            _wait(lambda: sum(_info(n.port).get("master_link_status") == "up" for n in self.nodes)
+                  == self.masters * self.replicas, timeout, "every replica in sync")
         except BaseException:
             self.cleanup()
             raise
@@ -138,12 +141,11 @@ class LocalCluster:
 
     def owner(self, key: str) -> RedisServer:
         """The node that serves ``key``'s slot now."""
-        slot = int(command(self.nodes[0].port, "CLUSTER", "KEYSLOT", key))  # type: ignore[call-overload]
-        for node in self.nodes:
-            for start, end, *_ in command(node.port, "CLUSTER", "SLOTS"):  # type: ignore[union-attr]
-                if start <= slot <= end:
-                    owner = _[0]
-                    return next(n for n in self.nodes if n.port == int(owner[1]))
+        live = [n for n in self.nodes if n.process is not None]
+        slot = int(command(live[0].port, "CLUSTER", "KEYSLOT", key))  # type: ignore[call-overload]
+        for start, end, master, *_ in command(live[0].port, "CLUSTER", "SLOTS"):  # type: ignore[union-attr]
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == int(master[1]))
         raise RuntimeError(f"no owner for slot {slot}")
 
     def reshard(self, source: RedisServer, target: RedisServer, slots: int, timeout: float = 60.0) -> None:
