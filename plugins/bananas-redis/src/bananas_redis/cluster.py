@@ -91,6 +91,7 @@ class RedisClusterBroker(RedisBroker):
         self._sync_map_lock = threading.Lock()
         self._waiters: dict[str, asyncio.Task[Any]] = {}  # signal key -> its BLPOP, blocked or with a reply
         self._waiters_loop: asyncio.AbstractEventLoop | None = None
+        self._down: set[Address] = set()  # nodes whose last round trip failed (see _replied)
 
     # -- connections -----------------------------------------------------------------------------------------
     def _node_kwargs(self, address: Address) -> dict[str, Any]:
@@ -132,6 +133,24 @@ class RedisClusterBroker(RedisBroker):
         for pool in pools:
             await pool.close()
 
+    def _replied(self) -> None:
+        """An outage (see :meth:`RedisBroker._work`) ends only when no node of the slot map is known down: with one
+        shard unreachable, round trips to the others must not log "connection back" and "lost" in turn."""
+        if not self._down:
+            super()._replied()
+
+    async def _node_round_trip(self, address: Address, commands: Sequence[Command]) -> list[Any]:
+        try:
+            replies = await self._send_on(self._node_pool(address), commands)
+        except (RedisConnectionError, OSError, TimeoutError):
+            self._down.add(address)
+            self._stale = True  # a node is gone or failed over: learn the map again on the next attempt
+            raise
+        if address in self._down:
+            self._down.discard(address)
+            self._replied()
+        return replies
+
     # -- slot map --------------------------------------------------------------------------------------------
     def _masters(self) -> list[Address]:
         """The nodes that serve slots (cached per slot map: the map has 16384 entries)."""
@@ -149,6 +168,7 @@ class RedisClusterBroker(RedisBroker):
                 slots[slot] = address
         self._slots = slots
         self._master_list = None
+        self._down &= set(self._masters())  # a node no longer in the map cannot hold the outage open
         self._stale = False
 
     def _candidates(self) -> list[Address]:
@@ -262,20 +282,16 @@ class RedisClusterBroker(RedisBroker):
             groups = self._plan(todo, commands)
             addresses = list(groups)
             if len(addresses) == 1:  # the common case (one queue, or queues of one shard): no task per node
-                try:
-                    results: list[Any] = [await self._send_on(self._node_pool(addresses[0]),
-                                                              self._wire(commands, groups[addresses[0]]))]
-                except (RedisConnectionError, OSError, TimeoutError):
-                    self._stale = True
-                    raise
+                results: list[Any] = [await self._node_round_trip(addresses[0],
+                                                                   self._wire(commands, groups[addresses[0]]))]
             else:
                 results = await asyncio.gather(
-                    *(self._send_on(self._node_pool(a), self._wire(commands, groups[a])) for a in addresses),
+                    *(self._node_round_trip(a, self._wire(commands, groups[a])) for a in addresses),
                     return_exceptions=True,
                 )
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
-                self._stale = True  # a node is gone or failed over: learn the map again on the next attempt
+                self._stale = True
                 raise failed
             replies = {a: self._unwire(groups[a], r) for a, r in zip(addresses, results, strict=True)}
             todo, wait = self._absorb(commands, out, groups, replies)
@@ -342,6 +358,7 @@ class RedisClusterBroker(RedisBroker):
             self._stale = True
             return [key, b"moved"]
         except (RedisConnectionError, OSError):
+            self._down.add(owner)
             self._stale = True
             raise
 
