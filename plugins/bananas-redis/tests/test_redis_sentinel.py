@@ -5,7 +5,9 @@ sentinel is started by :class:`bananas_redis.testing_ha.LocalSentinels` on loopb
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from bananas_redis import RedisOptions, RedisResultBackend, RedisSentinelBroker
+from bananas_redis.testing import make_certificates
 from bananas_redis.testing_ha import LocalSentinels, command, ha_binary
 
 from bananas.plugin_api import BrokerUnavailable, Envelope
@@ -188,3 +191,34 @@ async def test_an_acl_user_in_the_sentinel_url_authenticates_to_the_master(senti
         await wrong.connect()
     await wrong.close()
     assert "nope" not in str(caught.value) and "redis+sentinel://app:***@" in str(caught.value)
+
+
+async def test_rediss_sentinel_reaches_the_master_over_tls(tmp_path: Path) -> None:
+    # Given a master, a replica and three sentinels that all speak TLS (replication and sentinel links too)
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    certs = make_certificates(str(tmp_path))
+    try:
+        group = await asyncio.to_thread(_group, tls=certs)
+    except RuntimeError as exc:
+        pytest.skip(f"no TLS sentinel support: {exc}")
+    try:
+        assert group.url.startswith("rediss+sentinel://")
+        broker = RedisSentinelBroker(group.url, RedisOptions(prefix="tls", ssl_ca_certs=certs["ca.crt"]))
+        results = RedisResultBackend(group.url, {"ssl_ca_certs": certs["ca.crt"]})
+        try:
+            # When the broker and the result backend go through the sentinels
+            await broker.connect()
+            await results.connect()
+            await broker.enqueue([Envelope("a", "q", b"x")])
+            (got,) = await broker.fetch(["q"], 1, 1.0)
+            await results.store("a", b"done", 60)
+
+            # Then they reach the master over TLS
+            assert got.id == "a" and await broker.ack([got]) == [True]
+            assert await results.get("a") == b"done"
+        finally:
+            await broker.close()
+            await results.close()
+    finally:
+        await asyncio.to_thread(group.cleanup)

@@ -178,39 +178,60 @@ sentinel parallel-syncs {service} 1
 
 @attrs.define(eq=False)
 class LocalSentinels:
-    """A master, ``replicas`` replicas and ``sentinels`` sentinels (quorum 2) monitoring it as ``service``."""
+    """A master, ``replicas`` replicas and ``sentinels`` sentinels (quorum 2) monitoring it as ``service``.
+
+    With ``tls`` (the paths of :func:`bananas_redis.testing.make_certificates`) every process also listens with TLS
+    (``tls_port``), replication and the sentinels' own links use TLS, and ``url`` is ``rediss+sentinel://``; the
+    plain ports stay for the test's own admin commands."""
 
     binary: str
     service: str = "bananas"
     replicas: int = 1
     sentinels: int = 3
+    tls: dict[str, str] | None = None
     data: list[RedisServer] = attrs.field(factory=list)
     watchers: list[RedisServer] = attrs.field(factory=list)
+    tls_port: dict[int, int] = attrs.field(factory=dict)  # plain port -> TLS port of every process
 
     @property
     def url(self) -> str:
+        if self.tls:
+            hosts = ",".join(f"127.0.0.1:{self.tls_port[s.port]}" for s in self.watchers)
+            return f"rediss+sentinel://{hosts}/{self.service}/0"
         return "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.watchers) + f"/{self.service}/0"
 
     def master(self) -> RedisServer:
         """The data node the sentinels name as master now."""
         host, port = command(self.watchers[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[misc]
-        return next(n for n in self.data if n.port == int(port))
+        return next(n for n in self.data if int(port) in (n.port, self.tls_port.get(n.port)))
+
+    def _server(self, *extra: str) -> RedisServer:
+        if not self.tls:
+            return RedisServer(self.binary, extra=extra)
+        tls_port = free_port()
+        server = RedisServer(self.binary, extra=(
+            *extra, "--tls-port", str(tls_port), "--tls-replication", "yes", "--tls-cert-file",
+            self.tls["server.crt"], "--tls-key-file", self.tls["server.key"], "--tls-ca-cert-file",
+            self.tls["ca.crt"], "--tls-auth-clients", "no"))
+        self.tls_port[server.port] = tls_port
+        return server
 
     def start(self, timeout: float = 30.0) -> LocalSentinels:
         try:
-            master = RedisServer(self.binary).start()
+            master = self._server().start()
             self.data.append(master)
+            master_port = self.tls_port.get(master.port, master.port)  # replicas and sentinels use TLS if on
             for _ in range(self.replicas):
-                replica = RedisServer(self.binary, extra=("--replicaof", "127.0.0.1", str(master.port)))
+                replica = self._server("--replicaof", "127.0.0.1", str(master_port))
                 self.data.append(replica.start())
             for replica in self.data[1:]:
                 _wait(lambda r=replica: _info(r.port).get("master_link_status") == "up",
                       timeout, f"replica {replica.port} in sync")
             for _ in range(self.sentinels):
-                watcher = RedisServer(self.binary, extra=("--sentinel",))
+                watcher = self._server("--sentinel")
                 conf = os.path.join(watcher.dir, "sentinel.conf")
                 with open(conf, "w") as out:
-                    out.write(_SENTINEL_CONF.format(service=self.service, port=master.port))
+                    out.write(_SENTINEL_CONF.format(service=self.service, port=master_port))
                 watcher.config_file = conf
                 self.watchers.append(watcher.start())
             for watcher in self.watchers:  # every sentinel knows the replica and the other sentinels
