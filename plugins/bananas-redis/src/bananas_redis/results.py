@@ -201,8 +201,10 @@ class RedisResultBackend:
         return self._commands, self._blocking
 
     async def connect(self) -> None:
-        commands, _ = self._open()
+        commands, blocking = self._open()
         await self._call("connect", lambda: commands.ping())
+        if self.target.kind == "cluster":  # the waiters' client learns the slot map now, not in the first wait
+            await self._call("connect", lambda: blocking.initialize())  # type: ignore[attr-defined]
 
     async def close(self) -> None:
         flushers, self._flushers = {task for task in self._flushers if not task.done()}, set()
