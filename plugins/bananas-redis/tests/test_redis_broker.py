@@ -44,11 +44,15 @@ def test_entry_point_registers_both_schemes():
     specs: list[BrokerSpec] = []
     bananas_register_brokers(register=specs.append)
 
-    # Then it registers the Redis broker for redis:// and rediss:// with its options class
-    (spec,) = specs
+    # Then it registers the Redis broker for redis:// and rediss:// with its options class (and the cluster and
+    # sentinel brokers for theirs, with the same options)
+    spec, cluster, sentinel = specs
     assert spec.schemes == ("redis", "rediss")
     assert spec.factory is RedisBroker
     assert spec.options is RedisOptions
+    assert cluster.schemes == ("redis+cluster", "rediss+cluster")
+    assert sentinel.schemes == ("redis+sentinel", "rediss+sentinel")
+    assert {cluster.options, sentinel.options} == {RedisOptions}
 
 
 def test_factory_does_no_io_and_rejects_other_schemes():

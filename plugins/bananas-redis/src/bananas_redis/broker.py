@@ -18,8 +18,8 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   ``BLPOP`` is never missed. A fetcher whose last call ended empty goes straight to ``BLPOP`` (the signal list
   says whether work exists), so an idle worker costs one command per fetch timeout. ``reap`` repairs a signal
   lost with a fetcher that died between its ``BLPOP`` and its take (within ``lease + reaper_interval``: the
-  reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` over queues of different slots
-  would need one blocking connection per queue; this client targets a single node (or a proxy).
+  reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` cannot span slots: the cluster
+  broker (:mod:`bananas_redis.cluster`) blocks with one ``BLPOP`` per queue instead (it overrides ``_blpop``).
 * **Optional capabilities** (see :mod:`bananas.broker`): ``enqueue_sync`` (redis-py's blocking client, same
   commands, for ``app.enqueue``), ``enqueue_with_hints``, ``ack_and_fetch`` (acks pipelined with the next take) and
   ``schedules`` (the scheduler's leader lease and periodic-job guard, in :mod:`bananas_redis.schedules`).
@@ -53,7 +53,6 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import attrs
 from loguru import logger
@@ -95,6 +94,7 @@ from bananas_redis.options import RedisOptions
 from bananas_redis.progress import RedisProgress
 from bananas_redis.registry import WorkerRegistry
 from bananas_redis.schedules import RedisSchedules
+from bananas_redis.urls import ALLOWED, parse_redis_url
 
 __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
 
@@ -259,15 +259,16 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
     ``RedisBroker(url, options)`` does no I/O; :meth:`connect` opens the pools and loads the scripts.
     """
 
+    _KIND = "single"  # the deployment of parse_redis_url this class serves (cluster.py and sentinel.py: theirs)
+
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", options: BrokerOptions | None = None) -> None:
-        scheme = urlsplit(url).scheme
-        if scheme not in ("redis", "rediss"):
-            raise ConfigError(
-                "broker", url, "RedisBroker", "a redis://[user:password@]host[:port][/db] or rediss:// URL"
-            )
+        self.target = parse_redis_url(url, "broker", type(self).__name__)
+        if self.target.kind != self._KIND:
+            raise ConfigError("broker", redact_url(url), type(self).__name__, f"{ALLOWED} (for {type(self).__name__}: "
+                              f"a {self._KIND} URL; redis_broker(url) picks the class for the URL)")
         self.url = url
         self.options: RedisOptions = _as_redis_options(options)
-        self._tls = scheme == "rediss"
+        self._tls = self.target.tls
         self._pool: _Pool | None = None
         self._blocking: _Pool | None = None
         self._hot: dict[tuple[str, ...], bool] = {}
@@ -314,15 +315,24 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                     kwargs[name] = getattr(o, name)
         return kwargs
 
+    def _config(self, **kwargs: Any) -> ConnectionPool:
+        """A redis-py pool whose ``make_connection`` makes this broker's connections (the sentinel broker's ask
+        the sentinels for the master: :mod:`bananas_redis.sentinel`)."""
+        return ConnectionPool.from_url(self.url, **kwargs)
+
+    def _sync_pool_config(self, **kwargs: Any) -> SyncConnectionPool:
+        """:meth:`_config` for the blocking lane (``enqueue_sync``)."""
+        return SyncConnectionPool.from_url(self.url, **kwargs)
+
     def _open(self) -> _Pool:
         if self._pool is None:
             # Commands: a lean bounded pool. Connections have no socket timeout of their own: every round trip
             # runs under one asyncio.timeout(socket_timeout) in _send, which disconnects on expiry.
-            config = ConnectionPool.from_url(self.url, socket_timeout=None, **self._pool_kwargs())
+            config = self._config(socket_timeout=None, **self._pool_kwargs())
             self._pool = _Pool(config.make_connection, self.options.pool_size)
             # Blocked fetches get their own lean pool, so a long BLPOP never holds a connection acks are waiting
             # for. Each BLPOP is bounded by asyncio.timeout() too.
-            blocking = ConnectionPool.from_url(self.url, socket_timeout=None, **self._pool_kwargs())
+            blocking = self._config(socket_timeout=None, **self._pool_kwargs())
             self._blocking = _Pool(blocking.make_connection, self.options.pool_size)
         return self._pool
 
@@ -440,7 +450,10 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
     # -- round trips -----------------------------------------------------------------------------------------
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip on a pooled connection; error replies come back as exceptions."""
-        pool = self._open()
+        return await self._send_on(self._open(), commands)
+
+    async def _send_on(self, pool: _Pool, commands: Sequence[Command]) -> list[Any]:
+        """:meth:`_send` on a connection of ``pool`` (the cluster broker has one pool per node)."""
         conn = await pool.get()
         try:
             async with asyncio.timeout(self.options.socket_timeout):
@@ -742,7 +755,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                     kwargs = self._pool_kwargs()
                     kwargs["retry"] = SyncRetry(NoBackoff(), 0)
                     kwargs["socket_connect_timeout"] = min(o.connect_timeout, o.timeout)
-                    self._sync_config = SyncConnectionPool.from_url(self.url, socket_timeout=o.timeout, **kwargs)
+                    self._sync_config = self._sync_pool_config(socket_timeout=o.timeout, **kwargs)
                 config = self._sync_config
                 conn = config.connection_class(**config.connection_kwargs)
                 self._sync_all.add(conn)
@@ -891,27 +904,13 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining < _MIN_BLOCK:
             return None
-        self._open()
-        pool = self._blocking
-        assert pool is not None
         keys = [self._keys(q).signal for q in queues]
         watch = self._scheduler
         if watch:
             keys.append(self._due_key)
             self._watching += 1
         try:
-            conn = await pool.get()
-            try:
-                async with asyncio.timeout(remaining + self.options.socket_timeout):
-                    block = max(round(remaining, 3), _MIN_BLOCK)
-                    await conn.send_packed_command(_pack([("BLPOP", *keys, block)]), check_health=False)
-                    reply = await conn.read_response()
-                self._replied()
-            except BaseException:  # cancelled or timed out mid-BLPOP: the connection is out of sync
-                await conn.disconnect()
-                raise
-            finally:
-                pool.put(conn)
+            reply = await self._blpop(keys, remaining)
         finally:
             if watch:
                 self._watching -= 1
@@ -921,6 +920,29 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
             self._due_dirty = True
             return False
         return True
+
+    async def _blpop(self, keys: Sequence[str], remaining: float) -> Any:
+        """``BLPOP keys`` for up to ``remaining`` seconds on the blocking pool: the reply (``None``: timed out).
+        On a Redis Cluster keys of several slots need one ``BLPOP`` each (:mod:`bananas_redis.cluster`)."""
+        self._open()
+        pool = self._blocking
+        assert pool is not None
+        return await self._blpop_on(pool, keys, remaining)
+
+    async def _blpop_on(self, pool: _Pool, keys: Sequence[str], remaining: float) -> Any:
+        conn = await pool.get()
+        try:
+            async with asyncio.timeout(remaining + self.options.socket_timeout):
+                block = max(round(remaining, 3), _MIN_BLOCK)
+                await conn.send_packed_command(_pack([("BLPOP", *keys, block)]), check_health=False)
+                reply = await conn.read_response()
+            self._replied()
+        except BaseException:  # cancelled or timed out mid-BLPOP: the connection is out of sync
+            await conn.disconnect()
+            raise
+        finally:
+            pool.put(conn)
+        return reply
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         if limit <= 0 or not queues:

@@ -71,6 +71,11 @@ class _Target:
 
 
 def _target(url: str) -> _Target:
+    scheme = url.partition("://")[0].lower()
+    if "+" in scheme:  # redis+cluster:// and redis+sentinel://: the first seed or sentinel stands for the deployment
+        host_list = url.partition("://")[2].split("/", 1)[0]
+        userinfo, _, hosts = host_list.rpartition("@")
+        url = f"{scheme.partition('+')[0]}://{userinfo + '@' if userinfo else ''}{hosts.split(',')[0]}"
     try:
         parts = parse_url(url)
     except ValueError:

@@ -32,7 +32,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import attrs
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -55,6 +54,7 @@ from bananas.plugin_api import (
 from bananas_redis.broker import RedisBroker, _pack
 from bananas_redis.errors import explain_async, unavailable
 from bananas_redis.options import _positive, _positive_int, _prefix
+from bananas_redis.urls import SCHEMES, parse_redis_url
 
 __all__ = ["RedisResultBackend", "RedisResultOptions", "bananas_register_result_backends", "result_keys"]
 
@@ -163,13 +163,10 @@ class RedisResultBackend:
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", options: Mapping[str, object] | None = None) -> None:
-        scheme = urlsplit(url).scheme
-        if scheme not in ("redis", "rediss"):
-            allowed = "a redis://[user:password@]host[:port][/db] or rediss:// URL"
-            raise ConfigError("result_backend", url, "RedisResultBackend", allowed)
+        self.target = parse_redis_url(url, "result_backend", "RedisResultBackend")
         self.url = url
         self.options = options if isinstance(options, RedisResultOptions) else RedisResultOptions.from_table(options)
-        self._tls = scheme == "rediss"
+        self._tls = self.target.tls
         self._commands: Redis | None = None
         self._blocking: Redis | None = None
         self._pending: list[_PendingStore] = []
@@ -196,18 +193,29 @@ class RedisResultBackend:
                     kwargs[name] = getattr(o, name)
         return BlockingConnectionPool.from_url(self.url, **kwargs)
 
+    def _client(self, size: int, socket_timeout: float | None) -> Redis:
+        """A client of at most ``size`` connections for this URL's deployment (one node, a Redis Cluster or a
+        Sentinel-managed master: :mod:`bananas_redis.ha_results`)."""
+        if self.target.kind == "single":
+            return Redis(connection_pool=self._pool(size, socket_timeout))
+        from bananas_redis.ha_results import ha_client
+
+        return ha_client(self, size, socket_timeout)
+
     def _open(self) -> tuple[Redis, Redis]:
         if self._commands is None or self._blocking is None:
             o = self.options
-            self._commands = Redis(connection_pool=self._pool(o.pool_size, o.timeout))
+            self._commands = self._client(o.pool_size, o.timeout)
             # Blocked waits get their own pool (no socket timeout: asyncio.timeout bounds each BLMOVE), so a
             # thousand waiters never hold a connection a store is waiting for.
-            self._blocking = Redis(connection_pool=self._pool(o.max_waiters, None))
+            self._blocking = self._client(o.max_waiters, None)
         return self._commands, self._blocking
 
     async def connect(self) -> None:
-        commands, _ = self._open()
+        commands, blocking = self._open()
         await self._call("connect", lambda: commands.ping())
+        if self.target.kind == "cluster":  # the waiters' client learns the slot map now, not in the first wait
+            await self._call("connect", lambda: blocking.initialize())  # type: ignore[attr-defined]
 
     async def close(self) -> None:
         flushers, self._flushers = {task for task in self._flushers if not task.done()}, set()
@@ -224,7 +232,10 @@ class RedisResultBackend:
         self._commands = self._blocking = None
         for client in (commands, blocking):
             if client is not None:
-                await client.aclose(close_connection_pool=True)
+                if isinstance(client, Redis):
+                    await client.aclose(close_connection_pool=True)
+                else:  # a RedisCluster closes its node pools itself
+                    await client.aclose()
 
     # -- error handling --------------------------------------------------------------------------------------
     async def _unavailable(self, what: str, exc: BaseException) -> BrokerUnavailable:
@@ -365,7 +376,7 @@ class RedisResultBackend:
 def bananas_register_result_backends(register: Register[ResultBackendSpec]) -> None:
     register(
         ResultBackendSpec(
-            schemes=("redis", "rediss"),
+            schemes=SCHEMES,
             factory=RedisResultBackend,
             summary="Redis results with a TTL; waiters block on a per-job completion list (BLMOVE), no polling",
         )

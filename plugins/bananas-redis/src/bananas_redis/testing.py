@@ -105,6 +105,7 @@ class RedisServer:
         appendonly: Turn AOF on (``appendfsync always``), so a restart keeps every acknowledged write.
         extra: More command-line arguments (``("--requirepass", "s3cret")``).
         dir: Working directory for AOF/RDB files (a fresh temporary one by default).
+        config_file: A config file to start with (first argument; a sentinel needs a writable one).
     """
 
     binary: str
@@ -113,6 +114,7 @@ class RedisServer:
     extra: Sequence[str] = ()
     dir: str = attrs.field(factory=lambda: tempfile.mkdtemp(prefix="bananas-redis-"))
     process: subprocess.Popen[bytes] | None = None
+    config_file: str | None = None
 
     @property
     def url(self) -> str:
@@ -121,6 +123,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
             self.binary,
+            *([self.config_file] if self.config_file else []),
             "--port",
             str(self.port),
             "--bind",
