@@ -80,6 +80,7 @@ import attrs
 
 from bananas.broker_extras import Progress, SupportsProgress, SupportsWorkerRegistry
 from bananas.broker_schedules import SCHEDULE_METHODS, SCHEDULES, LeaderLease, SupportsSchedules
+from bananas.broker_types import accepts_job_types
 from bananas.errors import UsageError
 
 __all__ = [
@@ -151,12 +152,14 @@ class Envelope:
         queue: The queue the router chose.
         body: The encoded job.
         eta: Unix time before which the job must not run; ``None`` or a past time means now.
+        job_type: The job's name, which typed fetches select on (``""``: unknown; see :mod:`bananas.broker_types`).
     """
 
     id: str
     queue: str
     body: bytes
     eta: float | None = None
+    job_type: str = ""
 
 
 @attrs.frozen
@@ -250,7 +253,8 @@ class Broker(Protocol):
         ...
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        """Lease up to ``limit`` ready jobs from ``queues`` (highest priority first).
+        """Lease up to ``limit`` ready jobs from ``queues`` (highest priority first). A broker may also take a
+        keyword ``job_types`` (typed fetches, :mod:`bananas.broker_types`).
 
         Block up to ``timeout`` seconds until at least one is ready; return ``[]`` on time-out. ``limit`` is the
         caller's free slots: a broker never hands out more.
@@ -381,6 +385,7 @@ class BrokerCapabilities:
         ack_and_fetch: The bound ``ack_and_fetch``.
         worker_registry: ``publish_worker``, ``remove_worker``, ``list_workers``.
         progress: ``set_progress`` and ``progress`` (:class:`SupportsProgress`).
+        typed_fetch: ``fetch`` (and ``ack_and_fetch``) take ``job_types`` (:mod:`bananas.broker_types`).
         partial: Capabilities the broker has only some methods of, with the missing ones (treated as absent).
     """
 
@@ -392,6 +397,7 @@ class BrokerCapabilities:
     ack_and_fetch: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     worker_registry: SupportsWorkerRegistry | None = None
     progress: SupportsProgress | None = None
+    typed_fetch: bool = False
     partial: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     @property
@@ -416,7 +422,7 @@ def capabilities(broker: object) -> BrokerCapabilities:
             found[name] = broker if len(methods) > 1 else getattr(broker, methods[0])
         elif len(missing) < len(methods):
             partial[name] = missing
-    return BrokerCapabilities(**found, partial=partial)
+    return BrokerCapabilities(**found, typed_fetch=accepts_job_types(broker), partial=partial)
 
 
 def _require(broker: object, name: str, caps: BrokerCapabilities | None, what: str) -> Any:

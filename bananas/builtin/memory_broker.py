@@ -2,7 +2,8 @@
 
 Brokers built for the same URL share one state, so an app's producer side and its in-process worker (and the
 heartbeat thread) see the same queues. All state sits behind one lock; waiting fetchers on any event loop are
-woken with ``call_soon_threadsafe``, so nothing polls.
+woken with ``call_soon_threadsafe``, so nothing polls. A typed fetch (``job_types``) walks its queues from the head
+past jobs of other types, leaving them where they are (one FIFO per queue, as in the Redis broker's ordering).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class _Record:
     expires_at: float | None = None
     progress: Progress | None = None
     started_at: float | None = None
+    job_type: str = ""
 
 
 @attrs.define(eq=False)
@@ -164,7 +166,7 @@ class MemoryBroker(MemorySchedules):
                     continue
                 if old is not None and old.state == "dead":
                     self._s.dead.get(old.queue, {}).pop(old.id, None)
-                rec = _Record(env.id, env.queue, env.body, "ready", updated_at=now)
+                rec = _Record(env.id, env.queue, env.body, "ready", updated_at=now, job_type=env.job_type)
                 self._s.records[env.id] = rec
                 self._s.ready.setdefault(env.queue, deque())
                 if env.eta is not None and env.eta > now:
@@ -174,14 +176,18 @@ class MemoryBroker(MemorySchedules):
             self._wake()
 
     # -- worker side -------------------------------------------------------------------------------------------
-    def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+    def _take(self, queues: Sequence[str], limit: int, job_types: Collection[str] | None = None) -> list[Delivery]:
         out: list[Delivery] = []
         now = self._now()
         for name in queues:
             queue = self._s.ready.get(name)
+            passed: list[str] = []  # ready jobs of other types, in order: they go back to the head untouched
             while queue and len(out) < limit:
                 rec = self._s.records.get(queue.popleft())
                 if rec is None or rec.state != "ready":
+                    continue
+                if job_types is not None and rec.job_type not in job_types:
+                    passed.append(rec.id)
                     continue
                 rec.state = "running"
                 rec.deliveries += 1
@@ -189,18 +195,23 @@ class MemoryBroker(MemorySchedules):
                 rec.lease_until = now + self.options.lease
                 rec.updated_at = rec.started_at = now
                 out.append(Delivery(rec.id, rec.queue, rec.body, rec.token, rec.deliveries, rec.crashes))
+            if queue is not None and passed:
+                queue.extendleft(reversed(passed))
             if len(out) >= limit:
                 break
         return out
 
-    async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+    async def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float, *, job_types: Collection[str] | None = None
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` ready jobs; only of ``job_types`` when given (see :mod:`bananas.broker_types`)."""
         if limit <= 0:
             return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         while True:
             with self._s.lock:
-                got = self._take(queues, limit)
+                got = self._take(queues, limit, job_types)
                 if got:
                     return got
                 remaining = deadline - loop.time()
@@ -242,7 +253,8 @@ class MemoryBroker(MemorySchedules):
             return out
 
     async def ack_and_fetch(
-        self, deliveries: Sequence[Delivery], queues: Sequence[str], limit: int
+        self, deliveries: Sequence[Delivery], queues: Sequence[str], limit: int, *,
+        job_types: Collection[str] | None = None,
     ) -> tuple[list[bool], list[Delivery]]:
         """Optional capability (see :mod:`bananas.broker`): :meth:`ack`, then take up to ``limit`` ready jobs
         without blocking."""
@@ -250,7 +262,7 @@ class MemoryBroker(MemorySchedules):
         if limit <= 0 or not queues:
             return owned, []
         with self._s.lock:
-            return owned, self._take(queues, limit)
+            return owned, self._take(queues, limit, job_types)
 
     async def retry(self, delivery: Delivery, *, body: bytes, at: float) -> bool:
         with self._s.lock:
@@ -414,7 +426,9 @@ class MemoryBroker(MemorySchedules):
             chosen = list(dead) if ids is None else [i for i in dict.fromkeys(ids) if i in dead]
             for job_id in chosen:
                 letter = dead.pop(job_id)
-                rec = _Record(job_id, queue, letter.body, "ready", updated_at=now)
+                old = self._s.records.get(job_id)
+                rec = _Record(job_id, queue, letter.body, "ready", updated_at=now,
+                              job_type=old.job_type if old is not None else "")
                 self._s.records[job_id] = rec
                 self._push(rec, now)
             if chosen:

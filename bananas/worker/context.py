@@ -157,6 +157,8 @@ class WorkerContext:
         broker_wait: ``[worker] broker_wait`` (0: wait for the broker without a bound).
         backoff: ``(retry_backoff_base, retry_backoff_factor, retry_backoff_max)`` of ``[jobs]``.
         metrics: ``[metrics]`` (endpoint, ``System metrics`` interval); the default serves no endpoint.
+        unknown_job_types: ``[worker] unknown_job_types``: ``wait`` (fetch only the types with a handler) or
+            ``dead-letter`` (fetch every type; the 0.1 behaviour), see :mod:`bananas.broker_types`.
     """
 
     codec: JobCodec
@@ -177,3 +179,4 @@ class WorkerContext:
     broker_wait: float = 0.0
     backoff: tuple[float, float, float] = (1.0, 2.0, 300.0)
     metrics: MetricsConfig = MetricsConfig()
+    unknown_job_types: str = "wait"
