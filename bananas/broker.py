@@ -402,8 +402,9 @@ class BrokerCapabilities:
 
     @property
     def names(self) -> frozenset[str]:
-        """The names (keys of :data:`CAPABILITIES`) of every capability present."""
-        return frozenset(name for name in CAPABILITIES if getattr(self, name) is not None)
+        """The names (keys of :data:`CAPABILITIES`) of every capability present, and ``typed_fetch`` if so."""
+        found = frozenset(name for name in CAPABILITIES if getattr(self, name) is not None)
+        return found | {"typed_fetch"} if self.typed_fetch else found
 
     def has(self, name: str) -> bool:
         if name not in CAPABILITIES:
