@@ -116,40 +116,52 @@ end
 -- The job type of a record (hash field 'type'); false for a 0.1 record, which has none.
 local function type_of_record(key) return redis.call('HGET', key, 'type') end
 
--- Make ready jobs of mixed types: items = {{id, type}, ...} in order. At the tail (head = false) each takes the next
--- position (KEYS[5] counter, > 0), at the head (head = true) positions below every one in use (KEYS[10], <= 0),
--- keeping the items' order. One ZADD per type; every touched type is reindexed and its wake-up list synced.
-local function push_ready(items, head)
-    if #items == 0 then return end
+-- Make ready jobs: ids[i] of type types[i] (types may be a single string: every id has that type), in order. At the
+-- tail (head = false) each takes the next position (KEYS[5] counter, > 0), at the head (head = true) positions below
+-- every one in use (KEYS[10], <= 0), keeping the ids' order. One ZADD per type; every touched type is reindexed and
+-- its wake-up list synced, then the typed ready count and the wake list of untyped fetchers.
+local function push_ready(ids, types, head)
+    local n = #ids
+    if n == 0 then return end
     local base
     if head then
-        base = redis.call('DECRBY', K_HEAD, #items)
+        base = redis.call('DECRBY', K_HEAD, n)
     else
-        base = redis.call('INCRBY', K_SEQ, #items) - #items + 1
+        base = redis.call('INCRBY', K_SEQ, n) - n + 1
     end
-    local by_type, order = {}, {}
-    for i, item in ipairs(items) do
-        local t = item[2] or ''
-        local args = by_type[t]
-        if not args then
-            args = {}
-            by_type[t] = args
-            order[#order + 1] = t
+    local by_type, order
+    if type(types) == 'string' then -- the common case: one type (a single enqueue, an enqueue_many of one job)
+        local args = {}
+        for i = 1, n do
+            args[2 * i - 1] = base + i - 1
+            args[2 * i] = ids[i]
         end
-        args[#args + 1] = base + i - 1
-        args[#args + 1] = item[1]
+        by_type, order = { [types] = args }, { types }
+    else
+        by_type, order = {}, {}
+        for i = 1, n do
+            local t = types[i]
+            local args = by_type[t]
+            if not args then
+                args = {}
+                by_type[t] = args
+                order[#order + 1] = t
+            end
+            args[#args + 1] = base + i - 1
+            args[#args + 1] = ids[i]
+        end
     end
     local added = 0
     for _, t in ipairs(order) do
         local args = by_type[t]
+        local key = rkey(t)
         for i = 1, #args, CHUNK do
-            added = added + redis.call('ZADD', rkey(t), unpack(args, i, math.min(i + CHUNK - 1, #args)))
+            added = added + redis.call('ZADD', key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
         end
         redis.call('ZADD', K_TYPES, 'LT', args[1], t)
-        sync_type_signal(t)
+        sync_list(skey(t), redis.call('ZCARD', key))
     end
-    redis.call('INCRBY', K_COUNT, added)
-    sync_wake()
+    sync_list(K_WAKE, redis.call('INCRBY', K_COUNT, added))
 end
 
 -- Take a ready entry out of its type's ZSET (or the 0.1 list); returns true if it was there.
@@ -239,7 +251,7 @@ end
 
 if cmd == 'enqueue' then
     -- ARGV[4..]: quadruples id, body, eta ('' = now), job type. Returns 1 (stored) or 0 (a live copy exists) each.
-    local out, ready = {}, {}
+    local out, ready, rtypes, one = {}, {}, {}, ARGV[7]
     for i = 4, #ARGV, 4 do
         local id, body, eta, jtype = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
         local key = JOB .. id
@@ -259,11 +271,13 @@ if cmd == 'enqueue' then
                 redis.call('ZADD', K_SCHED, eta, id)
             else
                 fresh(key, body, 'ready', jtype)
-                ready[#ready + 1] = { id, jtype }
+                ready[#ready + 1] = id
+                rtypes[#ready] = jtype
+                if jtype ~= one then one = nil end
             end
         end
     end
-    push_ready(ready, false)
+    push_ready(ready, one or rtypes, false)
     return out
 
 elseif cmd == 'vacate' then
@@ -404,6 +418,7 @@ elseif cmd == 'take' then
         end
     end
     if legacy then -- the 0.1 list: jobs enqueued by 0.1 producers, whose type this script cannot know
+        local popped = false
         while want > 0 do
             local ids = redis.call('LRANGE', K_READY, 0, want - 1)
             if #ids == 0 then break end
@@ -412,10 +427,12 @@ elseif cmd == 'take' then
             local base = redis.call('INCRBY', K_SEQ, ready) - ready
             redis.call('LPOP', K_READY, #ids)
             apply(plan, base)
+            popped = true
         end
-        sync_legacy()
+        -- (a token left while the list is empty is harmless: the BLPOP that takes it consumes it)
+        if popped then sync_legacy() end
     end
-    local touched = {}
+    local touched, count = {}, nil
     while want > 0 do
         local best, bscore, second
         if every then
@@ -448,7 +465,7 @@ elseif cmd == 'take' then
             local plan, ready = examine(ids)
             local base = redis.call('INCRBY', K_SEQ, ready) - ready
             redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1)
-            redis.call('INCRBY', K_COUNT, -#ids)
+            count = redis.call('INCRBY', K_COUNT, -#ids)
             apply(plan, base)
             touched[best] = true
         end
@@ -460,7 +477,7 @@ elseif cmd == 'take' then
         local woke = string.sub(ARGV[9], 2)
         if not touched[woke] then sync_type_signal(woke) end
     end
-    sync_wake()
+    if count then sync_list(K_WAKE, count) elseif every then sync_wake() end
     return { out, notes }
 
 elseif cmd == 'renew' then
@@ -512,7 +529,7 @@ elseif cmd == 'retry' then
         redis.call('ZADD', K_SCHED, at, id)
     else
         redis.call('HSET', key, 'state', 'ready', 'body', body, 'updated_at', now)
-        push_ready({ { id, type_of_record(key) or '' } }, false)
+        push_ready({ id }, type_of_record(key) or '', false)
     end
     return 1
 
@@ -528,7 +545,7 @@ elseif cmd == 'dead' then
 
 elseif cmd == 'release' then
     -- ARGV[4..] pairs id, token, judged in order. Live ones go back to the head, in the given order.
-    local out, back = {}, {}
+    local out, back, types = {}, {}, {}
     for i = 4, #ARGV, 2 do
         local id = ARGV[i]
         local key = JOB .. id
@@ -536,13 +553,14 @@ elseif cmd == 'release' then
             redis.call('HSET', key, 'state', 'ready', 'token', redis.call('INCR', K_SEQ), 'updated_at', now)
             redis.call('HDEL', key, 'lease_until')
             redis.call('ZREM', K_LEASES, id)
-            back[#back + 1] = { id, type_of_record(key) or '' }
+            back[#back + 1] = id
+            types[#back] = type_of_record(key) or ''
             out[#out + 1] = 1
         else
             out[#out + 1] = 0
         end
     end
-    push_ready(back, true)
+    push_ready(back, types, true)
     return out
 
 elseif cmd == 'move_due' then
@@ -550,7 +568,7 @@ elseif cmd == 'move_due' then
     -- scheduled or '' when none}, so an idle scheduler knows when it next has work.
     expire_dead(ARGV[5])
     local due = ordered(K_SCHED, '-inf', now, tonumber(ARGV[4]), false)
-    local ready = {}
+    local ready, types = {}, {}
     for _, e in ipairs(due) do
         local id = e[1]
         local key = JOB .. id
@@ -559,10 +577,11 @@ elseif cmd == 'move_due' then
         if f[1] == 'scheduled' then
             redis.call('HSET', key, 'state', 'ready', 'updated_at', now)
             redis.call('HDEL', key, 'eta')
-            ready[#ready + 1] = { id, f[2] or '' }
+            ready[#ready + 1] = id
+            types[#ready] = f[2] or ''
         end
     end
-    push_ready(ready, false)
+    push_ready(ready, types, false)
     local nxt = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
     return { #ready, nxt[2] or '' }
 
@@ -583,7 +602,7 @@ elseif cmd == 'reap' then
     end
     -- In hand-out order, so the recovered jobs end up at the head in the order they were fetched.
     table.sort(expired, function(a, b) return a[3] < b[3] end)
-    local back = {}
+    local back, types = {}, {}
     for _, e in ipairs(expired) do
         local id, crashes = e[1], e[2]
         local key = JOB .. id
@@ -593,10 +612,11 @@ elseif cmd == 'reap' then
         else
             redis.call('HSET', key, 'state', 'ready', 'updated_at', now)
             redis.call('HDEL', key, 'lease_until')
-            back[#back + 1] = { id, type_of_record(key) or '' }
+            back[#back + 1] = id
+            types[#back] = type_of_record(key) or ''
         end
     end
-    push_ready(back, true)
+    push_ready(back, types, true)
     local total = 0
     for _, t in ipairs(redis.call('ZRANGE', K_TYPES, 0, -1)) do
         if not reindex(t) then redis.call('DEL', skey(t)) else sync_type_signal(t) end
@@ -633,7 +653,7 @@ elseif cmd == 'requeue_dead' then
     else
         for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
     end
-    local ready = {}
+    local ready, types = {}, {}
     for _, id in ipairs(ids) do
         local key = JOB .. id
         if redis.call('ZSCORE', K_DEAD, id) then
@@ -643,13 +663,14 @@ elseif cmd == 'requeue_dead' then
                 redis.call('ZREM', K_DEAD, id)
                 redis.call('DEL', key)
                 fresh(key, f[2], 'ready', t)
-                ready[#ready + 1] = { id, t }
+                ready[#ready + 1] = id
+                types[#ready] = t
             elseif not f[1] then -- the record is gone
                 redis.call('ZREM', K_DEAD, id)
             end -- else a letter without a body (a malformed record buried by take): nothing to run, it stays
         end
     end
-    push_ready(ready, false)
+    push_ready(ready, types, false)
     return #ready
 
 elseif cmd == 'purge_dead' then
