@@ -364,6 +364,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "ack_and_fetch": ("ack_and_fetch",),
     "worker_registry": ("publish_worker", "remove_worker", "list_workers"),
     "progress": ("set_progress", "progress"),
+    "ready_types": ("ready_types",),
 }
 """Every optional capability by name, with the methods it takes (all of them)."""
 
@@ -386,6 +387,7 @@ class BrokerCapabilities:
         worker_registry: ``publish_worker``, ``remove_worker``, ``list_workers``.
         progress: ``set_progress`` and ``progress`` (:class:`SupportsProgress`).
         typed_fetch: ``fetch`` (and ``ack_and_fetch``) take ``job_types`` (:mod:`bananas.broker_types`).
+        ready_types: The bound ``ready_types``: job types waiting in a queue (:mod:`bananas.broker_types`).
         partial: Capabilities the broker has only some methods of, with the missing ones (treated as absent).
     """
 
@@ -397,6 +399,7 @@ class BrokerCapabilities:
     ack_and_fetch: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     worker_registry: SupportsWorkerRegistry | None = None
     progress: SupportsProgress | None = None
+    ready_types: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     typed_fetch: bool = False
     partial: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 

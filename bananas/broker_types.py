@@ -23,14 +23,20 @@ dead-lettered by a worker that does not know it (a rolling deploy that adds a jo
 ``worker.unknown_job_types = "dead-letter"`` keeps the 0.1 behaviour: a catch-all worker fetches every type and
 dead-letters the ones it has no handler for. A broker without typed fetches gets untyped ones, and a job-specialized
 worker then refuses to start (it would take other types' jobs).
+
+The optional capability ``ready_types`` (:class:`SupportsReadyTypes`) tells which job types wait in a queue, how many
+and since when: ``bananas queues`` and ``bananas status`` show it, so a type no running worker handles is visible.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Collection
+from typing import Protocol, runtime_checkable
 
-__all__ = ["UNTYPED", "UNKNOWN_TYPES_CHOICES", "accepts_job_types", "fetch_types"]
+import attrs
+
+__all__ = ["UNKNOWN_TYPES_CHOICES", "UNTYPED", "ReadyType", "SupportsReadyTypes", "accepts_job_types", "fetch_types"]
 
 UNTYPED = ""
 """The job type of an envelope whose producer gave none (and of jobs made ready by an older broker)."""
@@ -68,3 +74,27 @@ def fetch_types(
     if unknown == "dead-letter":
         return None
     return frozenset(handlers) | {UNTYPED}
+
+
+@attrs.frozen
+class ReadyType:
+    """The ready jobs of one job type in one queue (capability ``ready_types``).
+
+    Attributes:
+        job_type: The type (:data:`UNTYPED` for jobs without one).
+        ready: How many are ready.
+        oldest_at: When the oldest of them became ready (broker clock, Unix seconds); ``None`` if unknown.
+    """
+
+    job_type: str
+    ready: int
+    oldest_at: float | None = None
+
+
+@runtime_checkable
+class SupportsReadyTypes(Protocol):
+    """Capability ``ready_types``: which job types wait in a queue (``bananas queues``, ``bananas status``)."""
+
+    async def ready_types(self, queue: str) -> list[ReadyType]:
+        """The job types with ready jobs in ``queue``, oldest first."""
+        ...

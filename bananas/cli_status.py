@@ -23,7 +23,7 @@ import attrs
 import click
 
 from bananas.broker import Broker, BrokerCapabilities, require_admin
-from bananas.cli_admin import _Admin
+from bananas.cli_admin import _Admin, _age, waiting_types
 from bananas.metrics.logline import format_duration
 from bananas.metrics.registry import WorkerRecord, decode_records
 
@@ -86,6 +86,20 @@ async def list_workers(broker: Broker, caps: BrokerCapabilities) -> list[WorkerR
     if caps.worker_registry is None:
         return None
     return decode_records(await caps.worker_registry.list_workers())
+
+
+async def waiting_section(broker: Broker, caps: BrokerCapabilities) -> Section:
+    """The job types waiting in each queue, with their count and the age of the oldest (capability
+    ``ready_types``): a type that no running worker has a handler for waits here instead of being dead-lettered."""
+    if caps.ready_types is None or caps.admin is None:
+        return Section("waiting_types", "Waiting job types", ("queue", "job_type", "ready", "oldest"),
+                       note="waiting job types: unknown (the broker has no 'ready_types' capability)")
+    known = await caps.admin.known_queues()
+    depths = await broker.depths(known) if known else {}
+    waiting = await waiting_types(broker, known, {q: d.ready for q, d in depths.items()})
+    rows = tuple((queue, t["type"] or "(untyped)", t["ready"], "" if t["oldest_age"] is None else _age(t["oldest_age"]))
+                 for queue in known for t in waiting.get(queue, []))
+    return Section("waiting_types", "Waiting job types", ("queue", "job_type", "ready", "oldest"), rows)
 
 
 async def gather(broker: Broker, caps: BrokerCapabilities, extra: Sequence[SectionSource] = ()) -> StatusReport:
@@ -213,7 +227,7 @@ def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, app_
 
     async def work(connected: Broker) -> StatusReport:
         return await gather(connected, state.app.capabilities(connected),
-                            [*scheduler_sections(state.app), *EXTRA_SECTIONS])
+                            [waiting_section, *scheduler_sections(state.app), *EXTRA_SECTIONS])
 
     try:
         if as_json:

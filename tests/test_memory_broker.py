@@ -31,7 +31,7 @@ async def factory(**overrides):
 
 class TestMemoryBroker(BrokerConformance):
     claims = frozenset({"maintenance", "admin", "schedules", "enqueue_sync", "ack_and_fetch", "worker_registry",
-                        TYPED_FETCH})
+                        "ready_types", TYPED_FETCH})
 
     @pytest_asyncio.fixture
     async def broker_factory(self):

@@ -27,6 +27,7 @@ from bananas.broker import (
     Progress,
     QueueDepth,
 )
+from bananas.broker_types import ReadyType
 from bananas.builtin.memory_schedules import MemorySchedules, reset_schedules
 from bananas.hookspecs import hookimpl
 from bananas.registry import Register
@@ -366,6 +367,20 @@ class MemoryBroker(MemorySchedules):
             return {
                 name: QueueDepth(dead=len(self._s.dead.get(name, {})), **counts[name]) for name in names
             }
+
+    async def ready_types(self, queue: str) -> list[ReadyType]:
+        """Optional capability ``ready_types`` (:mod:`bananas.broker_types`): the types waiting in ``queue``."""
+        with self._s.lock:
+            found: dict[str, ReadyType] = {}
+            for job_id in self._s.ready.get(queue, ()):
+                rec = self._s.records.get(job_id)
+                if rec is None or rec.state != "ready" or rec.queue != queue:
+                    continue
+                seen = found.get(rec.job_type)
+                oldest = rec.updated_at if seen is None or seen.oldest_at is None else min(seen.oldest_at,
+                                                                                           rec.updated_at)
+                found[rec.job_type] = ReadyType(rec.job_type, (seen.ready if seen else 0) + 1, oldest)
+            return sorted(found.values(), key=lambda t: (t.oldest_at or 0.0, t.job_type))
 
     # -- worker registry (capability worker_registry) ---------------------------------------------------------
     async def publish_worker(self, worker_id: str, record: bytes, ttl: float) -> None:

@@ -217,3 +217,27 @@ class TypeChecks(_Base):
         got = await waiting
         assert _ids(got) == ["m1"] and time.monotonic() - started < 3.0
         assert _ids(await self._tfetch(broker, ["q"], 10, {"other"})) == ["o1", "o2"]
+
+    @pytest.mark.asyncio
+    async def test_ready_types_lists_the_waiting_types_with_their_count_and_oldest_time(
+        self, broker_factory: MakeBroker
+    ) -> None:
+        # Given two a jobs, then (later) a b job and a job without a type, and a scheduled c job
+        broker, clock = await self._make(broker_factory, needs=("ready_types",))
+        listing = self.caps.ready_types
+        assert listing is not None
+        t0 = broker.options.clock()
+        await broker.enqueue([_typed("a1", "a"), _typed("a2", "a")])
+        clock.advance(5)  # type: ignore[attr-defined]
+        await broker.enqueue([_typed("b1", "b"), Envelope("u1", "q", b"u1"), Envelope("c1", "q", b"c1", t0 + 60, "c")])
+
+        # Then the ready types are listed oldest first, with their counts and since when they wait
+        got = [(r.job_type, r.ready, r.oldest_at) for r in await listing("q")]
+        assert got[0] == ("a", 2, t0)
+        assert sorted(got[1:]) == [("", 1, t0 + 5), ("b", 1, t0 + 5)]
+
+        # And a type whose jobs were all taken is no longer listed
+        if self.caps.typed_fetch:
+            await self._tfetch(broker, ["q"], 10, {"a"})
+            assert {r.job_type for r in await listing("q")} == {"", "b"}
+        assert await listing("empty") == []

@@ -86,6 +86,7 @@ from bananas.plugin_api import (
     Envelope,
     JobRecord,
     QueueDepth,
+    ReadyType,
     redact_url,
 )
 from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
@@ -1172,6 +1173,31 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
             }
 
         return await self._produce("depths", run)
+
+    async def ready_types(self, queue: str) -> list[ReadyType]:
+        """Optional capability ``ready_types``: the job types with ready jobs in ``queue``, oldest first, each with
+        its count and when its oldest job became ready (the 0.1 list's jobs count as the type ``""``)."""
+
+        async def run() -> list[ReadyType]:
+            qk = self._keys(queue)
+            names, legacy, legacy_head = await self._call(
+                [("ZRANGE", qk.types, 0, -1), ("LLEN", qk.ready), ("LINDEX", qk.ready, 0)]
+            )
+            types = [_str(t) for t in names]
+            heads = await self._call([c for t in types for c in (("ZCARD", qk.type_ready(t)),
+                                                                  ("ZRANGE", qk.type_ready(t), 0, 0))]) if types else []
+            counts = {t: int(heads[2 * i]) for i, t in enumerate(types)}
+            firsts = {t: _str(heads[2 * i + 1][0]) for i, t in enumerate(types) if heads[2 * i + 1]}
+            if legacy:
+                counts[""] = counts.get("", 0) + int(legacy)
+                firsts.setdefault("", _str(legacy_head))
+            order = list(firsts)
+            stamps = await self._call([("HGET", qk.job(firsts[t]), "updated_at") for t in order]) if order else []
+            since = {t: float(v) if v is not None else None for t, v in zip(order, stamps, strict=True)}
+            found = [ReadyType(t, n, since.get(t)) for t, n in counts.items() if n > 0]
+            return sorted(found, key=lambda r: (r.oldest_at if r.oldest_at is not None else _INF, r.job_type))
+
+        return await self._produce("ready_types", run)
 
     async def known_queues(self) -> list[str]:
         return await self._produce("known_queues", self._queues)
