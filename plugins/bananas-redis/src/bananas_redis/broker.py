@@ -11,6 +11,11 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   producer chose: ids in ``generated_ids`` are fresh uuid4s and claim none) in one round trip;
   ``fetch`` leases up to ``limit`` jobs per script call; ``ack``, ``renew`` and ``release`` settle a list per queue
   in one round trip.
+* **Type-aware queues.** Each queue keeps one ready ZSET per job type (scored by enqueue position) and an index of
+  their heads, so ``fetch(..., job_types=...)`` takes the oldest ready jobs of those types, by priority, in one
+  script call per queue, never touching another type's job, and an untyped fetch stays exactly FIFO across types.
+  Jobs left in 0.1's single ready list are drained first by fetches of every type or of the type ``""``.
+  Wake-up lists are per type (plus ``wake`` for untyped fetchers). See ``lua/dispatch.lua`` and the README.
 * **Blocking fetch without polling.** Every script that makes jobs ready also keeps the queue's ``signal`` list
   non-empty while ``ready`` is (and empties it when ``ready`` is empty). A fetcher that found nothing blocks in
   ``BLPOP`` on the signal lists of its queues with the remaining timeout and takes again as soon as one is
