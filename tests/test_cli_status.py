@@ -161,6 +161,10 @@ def test_status_lists_job_types_that_wait_for_a_worker_with_their_handler(cli, m
     report = json.loads(cli("status", "--json")[1])
     (row,) = report["waiting_types"]
     assert (row["queue"], row["job_type"], row["ready"]) == ("normal", "added_in_the_next_release", 2)
+    assert row["workers"] == 0  # no live worker takes that type from that queue
     assert row["oldest"].endswith("s")
+    (record,) = report["workers"]
+    assert record["job_types"] == ["", "ok"]  # what the live worker fetches: its handlers and the untyped jobs
     code, text, _ = cli("status")
     assert code == 0 and "Waiting job types" in text and "added_in_the_next_release" in text
+    assert "job types with 0 workers wait for a worker that has their handler" in text

@@ -46,7 +46,7 @@ def run(old_script: bytes, types: int, reps: int) -> dict[str, list[int]]:
                 keys, job = _keys(name, new)
                 n = len(keys)
 
-                def args(count: int) -> list[object]:
+                def args(count: int, new: bool = new) -> list[object]:
                     nonlocal seq
                     out: list[object] = []
                     for _ in range(count):
