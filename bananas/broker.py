@@ -60,6 +60,9 @@ the broker by ``app.new_broker()`` / ``app.broker()``), never per call; every ca
   live worker registry (``bananas workers``, ``bananas status``, ``bananas_workers_alive``). Records are opaque
   bytes with a time to live, measured with ``options.clock()``.
 
+**Typed fetches** (:mod:`bananas.broker_types`): a broker whose ``fetch`` (and ``ack_and_fetch``) take ``job_types``
+hands out only jobs of those types (``Envelope.job_type``), never popping or reordering others.
+
 A capability counts only when *every* method of it is present; a broker with some of them is reported as partial
 (:attr:`BrokerCapabilities.partial`) and treated as not having it.
 

@@ -265,6 +265,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         self._pool: _Pool | None = None
         self._blocking: _Pool | None = None
         self._hot: dict[tuple[tuple[str, ...], tuple[str, ...] | None], bool] = {}
+        self._types: dict[frozenset[str], tuple[str, ...]] = {}  # job_types -> script arguments (see _type_args)
         self._numbers: dict[str, int] = {}  # queue -> its number in the registry (low bits of every token)
         self._registry = registry_key(self.options.prefix)
         self._queue_seq = queue_seq_key(self.options.prefix)
@@ -936,6 +937,17 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         woke = typed.get(key)
         return True if woke is None else woke
 
+    def _type_args(self, job_types: Collection[str] | None) -> tuple[str, ...] | None:
+        """``job_types`` as the sorted tuple the scripts get (cached for the frozensets a worker passes each time)."""
+        if job_types is None:
+            return None
+        if isinstance(job_types, frozenset):
+            cached = self._types.get(job_types)
+            if cached is None:
+                cached = self._types[job_types] = tuple(sorted(job_types))
+            return cached
+        return tuple(sorted(set(job_types)))
+
     async def fetch(
         self, queues: Sequence[str], limit: int, timeout: float, *, job_types: Collection[str] | None = None
     ) -> list[Delivery]:
@@ -944,7 +956,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
         if limit <= 0 or not queues:
             return []
         names = tuple(queues)
-        types = None if job_types is None else tuple(sorted(set(job_types)))
+        types = self._type_args(job_types)
         if types == ():
             return []
         hot = (names, types)
@@ -1021,7 +1033,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress):
             return [], await self.fetch(queues, limit, 0.0, job_types=job_types) if limit > 0 and queues else []
         await self._load_numbers("ack", {d.queue for d in deliveries})
         commands, index = self._settle_commands("ack", deliveries, self._ack_head())
-        types = None if job_types is None else tuple(sorted(set(job_types)))
+        types = self._type_args(job_types)
         if limit <= 0 or not queues or types == ():
             results = await self._work("ack", lambda: self._call(commands))
             return self._settled(len(deliveries), index, results), []
