@@ -158,3 +158,29 @@ async def test_depths_count_typed_and_01_ready_jobs(make_broker, redis_url, pref
     assert (await broker.depths(["q"]))["q"].ready == 4
     types = {r.job_type: r.ready for r in await broker.ready_types("q")}
     assert types == {"a": 1, "b": 1, "": 2}
+
+
+async def test_a_typed_job_a_01_process_put_in_the_01_list_moves_to_its_type_instead_of_a_catch_all(
+    make_broker, redis_url, prefix
+):
+    # Given a job of type a enqueued by 0.2, that a 0.1 worker's reaper (rolling deploy) pushed into the 0.1 list
+    broker = await make_broker()
+    await broker.enqueue([_typed("a1", "a"), _typed("b1", "b")])
+    client = redis.Redis.from_url(redis_url)
+    qk = queue_keys(prefix, "q")
+    client.zrem(qk.type_ready("a"), "a1")
+    client.decr(qk.count)
+    client.zrem(qk.types, "a")
+    client.delete(qk.type_signal("a"))
+    client.rpush(qk.ready, "a1")
+    client.rpush(qk.signal, "1")
+
+    # When a catch-all without a handler for a (types b and "") fetches
+    got = await broker.fetch(["q"], 10, 0, job_types={"b", ""})
+
+    # Then it gets only b1; a1 went to the head of its type, where a worker of type a takes it on its first delivery
+    assert [d.id for d in got] == ["b1"]
+    assert client.llen(qk.ready) == 0 and client.zrange(qk.type_ready("a"), 0, -1) == [b"a1"]
+    (again,) = await broker.fetch(["q"], 10, 0, job_types={"a"})
+    assert (again.id, again.deliveries) == ("a1", 1)
+    client.close()

@@ -8,7 +8,9 @@ Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one c
 
   KEYS[1] {p:q}:ready      LIST    the 0.1 ready list: ids made ready by 0.1 processes. Never written by this
                                    script except to pop: take drains it first for fetches of every type or of the
-                                   type '' (the type of such a job is in its body, which this script cannot read).
+                                   type '' (the type of a 0.1 job is in its body, which this script cannot read);
+                                   an entry whose record has a type (a 0.2 job a 0.1 process made ready) is moved
+                                   to the head of its type's ZSET instead of being handed out.
   KEYS[2] {p:q}:scheduled  ZSET    id -> eta; delayed jobs and retries. move_due moves due ones to ready.
   KEYS[3] {p:q}:leases     ZSET    id -> lease expiry of every running job. renew rescores, reap recovers.
   KEYS[4] {p:q}:dead       ZSET    id -> dead_at; the dead letters of the queue.
@@ -341,16 +343,21 @@ elseif cmd == 'take' then
     if t ~= 'none' and t ~= 'list' then
         return redis.error_reply('bananas-redis: ' .. K_SIGNAL .. ' is a ' .. t .. ', not a list; nothing was taken')
     end
-    local seen = {}
-    local function examine(ids)
+    local seen, moving = {}, {}
+    -- legacy: entries of the 0.1 list, where a record with a type (made ready there by a 0.1 process although a 0.2
+    -- producer enqueued it) is not handed out but moved to the head of its type ('retype'), for the workers of it.
+    local function examine(ids, legacy)
         local plan, ready = {}, 0
         for j, id in ipairs(ids) do
             local key = JOB .. id
             local p = { id = id, key = key }
             -- The common case costs one HMGET; pcall, because HMGET on a key of another type is an error reply.
-            local f = (not seen[id]) and redis.pcall('HMGET', key, 'state', 'body', 'deliveries', 'crashes')
-            if seen[id] then
+            local again = seen[id] or (legacy and moving[id])
+            local f = (not again) and redis.pcall('HMGET', key, 'state', 'body', 'deliveries', 'crashes', 'type')
+            if again then
                 p.act, p.what = 'drop', 'dropped from the ready list: a duplicate entry'
+            elseif legacy and f.err == nil and f[1] == 'ready' and f[2] and f[5] then
+                p.act, p.type = 'retype', f[5]
             elseif f.err == nil and f[1] == 'ready' and f[2] then
                 p.act, p.body, p.deliveries, p.crashes = 'run', f[2], (tonumber(f[3]) or 0) + 1, tonumber(f[4]) or 0
                 ready = ready + 1
@@ -374,14 +381,19 @@ elseif cmd == 'take' then
                         ', not a hash (key left alone)'
                 end
             end
-            seen[id] = true
+            -- a moved entry (and a duplicate of one) is examined again in its type's ZSET in this very call
+            if p.act == 'retype' then moving[id] = true elseif not again then seen[id] = true end
             plan[j] = p
         end
         return plan, ready
     end
+    local moved, mtypes = {}, {} -- retyped entries of the 0.1 list, in its order: to the head of their types at once
     local function apply(plan, base)
         for _, p in ipairs(plan) do
-            if p.act == 'run' then
+            if p.act == 'retype' then
+                moved[#moved + 1] = p.id
+                mtypes[#moved] = p.type
+            elseif p.act == 'run' then
                 base = base + 1
                 redis.call('HSET', p.key, 'state', 'running', 'token', base, 'deliveries', p.deliveries,
                     'lease_until', lease_until, 'updated_at', now, 'started_at', now)
@@ -422,7 +434,7 @@ elseif cmd == 'take' then
         while want > 0 do
             local ids = redis.call('LRANGE', K_READY, 0, want - 1)
             if #ids == 0 then break end
-            local plan, ready = examine(ids)
+            local plan, ready = examine(ids, true)
             -- INCRBY first: a counter that is not an integer fails here, before anything was popped.
             local base = redis.call('INCRBY', K_SEQ, ready) - ready
             redis.call('LPOP', K_READY, #ids)
@@ -431,6 +443,7 @@ elseif cmd == 'take' then
         end
         -- (a token left while the list is empty is harmless: the BLPOP that takes it consumes it)
         if popped then sync_legacy() end
+        push_ready(moved, mtypes, true)
     end
     local touched, count = {}, nil
     while want > 0 do
@@ -462,7 +475,7 @@ elseif cmd == 'take' then
             ids = redis.call('ZRANGE', key, 0, want - 1)
         end
         if #ids > 0 then
-            local plan, ready = examine(ids)
+            local plan, ready = examine(ids, false)
             local base = redis.call('INCRBY', K_SEQ, ready) - ready
             redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1)
             count = redis.call('INCRBY', K_COUNT, -#ids)
