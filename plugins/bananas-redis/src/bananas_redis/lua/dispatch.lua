@@ -418,14 +418,15 @@ elseif cmd == 'take' then
             end
         end
     end
-    local legacy, cand = every, {}
+    local legacy, cand, cstr = every, {}, {} -- typed: type -> head position (number), and as Redis wrote it
     if not every and #ARGV >= 10 then
         for i = 10, #ARGV, CHUNK do
             local last = math.min(i + CHUNK - 1, #ARGV)
             local heads = redis.call('ZMSCORE', K_TYPES, unpack(ARGV, i, last))
             for j = i, last do
                 if ARGV[j] == '' then legacy = true end
-                if heads[j - i + 1] then cand[ARGV[j]] = heads[j - i + 1] end
+                local h = heads[j - i + 1]
+                if h then cand[ARGV[j]], cstr[ARGV[j]] = tonumber(h), h end
             end
         end
     end
@@ -454,13 +455,12 @@ elseif cmd == 'take' then
             best, bscore, second = h[1], h[2], h[4]
         else
             local bn, sn
-            for ty, sc in pairs(cand) do
-                local n = tonumber(sc)
+            for ty, n in pairs(cand) do
                 if not best or n < bn then
                     second, sn = bscore, bn
-                    best, bscore, bn = ty, sc, n
+                    best, bscore, bn = ty, cstr[ty], n
                 elseif not second or n < sn then
-                    second, sn = sc, n
+                    second, sn = cstr[ty], n
                 end
             end
             if not best then break end
@@ -483,7 +483,7 @@ elseif cmd == 'take' then
             touched[best] = true
         end
         local h = reindex(best) -- also repairs an index entry that was out of date (then #ids may be 0)
-        if not every then cand[best] = h end
+        if not every then cand[best], cstr[best] = h and tonumber(h), h end
     end
     for ty in pairs(touched) do sync_type_signal(ty) end
     if ARGV[9] and ARGV[9] ~= '' then
