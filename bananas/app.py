@@ -348,7 +348,7 @@ class Bananas(Inspecting):
                 f"job {name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {self._max_payload}",
                 job_id=job_id,
             )
-        return job, Envelope(job_id, queue, body, eta if scheduled else None), fresh
+        return job, Envelope(job_id, queue, body, eta if scheduled else None, name), fresh
 
     def _build_all(self, jobs: Sequence[Mapping[str, Any]]) -> tuple[list[Job], list[Envelope], set[str]]:
         built_jobs: list[Job] = []
@@ -463,7 +463,20 @@ class Bananas(Inspecting):
         """A :class:`bananas.worker.Worker` for ``plan`` (default: the mode's plan); checks periodic jobs' handlers."""
         plan = plan or self.plan()
         self.schedules.check_jobs(self.handlers, when=plan.scheduler)
+        self.check_job_types(plan)
         return Worker(self.worker_context(), plan)
+
+    def check_job_types(self, plan: WorkerPlan) -> None:
+        """Every job type a pool of ``plan`` is limited to has a handler here (else :class:`ConfigError`, one line
+        naming them): such a pool would hold those jobs back, fetched by nobody else that runs them."""
+        for pool in plan.pools:
+            missing = [t for t in pool.job_types or () if t not in self.handlers]
+            if missing:
+                known = ", ".join(sorted(self.handlers)) or "none"
+                key = "worker.job_types"
+                source = self.settings.source(key) if key in self.settings else f"pool {pool.pool_id}"
+                raise ConfigError(key, ",".join(pool.job_types or ()), source,
+                                  f"no handler for {', '.join(missing)} in this app; registered: {known}")
 
     def worker_context(self) -> WorkerContext:
         """What a worker needs from this app (the worker never sees the app itself): see :mod:`bananas.app_worker`."""

@@ -65,6 +65,9 @@ the broker by ``app.new_broker()`` / ``app.broker()``), never per call; every ca
   live worker registry (``bananas workers``, ``bananas status``, ``bananas_workers_alive``). Records are opaque
   bytes with a time to live, measured with ``options.clock()``.
 
+**Typed fetches** (:mod:`bananas.broker_types`): a broker whose ``fetch`` (and ``ack_and_fetch``) take ``job_types``
+hands out only jobs of those types (``Envelope.job_type``), never popping or reordering others.
+
 A capability counts only when *every* method of it is present; a broker with some of them is reported as partial
 (:attr:`BrokerCapabilities.partial`) and treated as not having it.
 
@@ -85,6 +88,7 @@ import attrs
 
 from bananas.broker_extras import Progress, SupportsCancellation, SupportsProgress, SupportsWorkerRegistry
 from bananas.broker_schedules import SCHEDULE_METHODS, SCHEDULES, LeaderLease, SupportsSchedules
+from bananas.broker_types import accepts_job_types
 from bananas.errors import UsageError
 
 __all__ = [
@@ -157,12 +161,14 @@ class Envelope:
         queue: The queue the router chose.
         body: The encoded job.
         eta: Unix time before which the job must not run; ``None`` or a past time means now.
+        job_type: The job's name, which typed fetches select on (``""``: unknown; see :mod:`bananas.broker_types`).
     """
 
     id: str
     queue: str
     body: bytes
     eta: float | None = None
+    job_type: str = ""
 
 
 @attrs.frozen
@@ -259,7 +265,8 @@ class Broker(Protocol):
         ...
 
     async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        """Lease up to ``limit`` ready jobs from ``queues`` (highest priority first).
+        """Lease up to ``limit`` ready jobs from ``queues`` (highest priority first). A broker may also take a
+        keyword ``job_types`` (typed fetches, :mod:`bananas.broker_types`).
 
         Block up to ``timeout`` seconds until at least one is ready; return ``[]`` on time-out. ``limit`` is the
         caller's free slots: a broker never hands out more.
@@ -372,6 +379,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "worker_registry": ("publish_worker", "remove_worker", "list_workers"),
     "progress": ("set_progress", "progress"),
     "cancellation": ("cancel", "cancel_requested", "finish"),
+    "ready_types": ("ready_types",),
 }
 """Every optional capability by name, with the methods it takes (all of them)."""
 
@@ -394,6 +402,8 @@ class BrokerCapabilities:
         worker_registry: ``publish_worker``, ``remove_worker``, ``list_workers``.
         progress: ``set_progress`` and ``progress`` (:class:`SupportsProgress`).
         cancellation: ``cancel``, ``cancel_requested``, ``finish`` (:class:`SupportsCancellation`).
+        typed_fetch: ``fetch`` (and ``ack_and_fetch``) take ``job_types`` (:mod:`bananas.broker_types`).
+        ready_types: The bound ``ready_types``: job types waiting in a queue (:mod:`bananas.broker_types`).
         partial: Capabilities the broker has only some methods of, with the missing ones (treated as absent).
     """
 
@@ -406,12 +416,15 @@ class BrokerCapabilities:
     worker_registry: SupportsWorkerRegistry | None = None
     progress: SupportsProgress | None = None
     cancellation: SupportsCancellation | None = None
+    ready_types: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    typed_fetch: bool = False
     partial: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     @property
     def names(self) -> frozenset[str]:
-        """The names (keys of :data:`CAPABILITIES`) of every capability present."""
-        return frozenset(name for name in CAPABILITIES if getattr(self, name) is not None)
+        """The names (keys of :data:`CAPABILITIES`) of every capability present, and ``typed_fetch`` if so."""
+        found = frozenset(name for name in CAPABILITIES if getattr(self, name) is not None)
+        return found | {"typed_fetch"} if self.typed_fetch else found
 
     def has(self, name: str) -> bool:
         if name not in CAPABILITIES:
@@ -430,7 +443,7 @@ def capabilities(broker: object) -> BrokerCapabilities:
             found[name] = broker if len(methods) > 1 else getattr(broker, methods[0])
         elif len(missing) < len(methods):
             partial[name] = missing
-    return BrokerCapabilities(**found, partial=partial)
+    return BrokerCapabilities(**found, typed_fetch=accepts_job_types(broker), partial=partial)
 
 
 def _require(broker: object, name: str, caps: BrokerCapabilities | None, what: str) -> Any:

@@ -96,6 +96,7 @@ def worker(
     app = _app(ctx, app_spec, overrides, sources)
     plan = app.plan()
     app.schedules.check_jobs(app.handlers, when=plan.scheduler)  # a periodic job without a handler: exit 2 now
+    app.check_job_types(plan)  # a job-specialized type without a handler: exit 2 now too
     if dry_run:
         click.echo(json.dumps(plan.describe(), indent=2))
         return

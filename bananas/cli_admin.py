@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from bananas.broker import Broker, DeadLetter, Envelope, JobRecord
+from bananas.broker import Broker, DeadLetter, Envelope, JobRecord, capabilities
 from bananas.errors import SerializationError, UsageError
 from bananas.job import Status
 
@@ -264,13 +264,42 @@ def purge(ctx: click.Context, yes: bool) -> None:
 COLUMNS = ("ready", "scheduled", "running", "dead")
 
 
+def _age(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h04m``: how long the oldest job of a type has been waiting."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+async def waiting_types(
+    broker: Broker, queues: Sequence[str], ready: dict[str, int]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per queue with ready jobs: the job types waiting there, oldest first, as ``{type, ready, oldest_age}`` rows
+    (``oldest_age`` in seconds); empty when the broker lacks the ``ready_types`` capability."""
+    listing = capabilities(broker).ready_types
+    if listing is None:
+        return {}
+    now = broker.options.clock()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for queue in queues:
+        if ready.get(queue):
+            out[queue] = [{"type": r.job_type, "ready": r.ready,
+                           "oldest_age": None if r.oldest_at is None else round(max(0.0, now - r.oldest_at), 1)}
+                          for r in await listing(queue)]
+    return out
+
+
 @click.command(name="queues")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of {queue, ready, ...}.")
 @click.option("--app", "app_spec", metavar="MODULE[:NAME]", help="Use this app's configuration.")
 @click.option("--broker", metavar="URL", help="Broker URL (default: the configured broker).")
 @click.pass_context
 def queues(ctx: click.Context, as_json: bool, app_spec: str | None, broker: str | None) -> None:
-    """List every known queue with its ready, scheduled, running and dead job counts."""
+    """List every known queue with its ready, scheduled, running and dead job counts, then the job types waiting in
+    each (count, age of the oldest)."""
     ctx.ensure_object(dict)
     state = _Admin(ctx.obj.get("config"), app_spec, broker=broker)
 
@@ -278,9 +307,11 @@ def queues(ctx: click.Context, as_json: bool, app_spec: str | None, broker: str 
         known = await connected.known_queues()
         depths = await connected.depths(known) if known else {}
         rows = []
+        waiting = await waiting_types(connected, known, {q: getattr(depths.get(q), "ready", 0) for q in known})
         for queue in known:
             depth = depths.get(queue)
-            rows.append({"queue": queue, **{name: getattr(depth, name, 0) for name in COLUMNS}})
+            rows.append({"queue": queue, **{name: getattr(depth, name, 0) for name in COLUMNS},
+                         "types": waiting.get(queue, [])})
         return rows
 
     try:
@@ -295,6 +326,15 @@ def queues(ctx: click.Context, as_json: bool, app_spec: str | None, broker: str 
         return
     table = [("QUEUE", *(name.upper() for name in COLUMNS))]
     table += [(row["queue"], *(str(row[name]) for name in COLUMNS)) for row in rows]
+    _echo_table(table)
+    types = [(row["queue"], t["type"] or "(untyped)", str(t["ready"]),
+              "" if t["oldest_age"] is None else _age(t["oldest_age"])) for row in rows for t in row["types"]]
+    if types:  # which job types wait where: a type no running worker has a handler for stays here
+        click.echo("")
+        _echo_table([("QUEUE", "JOB TYPE", "READY", "OLDEST"), *types])
+
+
+def _echo_table(table: Sequence[Sequence[str]]) -> None:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         cells = [line[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(line[1:], widths[1:], strict=True)]

@@ -23,7 +23,7 @@ import attrs
 import click
 
 from bananas.broker import Broker, BrokerCapabilities, require_admin
-from bananas.cli_admin import _Admin
+from bananas.cli_admin import _Admin, _age, waiting_types
 from bananas.metrics.logline import format_duration
 from bananas.metrics.registry import WorkerRecord, decode_records
 
@@ -86,6 +86,31 @@ async def list_workers(broker: Broker, caps: BrokerCapabilities) -> list[WorkerR
     if caps.worker_registry is None:
         return None
     return decode_records(await caps.worker_registry.list_workers())
+
+
+async def waiting_section(broker: Broker, caps: BrokerCapabilities) -> Section:
+    """The job types waiting in each queue, with their count, the age of the oldest (capability ``ready_types``) and
+    how many live workers take that type from that queue (``?`` without a worker registry): a type no running worker
+    has a handler for waits here, with 0 workers, instead of being dead-lettered."""
+    if caps.ready_types is None or caps.admin is None:
+        return Section("waiting_types", "Waiting job types", ("queue", "job_type", "ready", "oldest", "workers"),
+                       note="waiting job types: unknown (the broker has no 'ready_types' capability)")
+    known = await caps.admin.known_queues()
+    depths = await broker.depths(known) if known else {}
+    waiting = await waiting_types(broker, known, {q: d.ready for q, d in depths.items()})
+    records = await list_workers(broker, caps)
+
+    def takers(queue: str, job_type: str) -> int | str:
+        return "?" if records is None else sum(1 for r in records if r.takes(queue, job_type))
+
+    rows = tuple((queue, t["type"] or "(untyped)", t["ready"], "" if t["oldest_age"] is None else _age(t["oldest_age"]),
+                  takers(queue, t["type"])) for queue in known for t in waiting.get(queue, []))
+    note = ""
+    if any(row[4] == 0 for row in rows):
+        note = ("job types with 0 workers wait for a worker that has their handler (deploy one, or add the type to a "
+                "job-specialized worker's WORKER_JOB_TYPES)")
+    return Section("waiting_types", "Waiting job types", ("queue", "job_type", "ready", "oldest", "workers"), rows,
+                   note)
 
 
 async def gather(broker: Broker, caps: BrokerCapabilities, extra: Sequence[SectionSource] = ()) -> StatusReport:
@@ -213,7 +238,7 @@ def status(ctx: click.Context, as_json: bool, watch: bool, interval: float, app_
 
     async def work(connected: Broker) -> StatusReport:
         return await gather(connected, state.app.capabilities(connected),
-                            [*scheduler_sections(state.app), *EXTRA_SECTIONS])
+                            [waiting_section, *scheduler_sections(state.app), *EXTRA_SECTIONS])
 
     try:
         if as_json:

@@ -45,6 +45,9 @@ KERNEL_KEYS: tuple[KeySpec, ...] = (
     setting("worker.priorities", "priorities", tuple(Priority), "Priorities to process, in order.",
             "WORKER_PRIORITIES", choices=tuple(p.value for p in Priority)),
     setting("worker.queues", "list", (), "Queues to read; empty: the router's default queues.", "WORKER_QUEUES"),
+    setting("worker.unknown_job_types", "enum", "wait", "Jobs of a type this worker has no handler for: wait "
+            "(fetch only the types it runs; they wait for a worker that has one) or dead-letter (fetch every type "
+            "and dead-letter those, as 0.1 did).", "WORKER_UNKNOWN_JOB_TYPES", choices=("wait", "dead-letter")),
     setting("worker.enable_scheduler", "bool", True, "This worker is a scheduler: a candidate in the "
             "leader election; the leader moves due jobs and enqueues periodic jobs.", "ENABLE_SCHEDULER"),
     setting("worker.scheduler_interval", "duration", 1.0, "How often scheduled and retrying jobs are checked.",

@@ -10,8 +10,9 @@ Grouped by what a plugin does:
 * every plugin: :data:`hookimpl`, :class:`Register`, :func:`setting` / :class:`KeySpec` (declared settings) and the
   errors;
 * brokers: the :class:`Broker` protocol, its optional capabilities (``Supports…``; :class:`LeaderLease` is what
-  ``SupportsSchedules.current_leader`` returns, :data:`CANCEL_STATES` what ``SupportsCancellation.finish`` takes),
-  options and the records it hands out;
+  ``SupportsSchedules.current_leader`` returns, :data:`CANCEL_STATES` what ``SupportsCancellation.finish`` takes,
+  :class:`ReadyType` what ``SupportsReadyTypes.ready_types`` returns; :data:`UNTYPED` is the job type of an
+  envelope without one), options and the records it hands out;
 * result backends: :class:`ResultBackend`, :class:`ResultBackendSpec` and the TTL helpers;
 * log sinks: :class:`LogSinkSpec`, :class:`SinkConfig` and the one event model (:func:`flat_record`,
   :func:`json_line`, :data:`CONTEXT_FIELDS`);
@@ -54,6 +55,7 @@ from bananas.broker import (
     require_maintenance,
 )
 from bananas.broker_extras import CANCEL_STATES
+from bananas.broker_types import UNTYPED, ReadyType, SupportsReadyTypes
 from bananas.config import Settings
 from bananas.config_schema import KeySpec, redact_url, setting
 from bananas.errors import (
@@ -118,6 +120,7 @@ __all__ = [
     "PoolPlan",
     "Priority",
     "QueueDepth",
+    "ReadyType",
     "RecordState",
     "Register",
     "ResultBackend",
@@ -134,11 +137,13 @@ __all__ = [
     "SupportsAdmin",
     "SupportsCancellation",
     "SupportsProgress",
+    "SupportsReadyTypes",
     "SupportsEnqueueSync",
     "SupportsEnqueueWithHints",
     "SupportsMaintenance",
     "SupportsSchedules",
     "SupportsWorkerRegistry",
+    "UNTYPED",
     "UsageError",
     "WorkerInfo",
     "WorkerModeSpec",

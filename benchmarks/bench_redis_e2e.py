@@ -34,6 +34,9 @@ kernel given with ``--base DIR`` (put first on its ``PYTHONPATH``), for example 
 drain to the next: use ``--repeat`` and compare medians (printed at the end), and the worker's CPU time per job
 (``/proc``), which contention moves much less than the rate.
 
+``--types K`` spreads the enqueued and drained jobs round-robin over K job types (``noop``, ``noop1`` ...; one
+handler each), so a worker's fetches are typed over K types (issue 15: each take picks the oldest head among them).
+
 ``--profile DIR`` records a py-spy flame graph (``DIR/drain-<mode>.svg``) and a top-style text profile of the worker
 during each drain (needs ``pip install py-spy``).
 """
@@ -75,7 +78,6 @@ TASKS = textwrap.dedent(
             _r = aredis.Redis.from_url(_url)
         return _r
 
-    @app.job("noop")
     async def noop():
         r = _conn()
         n = await r.incr("bench:done")
@@ -83,6 +85,9 @@ TASKS = textwrap.dedent(
             await r.set("bench:t_first", repr(time.time()))
         if n == N:
             await r.set("bench:t_last", repr(time.time()))
+
+    for _i in range(int(os.environ.get("BENCH_TYPES", "1"))):  # noop, noop1, noop2 ...: one handler, K job types
+        app.job("noop" if _i == 0 else f"noop{_i}")(noop)
 
     @app.job("lat")
     async def lat(ts):
@@ -234,6 +239,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                     "or on the --base kernel (base)")
     ap.add_argument("--base", metavar="DIR", help="a source tree of the kernel for --metrics base")
     ap.add_argument("--scrape-every", type=float, default=1.0, help="seconds between two scrapes with --metrics on")
+    ap.add_argument("--types", type=int, default=1, help="job types the jobs are spread over (round-robin)")
     args = ap.parse_args()
 
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
@@ -251,6 +257,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             BANANAS_BROKER=server.url,
             BENCH_REDIS=server.url,
             BENCH_N=str(args.n),
+            BENCH_TYPES=str(args.types),
             LOG_LEVEL="warning",
             BANANAS_LOAD_PLUGINS=PLUGINS,
             PYTHONPATH=workdir + os.pathsep + env.get("PYTHONPATH", ""),
@@ -259,12 +266,14 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         if args.concurrency:
             env["WORKER_CONCURRENCY"] = str(args.concurrency)
         app = Bananas(broker=server.url, env={"BANANAS_LOAD_PLUGINS": PLUGINS})
-        print(f"redis {binary} on {server.url} (aof {'on' if args.aof else 'off'}), N={args.n}", flush=True)
+        print(f"redis {binary} on {server.url} (aof {'on' if args.aof else 'off'}), N={args.n}, "
+              f"{args.types} job type(s)", flush=True)
 
         # -- enqueue ----------------------------------------------------------------------------------------------
         parts = set(args.parts.split(","))
         app.enqueue("noop", {})  # connect and load scripts outside the timing
-        specs = [{"name": "noop", "payload": {}} for _ in range(args.batch)]
+        names = ["noop", *(f"noop{i}" for i in range(1, args.types))]
+        specs = [{"name": names[i % len(names)], "payload": {}} for i in range(args.batch)]
         for _ in range(args.repeat if "enqueue" in parts else 0):
             probe.flushdb()
             t0 = time.perf_counter()

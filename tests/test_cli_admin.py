@@ -171,22 +171,30 @@ def test_queues_lists_ready_scheduled_running_and_dead_per_queue(cli, make_app, 
     # When `bananas queues --json` runs
     code, out, err = cli("queues", "--json")
 
-    # Then one row per known queue with the broker's depths
+    # Then one row per known queue with the broker's depths, and the job types waiting in it
     assert code == 0, err
     rows = {row["queue"]: row for row in json.loads(out)}
+    types = {queue: row.pop("types") for queue, row in rows.items()}
     assert rows == {
         "high": {"queue": "high", "ready": 0, "scheduled": 0, "running": 0, "dead": 1},
         "normal": {"queue": "normal", "ready": 0, "scheduled": 1, "running": 0, "dead": 1},
         "low": {"queue": "low", "ready": 3, "scheduled": 0, "running": 0, "dead": 0},
     }
+    assert types["high"] == types["normal"] == []
+    ((waiting),) = types["low"]
+    assert (waiting["type"], waiting["ready"]) == ("boom", 3) and 0 <= waiting["oldest_age"] < 60
 
-    # And the table says the same, with a header
+    # And the table says the same, with a header, then the waiting job types
     code, out, err = cli("queues")
     assert code == 0, err
-    table = [line.split() for line in out.splitlines()]
+    queues_part, types_part = out.split("\n\n")
+    table = [line.split() for line in queues_part.splitlines()]
     assert table[0] == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "DEAD"]
     assert sorted(table[1:]) == [["high", "0", "0", "0", "1"], ["low", "3", "0", "0", "0"],
                                  ["normal", "0", "1", "0", "1"]]
+    lines = [line.split() for line in types_part.splitlines()]
+    assert lines[0] == ["QUEUE", "JOB", "TYPE", "READY", "OLDEST"]
+    assert lines[1][:3] == ["low", "boom", "3"] and lines[1][3].endswith("s")
 
 
 def test_queues_and_dlq_take_a_broker_flag(cli, memory_url, make_app, tmp_path):
@@ -198,7 +206,9 @@ def test_queues_and_dlq_take_a_broker_flag(cli, memory_url, make_app, tmp_path):
     assert cli("queues")[1] == "no queues (nothing was enqueued yet)\n"
     code, out, err = cli("queues", "--broker", memory_url, "--json")
     assert code == 0, err
-    assert json.loads(out) == [{"queue": "normal", "ready": 1, "scheduled": 0, "running": 0, "dead": 0}]
+    ((row),) = json.loads(out)
+    assert [(t["type"], t["ready"]) for t in row.pop("types")] == [("work", 1)]
+    assert row == {"queue": "normal", "ready": 1, "scheduled": 0, "running": 0, "dead": 0}
     assert cli("dlq", "--broker", memory_url, "list")[1] == "no dead letters\n"
 
 

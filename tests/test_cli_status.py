@@ -141,3 +141,30 @@ def test_status_shows_the_scheduler_leader_and_the_apps_periodic_jobs(cli, make_
     assert (beat["name"], beat["trigger"], beat["last status"]) == ("beat", "every 1s", "enqueued")
     assert code_text == 0 and "Scheduler" in text and "Periodic jobs" in text and "every 1s" in text
     sys.modules.pop("beats", None)
+
+
+def test_status_lists_job_types_that_wait_for_a_worker_with_their_handler(cli, make_app, run_worker, wait_for):
+    # Given a running worker with a handler for "ok" only, and jobs of a type it has no handler for
+    app = make_app()
+
+    @app.job("ok")
+    def ok() -> None:
+        return None
+
+    run_worker(app)
+    for _ in range(2):
+        app.enqueue("added_in_the_next_release")
+    done = app.enqueue("ok")
+    wait_for(lambda: app.get_job(done.id).status.value == "completed")
+
+    # When status is asked, then the waiting type is listed with its count and the age of its oldest job
+    report = json.loads(cli("status", "--json")[1])
+    (row,) = report["waiting_types"]
+    assert (row["queue"], row["job_type"], row["ready"]) == ("normal", "added_in_the_next_release", 2)
+    assert row["workers"] == 0  # no live worker takes that type from that queue
+    assert row["oldest"].endswith("s")
+    (record,) = report["workers"]
+    assert record["job_types"] == ["", "ok"]  # what the live worker fetches: its handlers and the untyped jobs
+    code, text, _ = cli("status")
+    assert code == 0 and "Waiting job types" in text and "added_in_the_next_release" in text
+    assert "job types with 0 workers wait for a worker that has their handler" in text

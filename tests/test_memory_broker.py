@@ -12,7 +12,7 @@ from hypothesis import settings
 from bananas.broker import BrokerOptions, Envelope
 from bananas.builtin.memory_broker import MemoryBroker
 from bananas.testing import BrokerConformance, make_broker_machine
-from bananas.testing.conformance import FakeClock
+from bananas.testing.conformance import TYPED_FETCH, FakeClock
 
 
 class _ResettingMemoryBroker(MemoryBroker):
@@ -30,7 +30,8 @@ async def factory(**overrides):
 
 
 class TestMemoryBroker(BrokerConformance):
-    claims = frozenset({"maintenance", "admin", "schedules", "enqueue_sync", "ack_and_fetch", "worker_registry"})
+    claims = frozenset({"maintenance", "admin", "schedules", "enqueue_sync", "ack_and_fetch", "worker_registry",
+                        "ready_types", TYPED_FETCH})
 
     @pytest_asyncio.fixture
     async def broker_factory(self):

@@ -77,9 +77,9 @@ def test_observers_get_a_frozen_worker_info_and_process_and_pool_ids(make_app, r
 
 
 def test_malformed_and_unhandled_jobs_notify_dead_observers(make_app, run_worker, wait_for) -> None:
-    # Given garbage bytes and a job without a handler in the queue
+    # Given garbage bytes and a job without a handler in the queue (a worker that dead-letters unknown types)
     recorder = Recorder()
-    app = make_app(plugins=[recorder])
+    app = make_app(plugins=[recorder], overrides={"worker.unknown_job_types": "dead-letter"})
 
     async def put_garbage() -> None:
         await (await app.broker()).enqueue([Envelope("bad-1", "normal", b"\x00not json")])

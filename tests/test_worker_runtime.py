@@ -135,13 +135,50 @@ def test_malformed_body_goes_to_dead_letters_at_once(make_app, run_worker, wait_
     assert letter.id == "bad-1" and letter.reason.startswith("malformed job: not a Bananas job frame")
 
 
-def test_unknown_job_name_is_dead_lettered_not_lost(make_app, run_worker, wait_for) -> None:
-    app = make_app()
+def test_unknown_job_name_is_dead_lettered_not_lost_when_unknown_job_types_is_dead_letter(
+    make_app, run_worker, wait_for
+) -> None:
+    app = make_app(overrides={"worker.unknown_job_types": "dead-letter"})
     handle = app.enqueue("nobody_handles_this")
     run_worker(app)
     wait_for(lambda: len(dead_letters(app)) == 1)
     assert dead_letters(app)[0].reason == "no handler for job 'nobody_handles_this' in this worker"
     assert app.get_job(handle.id).status is Status.DEAD
+
+
+def test_a_job_type_no_worker_handles_waits_in_its_queue_until_a_worker_with_its_handler_comes(
+    make_app, run_worker, wait_for
+) -> None:
+    # Given a job of a type the running worker has no handler for (the default: unknown_job_types = "wait"),
+    # queued ahead of a job it can run
+    app = make_app()
+    ran: list[str] = []
+
+    @app.job("known")
+    def known() -> None:
+        ran.append("known")
+
+    waiting = app.enqueue("added_later")
+    done = app.enqueue("known")
+    worker = run_worker(app)
+
+    # When the worker has run what it can
+    wait_for(lambda: app.get_job(done.id).status is Status.COMPLETED)
+    time.sleep(0.3)
+
+    # Then the other job is neither run nor dead-lettered: it waits, ready, with no delivery spent
+    assert app.get_job(waiting.id).status is Status.PENDING
+    assert dead_letters(app) == []
+    worker.request_stop()
+
+    # and a worker of the next version, which has the handler, runs it
+    @app.job("added_later")
+    def added_later() -> None:
+        ran.append("added_later")
+
+    run_worker(app)
+    wait_for(lambda: app.get_job(waiting.id).status is Status.COMPLETED)
+    assert ran == ["known", "added_later"]
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

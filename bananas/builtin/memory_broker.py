@@ -2,7 +2,8 @@
 
 Brokers built for the same URL share one state, so an app's producer side and its in-process worker (and the
 heartbeat thread) see the same queues. All state sits behind one lock; waiting fetchers on any event loop are
-woken with ``call_soon_threadsafe``, so nothing polls.
+woken with ``call_soon_threadsafe``, so nothing polls. A typed fetch (``job_types``) walks its queues from the head
+past jobs of other types, leaving them where they are (one FIFO per queue, as in the Redis broker's ordering).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bananas.broker import (
     Progress,
     QueueDepth,
 )
+from bananas.broker_types import ReadyType
 from bananas.builtin.memory_control import MemoryControl
 from bananas.builtin.memory_schedules import MemorySchedules, reset_schedules
 from bananas.hookspecs import hookimpl
@@ -51,6 +53,7 @@ class _Record:
     progress: Progress | None = None
     started_at: float | None = None
     cancel_requested: bool = False
+    job_type: str = ""
 
 
 @attrs.define(eq=False)
@@ -169,7 +172,7 @@ class MemoryBroker(MemoryControl, MemorySchedules):
                 stored.append(True)
                 if old is not None and old.state == "dead":
                     self._s.dead.get(old.queue, {}).pop(old.id, None)
-                rec = _Record(env.id, env.queue, env.body, "ready", updated_at=now)
+                rec = _Record(env.id, env.queue, env.body, "ready", updated_at=now, job_type=env.job_type)
                 self._s.records[env.id] = rec
                 self._s.ready.setdefault(env.queue, deque())
                 if env.eta is not None and env.eta > now:
@@ -180,14 +183,18 @@ class MemoryBroker(MemoryControl, MemorySchedules):
         return stored
 
     # -- worker side -------------------------------------------------------------------------------------------
-    def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+    def _take(self, queues: Sequence[str], limit: int, job_types: Collection[str] | None = None) -> list[Delivery]:
         out: list[Delivery] = []
         now = self._now()
         for name in queues:
             queue = self._s.ready.get(name)
+            passed: list[str] = []  # ready jobs of other types, in order: they go back to the head untouched
             while queue and len(out) < limit:
                 rec = self._s.records.get(queue.popleft())
                 if rec is None or rec.state != "ready":
+                    continue
+                if job_types is not None and rec.job_type not in job_types:
+                    passed.append(rec.id)
                     continue
                 rec.state = "running"
                 rec.deliveries += 1
@@ -195,18 +202,23 @@ class MemoryBroker(MemoryControl, MemorySchedules):
                 rec.lease_until = now + self.options.lease
                 rec.updated_at = rec.started_at = now
                 out.append(Delivery(rec.id, rec.queue, rec.body, rec.token, rec.deliveries, rec.crashes))
+            if queue is not None and passed:
+                queue.extendleft(reversed(passed))
             if len(out) >= limit:
                 break
         return out
 
-    async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+    async def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float, *, job_types: Collection[str] | None = None
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` ready jobs; only of ``job_types`` when given (see :mod:`bananas.broker_types`)."""
         if limit <= 0:
             return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         while True:
             with self._s.lock:
-                got = self._take(queues, limit)
+                got = self._take(queues, limit, job_types)
                 if got:
                     return got
                 remaining = deadline - loop.time()
@@ -248,7 +260,8 @@ class MemoryBroker(MemoryControl, MemorySchedules):
             return out
 
     async def ack_and_fetch(
-        self, deliveries: Sequence[Delivery], queues: Sequence[str], limit: int
+        self, deliveries: Sequence[Delivery], queues: Sequence[str], limit: int, *,
+        job_types: Collection[str] | None = None,
     ) -> tuple[list[bool], list[Delivery]]:
         """Optional capability (see :mod:`bananas.broker`): :meth:`ack`, then take up to ``limit`` ready jobs
         without blocking."""
@@ -256,7 +269,7 @@ class MemoryBroker(MemoryControl, MemorySchedules):
         if limit <= 0 or not queues:
             return owned, []
         with self._s.lock:
-            return owned, self._take(queues, limit)
+            return owned, self._take(queues, limit, job_types)
 
     async def retry(self, delivery: Delivery, *, body: bytes, at: float) -> bool:
         with self._s.lock:
@@ -361,6 +374,20 @@ class MemoryBroker(MemoryControl, MemorySchedules):
                 name: QueueDepth(dead=len(self._s.dead.get(name, {})), **counts[name]) for name in names
             }
 
+    async def ready_types(self, queue: str) -> list[ReadyType]:
+        """Optional capability ``ready_types`` (:mod:`bananas.broker_types`): the types waiting in ``queue``."""
+        with self._s.lock:
+            found: dict[str, ReadyType] = {}
+            for job_id in self._s.ready.get(queue, ()):
+                rec = self._s.records.get(job_id)
+                if rec is None or rec.state != "ready" or rec.queue != queue:
+                    continue
+                seen = found.get(rec.job_type)
+                oldest = rec.updated_at if seen is None or seen.oldest_at is None else min(seen.oldest_at,
+                                                                                           rec.updated_at)
+                found[rec.job_type] = ReadyType(rec.job_type, (seen.ready if seen else 0) + 1, oldest)
+            return sorted(found.values(), key=lambda t: (t.oldest_at or 0.0, t.job_type))
+
     # -- worker registry (capability worker_registry) ---------------------------------------------------------
     async def publish_worker(self, worker_id: str, record: bytes, ttl: float) -> None:
         with self._s.lock:
@@ -420,7 +447,9 @@ class MemoryBroker(MemoryControl, MemorySchedules):
             chosen = list(dead) if ids is None else [i for i in dict.fromkeys(ids) if i in dead]
             for job_id in chosen:
                 letter = dead.pop(job_id)
-                rec = _Record(job_id, queue, letter.body, "ready", updated_at=now)
+                old = self._s.records.get(job_id)
+                rec = _Record(job_id, queue, letter.body, "ready", updated_at=now,
+                              job_type=old.job_type if old is not None else "")
                 self._s.records[job_id] = rec
                 self._push(rec, now)
             if chosen:

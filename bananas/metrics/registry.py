@@ -62,6 +62,7 @@ class WorkerRecord:
         jobs_processed: Jobs it settled since it started.
         throughput: Jobs it settled over the last minute.
         scheduler: Its plan runs the scheduler.
+        job_types: The job types its pools fetch (``None``: every type; see :mod:`bananas.broker_types`).
     """
 
     id: str
@@ -77,6 +78,12 @@ class WorkerRecord:
     jobs_processed: int = 0
     throughput: int = 0
     scheduler: bool = False
+    job_types: tuple[str, ...] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
+
+    def takes(self, queue: str, job_type: str) -> bool:
+        """Whether one of its pools reads ``queue`` and fetches jobs of ``job_type``."""
+        reads = any(queue in pool.queues for pool in self.pools)
+        return reads and (self.job_types is None or job_type in self.job_types)
 
     def encode(self) -> bytes:
         return json.dumps(attrs.asdict(self), separators=(",", ":")).encode()

@@ -44,7 +44,7 @@ def build_tick(app: Bananas, schedule: Schedule, tick: float | None) -> tuple[Jo
     )
     if schedule.queue is not None and schedule.queue != job.queue:
         job = attrs.evolve(job, queue=schedule.queue)
-        env = Envelope(job.id, schedule.queue, app.codec.encode(job), env.eta)
+        env = Envelope(job.id, schedule.queue, app.codec.encode(job), env.eta, job.name)
     return job, env
 
 

@@ -8,6 +8,9 @@ With ``fast_forward`` the brokers' clock (a :class:`~bananas.testing.apps.FastFo
 scheduled job whenever only scheduled jobs are left, so delayed jobs and retries run at once; without it, jobs
 scheduled for later are left where they are (:attr:`IdleSummary.scheduled` counts them).
 
+A job whose type has no handler in the app is dead-lettered at once (``worker.unknown_job_types = "dead-letter"``),
+as the test is about this app alone; a production worker leaves it waiting for a worker that has the handler.
+
 The periodic scheduler does not run here (periodic jobs would never let the app be idle); enqueue a periodic job's
 handler yourself to test it.
 """
@@ -169,6 +172,8 @@ class InProcessWorker:
         self._queues = tuple(dict.fromkeys(queue for pool in plan.pools for queue in pool.queues))
         self.worker = app.worker(attrs.evolve(plan, scheduler=False))
         self.worker.fetch_wait = FETCH_WAIT
+        # A job without a handler here fails the run instead of waiting for a worker that has one: it is a test.
+        self.worker.unknown_job_types = "dead-letter"
         self.worker.shutdown_timeout = min(self.worker.shutdown_timeout, SHUTDOWN_TIMEOUT)  # tests stay bounded
         app.plugins.pm.register(self.recorder, name=f"bananas-testing-{id(self.recorder):x}")
         app.plugins.observers.refresh()

@@ -25,7 +25,10 @@ Invariants checked after every step:
   live deliveries at once;
 * **strict priority**: a fetch takes from a queue only after every queue listed before it has no ready job left,
   and it takes at most ``limit``;
-* **fencing**: every settle with a stale token returns ``False`` and changes nothing.
+* **fencing**: every settle with a stale token returns ``False`` and changes nothing;
+* **typed fetches** (a broker whose ``fetch`` takes ``job_types``, :mod:`bananas.broker_types`): jobs carry one of
+  the types ``a``, ``b`` or ``""``; a typed fetch hands out only jobs of its types, with the strict priority and FIFO
+  above restricted to them, and leaves every other job where it was.
 
 Protocol 0.2: the rules and invariants of an optional capability run only when the broker has it (moving the clock
 needs ``maintenance``: ``move_due`` and ``reap``; crashing a worker needs ``reap`` to recover; ``requeue_dead`` and
@@ -55,6 +58,7 @@ T = TypeVar("T")
 
 QUEUES = ("high", "normal", "low")
 IDS = tuple(f"j{i}" for i in range(6))
+TYPES = ("a", "b", "")
 LEASE = 10.5
 MAX_CRASHES = 2
 COMPLETED_TTL = 12.5
@@ -83,9 +87,14 @@ class _Job:
     eta: float = 0.0
     reason: str | None = None
     expires_at: float | None = None
+    job_type: str = ""
 
 
-_ENVELOPES = st.tuples(st.sampled_from(IDS), st.sampled_from(QUEUES), st.sampled_from(ENQUEUE_DELAYS))
+_ENVELOPES = st.tuples(
+    st.sampled_from(IDS), st.sampled_from(QUEUES), st.sampled_from(ENQUEUE_DELAYS), st.sampled_from(TYPES)
+)
+# A fetch of every type (None), or of some types (a typed fetch, on a broker that has them).
+_FETCH_TYPES = st.none() | st.frozensets(st.sampled_from(TYPES), max_size=3)
 # A settle picks each delivery by an index: from the deliveries a worker holds, or, for a quarter of the indices
 # (and whenever nothing is held), from the stale ones, which must be refused.
 _PICK = st.tuples(st.booleans() | st.just(False), st.integers(0, 1000))
@@ -176,27 +185,32 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
             for job in jobs:
                 job.state, job.rank, job.token = "ready", rank, None
 
-        def _ready(self, queue: str) -> dict[str, _Job]:
-            return {i: j for i, j in self.jobs.items() if j.queue == queue and j.state == "ready"}
+        def _ready(self, queue: str, types: frozenset[str] | None = None) -> dict[str, _Job]:
+            return {
+                i: j
+                for i, j in self.jobs.items()
+                if j.queue == queue and j.state == "ready" and (types is None or j.job_type in types)
+            }
 
         # -- producer -----------------------------------------------------------------------------------------
         @initialize(
-            batch=st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from(QUEUES)), min_size=2, max_size=6),
+            batch=st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from(QUEUES), st.sampled_from(TYPES)),
+                           min_size=2, max_size=6),
             queues=st.permutations(QUEUES),
             limit=st.integers(1, 4),
         )
-        def backlog(self, batch: list[tuple[str, str]], queues: list[str], limit: int) -> None:
+        def backlog(self, batch: list[tuple[str, str, str]], queues: list[str], limit: int) -> None:
             # Start with ready work and a first lease. Hypothesis switches rules off at random per example (swarm
             # testing), so without this many short examples would never hold a job.
-            self.enqueue([(job_id, queue, None) for job_id, queue in batch])
+            self.enqueue([(job_id, queue, None, job_type) for job_id, queue, job_type in batch])
             self.fetch(queues, limit)
 
         @rule(batch=st.lists(_ENVELOPES, min_size=1, max_size=3))
-        def enqueue(self, batch: list[tuple[str, str, float | None]]) -> None:
+        def enqueue(self, batch: list[tuple[str, str, float | None, str]]) -> None:
             now = self.clock.now
             envelopes = [
-                Envelope(job_id, queue, self._body(job_id), None if delay is None else now + delay)
-                for job_id, queue, delay in batch
+                Envelope(job_id, queue, self._body(job_id), None if delay is None else now + delay, job_type)
+                for job_id, queue, delay, job_type in batch
             ]
             self._run(self.b.enqueue(envelopes))
             for env in envelopes:
@@ -205,7 +219,7 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
                     event("enqueue: duplicate of a live id ignored")
                     continue  # one live copy per id: the duplicate is dropped, its queue receives nothing
                 self.queues_seen.add(env.queue)
-                job = _Job(env.queue, env.body, "scheduled")
+                job = _Job(env.queue, env.body, "scheduled", job_type=env.job_type)
                 self.jobs[env.id] = job
                 if env.eta is not None and env.eta > now:
                     job.eta = env.eta
@@ -213,9 +227,15 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
                     self._tail([job])
 
         # -- worker -------------------------------------------------------------------------------------------
-        @rule(queues=_QUEUE_LISTS, limit=st.integers(0, 4))
-        def fetch(self, queues: list[str], limit: int) -> None:
-            got = self._run(self.b.fetch(queues, limit, 0.0))
+        @rule(queues=_QUEUE_LISTS, limit=st.integers(0, 4), types=_FETCH_TYPES)
+        def fetch(self, queues: list[str], limit: int, types: frozenset[str] | None = None) -> None:
+            if types is not None and not self.caps.typed_fetch:
+                types = None
+            if types is None:
+                got = self._run(self.b.fetch(queues, limit, 0.0))
+            else:
+                event("fetch: typed")
+                got = self._run(self.b.fetch(queues, limit, 0.0, job_types=types))  # type: ignore[call-arg]
             assert len(got) <= limit, f"fetch(limit={limit}) handed out {len(got)}"
             assert len({d.id for d in got}) == len(got), f"one fetch handed out a job twice: {[d.id for d in got]}"
 
@@ -223,7 +243,7 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
             expected: dict[str, int] = {}
             room = limit
             for queue in queues:
-                expected[queue] = min(room, len(self._ready(queue)))
+                expected[queue] = min(room, len(self._ready(queue, types)))
                 room -= expected[queue]
             taken = Counter(d.queue for d in got)
             assert taken == +Counter(expected), (
@@ -235,11 +255,12 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
                 job = self.jobs.get(d.id)
                 assert job is not None, f"fetch handed out unknown job {d.id}"
                 assert job.state == "ready", f"{d.id} handed out while {job.state} (token {job.token})"
+                assert types is None or job.job_type in types, f"{d.id} of type {job.job_type!r} fetched for {types}"
                 assert (d.queue, d.body) == (job.queue, job.body), f"{d.id}: wrong queue or body"
                 assert (d.deliveries, d.crashes) == (job.deliveries + 1, job.crashes), f"{d.id}: wrong counters"
                 assert d.token not in self.tokens, f"{d.id}: token {d.token} was handed out before"
-            for queue in queues:  # FIFO: within a queue, take the jobs at the head
-                ready = self._ready(queue)
+            for queue in queues:  # FIFO: within a queue, take the jobs at the head (of the types asked for)
+                ready = self._ready(queue, types)
                 mine = [ready[d.id].rank for d in got if d.queue == queue]
                 rest = [j.rank for i, j in ready.items() if i not in {d.id for d in got}]
                 if mine and rest:
@@ -389,7 +410,7 @@ def make_broker_machine(factory: MakeBroker, *, retention: bool = True) -> type[
             assert count == len(dead), f"requeue_dead({queue!r}) moved {count}, model has {len(dead)} dead"
             fresh = []
             for job_id, job in dead:
-                self.jobs[job_id] = _Job(queue, job.body, "ready")
+                self.jobs[job_id] = _Job(queue, job.body, "ready", job_type=job.job_type)
                 fresh.append(self.jobs[job_id])
             self._tail(fresh)
 

@@ -158,6 +158,8 @@ class WorkerContext:
         event_loop: ``[worker] event_loop``: ``auto``, ``asyncio`` or ``uvloop`` (:func:`loop_factory`).
         backoff: ``(retry_backoff_base, retry_backoff_factor, retry_backoff_max)`` of ``[jobs]``.
         metrics: ``[metrics]`` (endpoint, ``System metrics`` interval); the default serves no endpoint.
+        unknown_job_types: ``[worker] unknown_job_types``: ``wait`` (fetch only the types with a handler) or
+            ``dead-letter`` (fetch every type; the 0.1 behaviour), see :mod:`bananas.broker_types`.
     """
 
     codec: JobCodec
@@ -179,3 +181,4 @@ class WorkerContext:
     event_loop: str = "auto"
     backoff: tuple[float, float, float] = (1.0, 2.0, 300.0)
     metrics: MetricsConfig = MetricsConfig()
+    unknown_job_types: str = "wait"

@@ -23,6 +23,7 @@ from collections import deque
 
 from loguru import logger
 
+from bananas.broker_types import fetch_types
 from bananas.metrics.config import MetricsConfig
 from bananas.metrics.exposition import render
 from bananas.metrics.http import Endpoint
@@ -220,7 +221,19 @@ class WorkerMetrics:
             id=info.process_id, host=info.host, pid=info.pid, mode=info.mode, pools=pools,
             jobs_running=len(self.state.slots), utilization=round(snap.utilization, 4), started_at=self.started_at,
             heartbeat_at=time.time(), version=bananas_version(), jobs_processed=snap.processed,
-            throughput=snap.window_processed, scheduler=info.scheduler)
+            throughput=snap.window_processed, scheduler=info.scheduler, job_types=self._fetched_types())
+
+    def _fetched_types(self) -> tuple[str, ...] | None:
+        """The job types this worker's pools fetch (``None``: every type, or a broker without typed fetches)."""
+        if not self.state._caps.typed_fetch:
+            return None
+        found: set[str] = set()
+        for pool in self.state.plan.pools:
+            types = fetch_types(pool.job_types, self.state.context.handlers, self.state.unknown_job_types)
+            if types is None:
+                return None
+            found |= types
+        return tuple(sorted(found))
 
     async def _registry_duty(self, _: object) -> None:
         broker, caps = self.state._broker, self.state._caps

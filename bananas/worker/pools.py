@@ -1,7 +1,8 @@
 """Pools: one fetch loop per pool of the plan, keyed by its unique pool id, and the crash isolation of recovered
 jobs.
 
-A pool waits for a free slot and fetches at most as many jobs as it has free slots (``queues`` in priority order),
+A pool waits for a free slot and fetches at most as many jobs as it has free slots (``queues`` in priority order;
+with a broker that fetches by job type, only the types the pool runs: :func:`bananas.broker_types.fetch_types`),
 then starts one job task per delivery: :class:`~bananas.worker.execution.Execution` runs it and
 :class:`~bananas.worker.settlement.Settlement` settles the outcome. A pool takes no work while the heartbeat cannot
 renew leases, and a broker error never ends it (logged, retried after 1 s).
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from bananas.broker import Delivery
+from bananas.broker_types import fetch_types
 from bananas.worker.execution import Execution
 from bananas.worker.settlement import Ack, Settlement
 from bananas.worker.state import WorkerState, _Slot, error_text
@@ -37,6 +39,7 @@ class Pools:
         combined = state._caps.ack_and_fetch
         blocked = state._blocked
         pool_id = pool.pool_id
+        typed = {"job_types": self.job_types(pool)} if state._caps.typed_fetch else {}
         free = asyncio.Semaphore(pool.concurrency)
         in_use = 0
         failing_since: float | None = None  # the first failed fetch of an outage (logged once it ends)
@@ -78,7 +81,7 @@ class Pools:
                 if combined is not None and settlement.pending:
                     # The acks of finished jobs ride along with the next take: one round trip for both.
                     acks = settlement.take_acks()
-                    owned, deliveries = await combined([item[0] for item in acks], pool.queues, limit)
+                    owned, deliveries = await combined([item[0] for item in acks], pool.queues, limit, **typed)
                     settlement.acked(acks, owned)
                     acks = []
                 else:
@@ -87,7 +90,7 @@ class Pools:
                     blocked.add(pool_id)  # a job finishing now flushes its ack itself (see Settlement.settle)
                     settlement.flush_soon()  # finished meanwhile
                     try:
-                        deliveries = await broker.fetch(pool.queues, limit, self.state.fetch_wait)
+                        deliveries = await broker.fetch(pool.queues, limit, self.state.fetch_wait, **typed)
                     finally:
                         blocked.discard(pool_id)
             except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
@@ -121,6 +124,10 @@ class Pools:
             for delivery in deliveries:
                 await free.acquire()
                 start(delivery)
+
+    def job_types(self, pool: PoolPlan) -> frozenset[str] | None:
+        """The job types ``pool`` fetches (``None``: every type); see :func:`bananas.broker_types.fetch_types`."""
+        return fetch_types(pool.job_types, self.execution.handlers, self.state.unknown_job_types)
 
     # -- crash isolation ---------------------------------------------------------------------------------------
     # A job that kills its process (os._exit, a segfault, the OOM killer) takes the leases of every job running
@@ -170,7 +177,8 @@ class Pools:
             if not await self.state._until(self.state._idle) or not self.state._isolating:
                 return
             try:
-                got = await self.state._broker.fetch(pool.queues, 1, self.state.fetch_wait)
+                typed = {"job_types": self.job_types(pool)} if self.state._caps.typed_fetch else {}
+                got = await self.state._broker.fetch(pool.queues, 1, self.state.fetch_wait, **typed)
             except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
                 self.state.log.bind(component="queue").error("fetch from {queues} failed: {error}; retrying in 1s",
                                                              queues=list(pool.queues), error=error_text(exc))

@@ -20,7 +20,7 @@ import time
 from loguru import logger
 
 from bananas.broker import Broker
-from bananas.errors import BrokerMisconfigured, BrokerUnavailable
+from bananas.errors import BrokerMisconfigured, BrokerUnavailable, UsageError
 from bananas.log_context import flush_logs
 from bananas.worker.context import WorkerContext
 from bananas.worker.duties import start_duties
@@ -119,6 +119,10 @@ class Worker(WorkerState):
         self._broker = broker
         self._caps = caps = self.context.capabilities(broker)  # resolved once, when the app built the broker
         self.settlement.combined = caps.ack_and_fetch is not None
+        typed = [p.pool_id for p in self.plan.pools if p.job_types is not None]
+        if typed and not caps.typed_fetch:  # it would take (and dead-letter) the other types' jobs of its queues
+            raise UsageError(f"pools {', '.join(typed)} run only some job types, but broker {type(broker).__name__} "
+                             "cannot fetch by job type (see bananas.broker_types)")
         if caps.maintenance is None:
             self.log.warning("broker {broker} has no 'maintenance' capability (reap, move_due){partial}: this worker "
                              "cannot recover jobs of crashed workers (their leases are never reaped) nor move delayed "

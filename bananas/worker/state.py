@@ -74,6 +74,7 @@ class WorkerState:
         self.slots: dict[str, _Slot] = {}
         self.stats = JobStats({p.pool_id: p.concurrency for p in plan.pools})  # counted by settlement and pools
         self.fetch_wait = FETCH_WAIT
+        self.unknown_job_types = context.unknown_job_types  # "wait" or "dead-letter" (bananas.broker_types)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker: Broker | None = None

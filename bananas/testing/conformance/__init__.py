@@ -33,6 +33,8 @@ Optional broker capabilities (protocol 0.2, :mod:`bananas.broker`) work the same
 run on every broker, a test of ``maintenance``, ``admin`` or a fast lane runs only on a broker that implements it.
 Core tests read records through ``admin`` where the broker has it and skip just those reads where it does not. Set
 ``claims = ALL_CAPABILITIES`` (or a subset) so that a capability lost by accident fails instead of skipping.
+Typed fetches (``fetch(..., job_types=...)``, :mod:`bananas.broker_types`) are checked on a broker whose ``fetch``
+takes ``job_types``; add ``TYPED_FETCH`` to ``claims`` to make their absence fail.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ from bananas.testing.conformance._progress import ProgressChecks
 from bananas.testing.conformance._records import RecordChecks
 from bananas.testing.conformance._registry import RegistryChecks
 from bananas.testing.conformance._schedules import ScheduleChecks
+from bananas.testing.conformance._types import TYPED_FETCH, TypeChecks
 
-__all__ = ["ALL_CAPABILITIES", "BrokerConformance", "FakeClock", "MakeBroker"]
+__all__ = ["ALL_CAPABILITIES", "TYPED_FETCH", "BrokerConformance", "FakeClock", "MakeBroker"]
 
 
 class BrokerConformance(CoreChecks, LeaseChecks, RecordChecks, RegistryChecks, ScheduleChecks, ProgressChecks,
-                        ControlChecks, _Base):
+                        ControlChecks, TypeChecks, _Base):
     """Checks that a broker keeps every semantic of :mod:`bananas.broker`. Subclass it; see the module docstring.
 
     Capability flags (class attributes) let a broker opt out explicitly; each skipped test names the flag.

@@ -129,11 +129,69 @@ def test_dry_run_with_the_job_type_router(app_dir, env, args, pools):
     assert plan_pools(result.stdout) == pools
 
 
-def test_job_specialized_without_routes_is_a_one_line_error(app_dir):
+def test_job_specialized_without_routes_reads_the_priority_queues_by_type(app_dir):
     result = dry_run(app_dir, {"WORKER_MODE": "job-specialized", "WORKER_JOB_TYPES": "generate_report"})
+    assert result.returncode == 0, result.stderr
+    assert plan_pools(result.stdout) == [("job-types-1", 10, ["high", "normal", "low"])]
+
+
+def test_a_job_type_without_a_handler_is_a_one_line_error(app_dir):
+    env = {"WORKER_MODE": "job-specialized", "WORKER_JOB_TYPES": "generate_report,render_video"}
+    result = dry_run(app_dir, env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("Error: invalid worker.job_types = 'generate_report' (from env WORKER_JOB_TYPES)")
-    assert '[routes] generate_report = "<queue>"' in result.stderr
+    assert result.stderr.startswith(
+        "Error: invalid worker.job_types = 'generate_report,render_video' (from env WORKER_JOB_TYPES): "
+        "no handler for render_video in this app"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- the guide as written: environment variables only, no [routes] (issue 15) -------------------------------------
+@pytest.mark.slow
+def test_the_guides_mixed_deployment_from_environment_variables_alone_runs_each_job_once(fleet, producer):
+    # Given the guide's job-specialized CPU and I/O workers, configured by environment variables alone (no
+    # bananas.toml, the default router), and no catch-all yet
+    fleet.start("cpu", {"WORKER_MODE": "job-specialized", "WORKER_JOB_TYPES": "generate_report,process_analytics",
+                        "WORKER_CONCURRENCY": "10"})
+    fleet.start("io", {"WORKER_MODE": "job-specialized", "WORKER_JOB_TYPES": "fetch_data,upload_files",
+                       "WORKER_CONCURRENCY": "50"})
+    fleet.wait_started("cpu", "io")
+    app = producer()
+
+    # When every type is enqueued at every priority
+    jobs = enqueue_mix(app, per=3)
+    theirs = {job_id for job_id, job in jobs.items() if job["name"] in CPU + IO}
+    others = set(jobs) - theirs
+    fleet.wait_ran(theirs)
+    time.sleep(0.5)
+
+    # Then their types ran, from the shared priority queues, and the other types were never fetched: still ready,
+    # in order, zero deliveries (no pop-and-skip)
+    assert all(jobs[job_id]["queue"] == jobs[job_id]["priority"] for job_id in jobs)
+    assert not others & {run["id"] for run in fleet.runs()}
+    assert {queue: depths(app)[queue].ready for queue in PRIORITIES} == {queue: 6 for queue in PRIORITIES}
+    assert {deliveries(app, job_id) for job_id in others} == {0}
+
+    # When the FAQ's specialized high worker and the default catch-all join
+    fleet.start("high", {"WORKER_MODE": "specialized", "WORKER_PRIORITIES": "high"})
+    fleet.start("general", {"WORKER_MODE": "default"})
+    fleet.wait_started("high", "general")
+    jobs.update(enqueue_mix(app, per=2))
+    runs = fleet.wait_ran(set(jobs))
+
+    # Then every job ran exactly once, on its first delivery, each on a worker allowed to take it
+    allowed = {
+        "cpu": lambda job: job["name"] in CPU,
+        "io": lambda job: job["name"] in IO,
+        "high": lambda job: job["priority"] == "high",
+        "general": lambda job: True,
+    }
+    by_id = once_each(runs, set(jobs))
+    assert [(by_id[i]["worker"], job) for i, job in jobs.items() if not allowed[by_id[i]["worker"]](job)] == []
+    assert {by_id[i]["worker"] for i in others} <= {"high", "general"}
+    assert {by_id[i]["attempt"] for i in jobs} == {1}
+    assert {deliveries(app, job_id) for job_id in jobs} == {1}
+    no_dead_letters(app)
 
 
 def test_unknown_mode_lists_this_plugins_mode_with_the_built_in_ones(app_dir):

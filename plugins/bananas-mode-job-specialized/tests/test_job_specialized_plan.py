@@ -1,4 +1,4 @@
-"""job-specialized: reads exactly the routed queues of WORKER_JOB_TYPES, or refuses with a clear error."""
+"""job-specialized: reads the queues WORKER_JOB_TYPES are routed to (the priority queues without [routes]), by type."""
 
 from __future__ import annotations
 
@@ -43,27 +43,43 @@ def test_job_types_are_required(tmp_path, monkeypatch):
     assert "needs the job types" in str(err.value) and "WORKER_JOB_TYPES=" in str(err.value)
 
 
-def test_an_unrouted_type_is_refused_naming_the_type_and_the_routes_key(tmp_path, monkeypatch):
+def test_an_unrouted_type_is_read_from_the_default_queues_beside_the_routed_ones(tmp_path, monkeypatch):
+    described = plan(tmp_path, monkeypatch, {"WORKER_JOB_TYPES": "generate_report,process_analytics,send_email"})
+    (pool,) = described["pools"]
+    assert pool["queues"] == ["cpu.high", "high", "cpu.normal", "normal", "cpu.low", "low"]
+    assert pool["job_types"] == ["generate_report", "process_analytics", "send_email"]
+
+
+def test_the_guide_as_written_needs_no_routes_the_priority_queues_are_read_by_type(tmp_path, monkeypatch):
+    # The user guide's job-specialized worker, configured by environment variables only (issue 15)
+    env = {"WORKER_JOB_TYPES": "send_email,generate_report,process_analytics", "WORKER_CONCURRENCY": "10"}
+    described = plan(tmp_path, monkeypatch, env, routes={}, router="priority")
+    assert described["pools"] == [
+        {"name": "job-types", "concurrency": 10, "queues": ["high", "normal", "low"],
+         "job_types": ["send_email", "generate_report", "process_analytics"], "worker_id": "job-types-1"}
+    ]
+
+
+def test_a_queue_shared_with_an_unlisted_type_is_read_by_type(tmp_path, monkeypatch):
+    # process_analytics is routed to cpu too: this worker reads cpu.* but fetches only generate_report from it
+    described = plan(tmp_path, monkeypatch, {"WORKER_JOB_TYPES": "generate_report"})
+    (pool,) = described["pools"]
+    assert pool["queues"] == ["cpu.high", "cpu.normal", "cpu.low"] and pool["job_types"] == ["generate_report"]
+
+
+def test_a_type_without_a_handler_in_the_app_refuses_to_start_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = Bananas(broker="memory://", env={"WORKER_MODE": "job-specialized",
+                                           "WORKER_JOB_TYPES": "send_email,generate_report"})
+
+    @app.job("send_email")
+    def send_email() -> None: ...
+
     with pytest.raises(ConfigError) as err:
-        plan(tmp_path, monkeypatch, {"WORKER_JOB_TYPES": "generate_report,process_analytics,send_email"})
-    message = str(err.value)
+        app.worker()
     assert err.value.key == "worker.job_types" and err.value.source == "env WORKER_JOB_TYPES"
-    assert "job type 'send_email' is not routed" in message and '[routes] send_email = "<queue>"' in message
-
-
-def test_the_priority_router_is_refused_with_a_hint(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError) as err:
-        plan(tmp_path, monkeypatch, {"WORKER_JOB_TYPES": "generate_report"}, routes={}, router="priority")
-    assert '[routes] generate_report = "<queue>" and set router = "job-type"' in str(err.value)
-
-
-def test_a_queue_shared_with_an_unlisted_type_is_refused(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError) as err:
-        plan(tmp_path, monkeypatch, {"WORKER_JOB_TYPES": "generate_report"})
-    message = str(err.value)
-    assert err.value.key == "routes.process_analytics"
-    assert "'process_analytics' shares queue 'cpu.high' with generate_report" in message
-    assert "add process_analytics to WORKER_JOB_TYPES" in message
+    assert "no handler for generate_report in this app" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_worker_queues_cannot_be_combined(tmp_path, monkeypatch):

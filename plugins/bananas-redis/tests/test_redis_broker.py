@@ -314,7 +314,8 @@ async def test_reap_repairs_a_wake_up_lost_with_a_dead_fetcher(make_broker, redi
     producer = await make_broker()
     await producer.enqueue([_env("a")])
     client = redis.Redis.from_url(redis_url)
-    client.delete(queue_keys(prefix, "q").signal)
+    qk = queue_keys(prefix, "q")
+    client.delete(qk.signal, qk.wake, qk.type_signal(""))  # every wake-up list of the queue
     client.close()
     waiting = asyncio.create_task(consumer.fetch(["q"], 1, 5.0))
     await asyncio.sleep(0.2)

@@ -66,14 +66,18 @@ async def test_queues_lists_ready_scheduled_running_and_dead_per_queue(make_brok
     out = await asyncio.to_thread(_queues, tmp_path, "--json")
     assert out.returncode == 0, out.stderr
     rows = {row["queue"]: row for row in json.loads(out.stdout)}
+    types = {queue: [(t["type"], t["ready"]) for t in row.pop("types")] for queue, row in rows.items()}
     assert rows == {
         "a": {"queue": "a", "ready": 3, "scheduled": 0, "running": 1, "dead": 2},
         "b": {"queue": "b", "ready": 0, "scheduled": 1, "running": 0, "dead": 0},
     }
+    assert types == {"a": [("", 3)], "b": []}  # the envelopes carry no job type
 
-    # And the table says the same
+    # And the table says the same, then the waiting job types
     table = await asyncio.to_thread(_queues, tmp_path)
     assert table.returncode == 0, table.stderr
-    lines = [line.split() for line in table.stdout.splitlines()]
+    queues_part, types_part = table.stdout.split("\n\n")
+    lines = [line.split() for line in queues_part.splitlines()]
     assert lines[0] == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "DEAD"]
     assert sorted(lines[1:]) == [["a", "3", "0", "1", "2"], ["b", "0", "1", "0", "0"]]
+    assert [line.split()[:3] for line in types_part.splitlines()[1:]] == [["a", "(untyped)", "3"]]

@@ -12,11 +12,11 @@ from hypothesis import settings
 
 from bananas.broker import Broker
 from bananas.testing import BrokerConformance, make_broker_machine
-from bananas.testing.conformance import ALL_CAPABILITIES
+from bananas.testing.conformance import ALL_CAPABILITIES, TYPED_FETCH
 
 
 class TestRedisBroker(BrokerConformance):
-    claims = ALL_CAPABILITIES
+    claims = ALL_CAPABILITIES | {TYPED_FETCH}
 
     @pytest_asyncio.fixture
     async def broker_factory(self, make_broker):

@@ -79,12 +79,35 @@ def _plant(client: redis.Redis, key: str, kind: str) -> None:
         client.hset(key, mapping={"state": kind, "body": "b", "updated_at": "1"})
 
 
+def _plant_ready(client: redis.Redis, prefix: str, order: list[str], where: str) -> None:
+    """Make ``order`` the queue's only ready entries: in the 0.1 list, or in the ready ZSET of the type ``""``
+    (positions 1, 2, ... ; a ZSET holds an id once, so a repeated id keeps its first place)."""
+    qk = queue_keys(prefix, "q")
+    client.delete(qk.ready, qk.type_ready(""), qk.types, qk.count, qk.wake, qk.type_signal(""))
+    if where == "legacy":
+        client.rpush(qk.ready, *order)
+        return
+    positions: dict[str, int] = {}
+    for job_id in order:
+        positions.setdefault(job_id, len(positions) + 1)
+    client.zadd(qk.type_ready(""), positions)
+    client.zadd(qk.types, {"": 1})
+    client.set(qk.count, len(positions))
+
+
+def _ready_left(client: redis.Redis, prefix: str) -> int:
+    qk = queue_keys(prefix, "q")
+    return int(client.llen(qk.ready)) + int(client.zcard(qk.type_ready("")))
+
+
+@pytest.mark.parametrize("where", ["legacy", "typed"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("batch", [1, 2, 3, 7, 100])
 async def test_take_hands_out_every_good_job_once_and_buries_or_drops_every_bad_entry(
-    make_broker, redis_url, prefix, logs, batch, seed
+    make_broker, redis_url, prefix, logs, batch, seed, where
 ):
-    # Given good jobs interleaved with every kind of bad entry (and a duplicate of a good id) in the ready list
+    # Given good jobs interleaved with every kind of bad entry (and, in the 0.1 list, a duplicate of a good id) in
+    # the ready entries of the queue: the 0.1 list, or the ready ZSET of a job type
     broker = await make_broker()
     good = [f"good{i}" for i in range(12)]
     await broker.enqueue([_env(i) for i in good])
@@ -98,8 +121,7 @@ async def test_take_hands_out_every_good_job_once_and_buries_or_drops_every_bad_
     rng.shuffle(order)
     dup = rng.choice(good)
     order.insert(order.index(dup) + rng.randint(1, 3), dup)
-    client.delete(qk.ready)
-    client.rpush(qk.ready, *order)
+    _plant_ready(client, prefix, order, where)
 
     # When workers fetch (some with pipelined acks) until nothing is left
     handed: list[str] = []
@@ -115,12 +137,13 @@ async def test_take_hands_out_every_good_job_once_and_buries_or_drops_every_bad_
         held = got
         handed += [d.id for d in got]
         assert all(d.body == d.id.encode() for d in got)
-        if not got and not client.llen(qk.ready):
+        if not got and not _ready_left(client, prefix):
             break
 
-    # Then every good job was handed out exactly once, and the ready list is empty
+    # Then every good job was handed out exactly once, and the ready entries are all gone
     assert sorted(handed) == sorted(good)
-    assert client.llen(qk.ready) == 0
+    assert _ready_left(client, prefix) == 0
+    assert int(client.get(qk.count) or 0) == 0 and not client.exists(qk.types, qk.wake)
     # malformed records are dead letters with a reason (a string loses nothing: its value is the body) ...
     letters = {d.id: d for d in await broker.dead_letters("q", 100)}
     assert set(letters) == {i for i, k in bad.items() if BAD_ENTRIES[k] == "dead"}
@@ -132,7 +155,7 @@ async def test_take_hands_out_every_good_job_once_and_buries_or_drops_every_bad_
     for kind in ("list", "set", "zset", "stream"):
         assert client.type(qk.job(f"bad-{kind}")) == kind.encode()
     assert not client.exists(qk.job("bad-missing"))
-    for job_id in [*bad, dup]:
+    for job_id in [*bad, dup] if where == "legacy" else bad:
         mine = [line for line in logs if f"ready entry {job_id} of queue 'q'" in line]
         assert len(mine) == 1, (job_id, logs)
         outcome = "dead-lettered" if job_id in letters else "dropped"

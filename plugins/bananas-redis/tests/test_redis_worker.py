@@ -436,6 +436,6 @@ def test_dlq_list_show_requeue_purge(harness, server_url):
     assert _cli(harness, "requeue", "--all").stdout.strip() == "requeued 0 job(s)"
     client = redis.Redis.from_url(server_url)
     try:
-        assert client.exists(f"{{{harness.prefix}:normal}}:ready")
+        assert client.zrange(f"{{{harness.prefix}:normal}}:ready:boom", 0, -1) == [b"b1"]  # requeued, still ready
     finally:
         client.close()

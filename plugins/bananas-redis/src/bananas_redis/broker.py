@@ -11,6 +11,11 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   producer chose: ids in ``generated_ids`` are fresh uuid4s and claim none) in one round trip;
   ``fetch`` leases up to ``limit`` jobs per script call; ``ack``, ``renew`` and ``release`` settle a list per queue
   in one round trip.
+* **Type-aware queues.** Each queue keeps one ready ZSET per job type (scored by enqueue position) and an index of
+  their heads, so ``fetch(..., job_types=...)`` takes the oldest ready jobs of those types, by priority, in one
+  script call per queue, never touching another type's job, and an untyped fetch stays exactly FIFO across types.
+  Jobs left in 0.1's single ready list are drained first by fetches of every type or of the type ``""``.
+  Wake-up lists are per type (plus ``wake`` for untyped fetchers). See ``lua/dispatch.lua`` and the README.
 * **Blocking fetch without polling.** Every script that makes jobs ready also keeps the queue's ``signal`` list
   non-empty while ``ready`` is (and empties it when ``ready`` is empty). A fetcher that found nothing blocks in
   ``BLPOP`` on the signal lists of its queues with the remaining timeout and takes again as soon as one is
@@ -85,6 +90,7 @@ from bananas.plugin_api import (
     Envelope,
     JobRecord,
     QueueDepth,
+    ReadyType,
     redact_url,
 )
 from bananas_redis.control import RedisControl
@@ -250,7 +256,7 @@ class _Pool:
 
 
 def _dispatch(qk: QueueKeys, command: str, *args: Any) -> Command:
-    return ("EVALSHA", _SHA, 6, *qk.script_keys, command, qk.job_prefix, *args)
+    return ("EVALSHA", _SHA, 10, *qk.script_keys, command, qk.job_prefix, *args)
 
 
 class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
@@ -271,7 +277,8 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         self._tls = self.target.tls
         self._pool: _Pool | None = None
         self._blocking: _Pool | None = None
-        self._hot: dict[tuple[str, ...], bool] = {}
+        self._hot: dict[tuple[tuple[str, ...], tuple[str, ...] | None], bool] = {}
+        self._types: dict[frozenset[str], tuple[str, ...]] = {}  # job_types -> script arguments (see _type_args)
         self._numbers: dict[str, int] = {}  # queue -> its number in the registry (low bits of every token)
         self._registry = registry_key(self.options.prefix)
         self._queue_seq = queue_seq_key(self.options.prefix)
@@ -634,7 +641,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 chunk = envs[i : i + _ENQUEUE_CHUNK]
                 args: list[Any] = []
                 for env in chunk:
-                    args += (env.id, env.body, "" if env.eta is None else _num(env.eta))
+                    args += (env.id, env.body, "" if env.eta is None else _num(env.eta), env.job_type)
                 commands.append(_dispatch(keys, "enqueue", now, *args))
                 chunks.append(chunk)
         # The id's home queue is claimed in the same round trip; only an id that already lives in another queue
@@ -848,16 +855,26 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         return tuple(sorted(queues, key=lambda q: random.random() ** (1.0 / weight(q)), reverse=True))
 
     async def _take(
-        self, queues: tuple[str, ...], limit: int, head: Sequence[Command] = ()
+        self,
+        queues: tuple[str, ...],
+        limit: int,
+        head: Sequence[Command] = (),
+        job_types: tuple[str, ...] | None = None,
+        woke: str | None = None,
     ) -> tuple[list[Any], list[Delivery]]:
         """Lease up to ``limit`` jobs, queue by queue in priority order (one round trip per queue looked at).
-        ``head`` commands go first in the first round trip; their replies come back first.
+        ``head`` commands go first in the first round trip; their replies come back first. ``job_types``: only jobs
+        of these types (``None``: every type); ``woke``: the type whose wake-up list woke this fetch (the script
+        tops that list up again, see ``lua/dispatch.lua``).
 
         Ready entries the script did not hand out (malformed records it dead-lettered, stale ids it dropped: see
         the header of ``lua/dispatch.lua``) are logged, one warning per entry."""
         o = self.options
         out: list[Delivery] = []
         head_replies: list[Any] = []
+        which: tuple[str, ...] = ("*", "") if job_types is None else ("=", "", *job_types)
+        if woke is not None:
+            which = (which[0], "+" + woke, *which[2:])
         for queue in self._order(queues):
             qk = self._keys(queue)
             want = limit - len(out)
@@ -867,7 +884,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 # leases that expired before Redis even saw the call (they would be reaped and run twice).
                 now = o.clock()
                 return _dispatch(
-                    qk, "take", _num(now), _num(now + o.lease), want, _ttl(o.dead_ttl), _num(now + o.dead_ttl)
+                    qk, "take", _num(now), _num(now + o.lease), want, _ttl(o.dead_ttl), _num(now + o.dead_ttl), *which
                 )
 
             if head:
@@ -898,13 +915,33 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 break
         return head_replies, out
 
-    async def _wait(self, queues: tuple[str, ...], deadline: float) -> bool | None:
-        """Block until a signal of one of ``queues`` arrives (``True``) or ``deadline`` (loop time) passes
-        (``None``). A scheduling broker also listens for due tokens: one marks the schedule dirty (``False``)."""
+    def _wait_keys(self, queues: tuple[str, ...], job_types: tuple[str, ...] | None) -> dict[str, str | None]:
+        """The wake-up lists a fetch of ``job_types`` (``None``: every type) blocks on, each with the type it
+        stands for (``None`` for the lists of every type: the queue's ``wake`` list and the 0.1 ``signal`` list)."""
+        keys: dict[str, str | None] = {}
+        for q in queues:
+            qk = self._keys(q)
+            if job_types is None:
+                keys[qk.wake] = None
+                keys[qk.signal] = None
+                continue
+            for t in job_types:
+                keys[qk.type_signal(t)] = t
+            if "" in job_types:
+                keys[qk.signal] = None
+        return keys
+
+    async def _wait(
+        self, queues: tuple[str, ...], deadline: float, job_types: tuple[str, ...] | None = None
+    ) -> bool | str | None:
+        """Block until a signal of one of ``queues`` (for ``job_types``) arrives (``True``, or the job type whose
+        list it came from) or ``deadline`` (loop time) passes (``None``). A scheduling broker also listens for due
+        tokens: one marks the schedule dirty (``False``)."""
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining < _MIN_BLOCK:
             return None
-        keys = [self._keys(q).signal for q in queues]
+        typed = self._wait_keys(queues, job_types)
+        keys = list(typed)
         watch = self._scheduler
         if watch:
             keys.append(self._due_key)
@@ -916,10 +953,12 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 self._watching -= 1
         if reply is None:
             return None
-        if watch and _str(reply[0]) == self._due_key:
+        key = _str(reply[0])
+        if watch and key == self._due_key:
             self._due_dirty = True
             return False
-        return True
+        woke = typed.get(key)
+        return True if woke is None else woke
 
     async def _blpop(self, keys: Sequence[str], remaining: float) -> Any:
         """``BLPOP keys`` for up to ``remaining`` seconds on the blocking pool: the reply (``None``: timed out).
@@ -944,31 +983,51 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
             pool.put(conn)
         return reply
 
-    async def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+    def _type_args(self, job_types: Collection[str] | None) -> tuple[str, ...] | None:
+        """``job_types`` as the sorted tuple the scripts get (cached for the frozensets a worker passes each time)."""
+        if job_types is None:
+            return None
+        if isinstance(job_types, frozenset):
+            cached = self._types.get(job_types)
+            if cached is None:
+                cached = self._types[job_types] = tuple(sorted(job_types))
+            return cached
+        return tuple(sorted(set(job_types)))
+
+    async def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float, *, job_types: Collection[str] | None = None
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` ready jobs from ``queues``; only of ``job_types`` when given (``None``: every type,
+        see :mod:`bananas.broker_types`). A typed fetch never looks at, pops or reorders jobs of other types."""
         if limit <= 0 or not queues:
             return []
         names = tuple(queues)
+        types = self._type_args(job_types)
+        if types == ():
+            return []
+        hot = (names, types)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         # A fetcher whose last call came back empty trusts the signal lists and blocks first: one command per
         # idle fetch. After a hand-out it takes first, which is one round trip while work keeps coming.
-        take_first = timeout <= 0 or self._hot.get(names, True)
+        take_first: bool | str = timeout <= 0 or self._hot.get(hot, True)
         while True:
             if take_first:
-                _, got = await self._take(names, limit)
+                woke = take_first if isinstance(take_first, str) else None
+                _, got = await self._take(names, limit, (), types, woke)
                 if got:
-                    self._hot[names] = True
+                    self._hot[hot] = True
                     return got
             take_first = True
             if deadline - loop.time() < _MIN_BLOCK:
                 if timeout > 0:
-                    self._hot[names] = False
+                    self._hot[hot] = False
                 return []
-            woke = await self._work("fetch", lambda: self._wait(names, deadline))
-            if woke is None:
-                self._hot[names] = False
+            signal = await self._work("fetch", lambda: self._wait(names, deadline, types))
+            if signal is None:
+                self._hot[hot] = False
                 return []
-            take_first = woke  # a due token is no work for this fetch: block again
+            take_first = signal  # a due token is no work for this fetch: block again
 
     def _settle_commands(
         self, what: str, deliveries: Sequence[Delivery], head: Sequence[Any]
@@ -1004,7 +1063,12 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         return [_ttl(o.completed_ttl), _num(o.clock() + o.completed_ttl)]
 
     async def ack_and_fetch(
-        self, deliveries: Sequence[Delivery], queues: Sequence[str], limit: int
+        self,
+        deliveries: Sequence[Delivery],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        job_types: Collection[str] | None = None,
     ) -> tuple[list[bool], list[Delivery]]:
         """:meth:`ack` ``deliveries``, then lease up to ``limit`` ready jobs from ``queues`` without blocking, in
         one round trip (optional capability, see :mod:`bananas.broker`): the acks and the take of the first queue
@@ -1012,16 +1076,17 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         :meth:`fetch`. Returns the ack flags and the deliveries. When nothing was ready, the next :meth:`fetch` on
         these queues blocks straight away (one ``BLPOP``), as after an empty fetch."""
         if not deliveries:
-            return [], await self.fetch(queues, limit, 0.0) if limit > 0 and queues else []
+            return [], await self.fetch(queues, limit, 0.0, job_types=job_types) if limit > 0 and queues else []
         await self._load_numbers("ack", {d.queue for d in deliveries})
         commands, index = self._settle_commands("ack", deliveries, self._ack_head())
+        types = self._type_args(job_types)
         staged, self._staged = self._staged, []
-        if limit <= 0 or not queues:
+        if limit <= 0 or not queues or types == ():
             results = await self._work("ack", lambda: self._call([*staged, *commands]))
             return self._settled(len(deliveries), index, results[len(staged):]), []
         names = tuple(queues)
-        replies, got = await self._take(names, limit, [*staged, *commands])
-        self._hot[names] = bool(got)
+        replies, got = await self._take(names, limit, [*staged, *commands], types)
+        self._hot[(names, types)] = bool(got)
         return self._settled(len(deliveries), index, replies[len(staged):]), got
 
     def stage(self, command: Command) -> None:
@@ -1173,14 +1238,42 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 qk = self._keys(name)
                 commands += [
                     ("LLEN", qk.ready),
+                    ("GET", qk.count),
                     ("ZCARD", qk.scheduled),
                     ("ZCARD", qk.leases),
                     ("ZCOUNT", qk.dead, cutoff, "+inf"),
                 ]
-            r = [int(n) for n in await self._call(commands)]
-            return {name: QueueDepth(*r[4 * i : 4 * i + 4]) for i, name in enumerate(names)}
+            r = [int(n or 0) for n in await self._call(commands)]
+            return {
+                name: QueueDepth(r[5 * i] + r[5 * i + 1], *r[5 * i + 2 : 5 * i + 5]) for i, name in enumerate(names)
+            }
 
         return await self._produce("depths", run)
+
+    async def ready_types(self, queue: str) -> list[ReadyType]:
+        """Optional capability ``ready_types``: the job types with ready jobs in ``queue``, oldest first, each with
+        its count and when its oldest job became ready (the 0.1 list's jobs count as the type ``""``)."""
+
+        async def run() -> list[ReadyType]:
+            qk = self._keys(queue)
+            names, legacy, legacy_head = await self._call(
+                [("ZRANGE", qk.types, 0, -1), ("LLEN", qk.ready), ("LINDEX", qk.ready, 0)]
+            )
+            types = [_str(t) for t in names]
+            heads = await self._call([c for t in types for c in (("ZCARD", qk.type_ready(t)),
+                                                                  ("ZRANGE", qk.type_ready(t), 0, 0))]) if types else []
+            counts = {t: int(heads[2 * i]) for i, t in enumerate(types)}
+            firsts = {t: _str(heads[2 * i + 1][0]) for i, t in enumerate(types) if heads[2 * i + 1]}
+            if legacy:
+                counts[""] = counts.get("", 0) + int(legacy)
+                firsts.setdefault("", _str(legacy_head))
+            order = list(firsts)
+            stamps = await self._call([("HGET", qk.job(firsts[t]), "updated_at") for t in order]) if order else []
+            since = {t: float(v) if v is not None else None for t, v in zip(order, stamps, strict=True)}
+            found = [ReadyType(t, n, since.get(t)) for t, n in counts.items() if n > 0]
+            return sorted(found, key=lambda r: (r.oldest_at if r.oldest_at is not None else _INF, r.job_type))
+
+        return await self._produce("ready_types", run)
 
     async def known_queues(self) -> list[str]:
         return await self._produce("known_queues", self._queues)

@@ -6,16 +6,26 @@ every script call touches one slot only. With the default prefix ``bananas`` and
 ===================================  ======  =================================================================
 key                                  type    contents
 ===================================  ======  =================================================================
-``{bananas:high}:ready``             LIST    ids ready to run; head = next out (``LPOP``), enqueue ``RPUSH``es,
-                                             release and crash recovery ``LPUSH``
+``{bananas:high}:ready:<type>``      ZSET    id -> position: the ready jobs of one job type (``''`` for an
+                                             envelope without one). enqueue, retry and move_due add at the next
+                                             tail position (from ``seq``), release and crash recovery at the head
+                                             (from ``head``), so all types ordered by position are one FIFO
+``{bananas:high}:types``             ZSET    job type -> position of its ready ZSET's head, for every non-empty
+                                             type: ``take`` picks the lowest head among the types asked for
+``{bananas:high}:count``             STRING  entries of all ready ZSETs together (``depths``, the ``wake`` list)
+``{bananas:high}:head``              STRING  counter going down from 0: positions of jobs put back at the head
+``{bananas:high}:signal:<type>``     LIST    wake-up tokens for fetchers of that type (``BLPOP``); kept between
+                                             ``min(n, 16)`` and ``n`` long, n = the type's ready jobs
+``{bananas:high}:wake``              LIST    wake-up tokens for fetchers of every type, as long as ``count``
+``{bananas:high}:ready``             LIST    the 0.1 ready list: jobs made ready by bananas-redis 0.1 processes;
+                                             only popped, by fetches of every type (drained first)
+``{bananas:high}:signal``            LIST    wake-up tokens of the 0.1 list, kept as 0.1 keeps them
 ``{bananas:high}:scheduled``         ZSET    id -> eta (Unix s); delayed jobs and retries waiting for ``move_due``
 ``{bananas:high}:leases``            ZSET    id -> lease expiry (Unix s) of every running job; ``reap`` reads it
 ``{bananas:high}:dead``              ZSET    id -> dead_at (Unix s); the queue's dead letters
 ``{bananas:high}:seq``               STRING  counter; fencing tokens and ordering sequence numbers come from it
-``{bananas:high}:signal``            LIST    wake-up tokens for blocked fetchers (``BLPOP``); kept between
-                                             ``min(len(ready), 16)`` and ``len(ready)`` long by every script
-``{bananas:high}:job:<id>``          HASH    the job record: state, body, deliveries, crashes, token, lease_until,
-                                             eta, seq, reason, dead_at, updated_at, expires_at, started_at,
+``{bananas:high}:job:<id>``          HASH    the job record: state, body, type, deliveries, crashes, token,
+                                             lease_until, eta, seq, reason, dead_at, updated_at, expires_at, started_at,
                                              cancel (a running job's cancel request, ``lua/control.lua``);
                                              completed, dead, cancelled and expired records carry an ``EXPIRE``
 ``{bananas:high}:progress:<id>``     HASH    value, message, at: the job's last reported progress
@@ -83,10 +93,23 @@ class QueueKeys:
     seq: str
     signal: str
     job_prefix: str
+    types: str
+    count: str
+    wake: str
+    head: str
 
     @property
-    def script_keys(self) -> tuple[str, str, str, str, str, str]:
-        return (self.ready, self.scheduled, self.leases, self.dead, self.seq, self.signal)
+    def script_keys(self) -> tuple[str, ...]:
+        return (self.ready, self.scheduled, self.leases, self.dead, self.seq, self.signal, self.types, self.count,
+                self.wake, self.head)
+
+    def type_ready(self, job_type: str) -> str:
+        """The ZSET of the ready jobs of ``job_type`` (``self.ready`` is the 0.1 list)."""
+        return self.ready + ":" + job_type
+
+    def type_signal(self, job_type: str) -> str:
+        """The wake-up LIST of fetchers of ``job_type``."""
+        return self.signal + ":" + job_type
 
     def job(self, job_id: str) -> str:
         return self.job_prefix + job_id
@@ -106,6 +129,10 @@ def queue_keys(prefix: str, queue: str) -> QueueKeys:
         seq=tag + ":seq",
         signal=tag + ":signal",
         job_prefix=tag + ":job:",
+        types=tag + ":types",
+        count=tag + ":count",
+        wake=tag + ":wake",
+        head=tag + ":head",
     )
 
 

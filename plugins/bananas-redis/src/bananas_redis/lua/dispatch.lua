@@ -1,19 +1,34 @@
 --[[
 bananas-redis dispatcher: every state transition of one queue, atomically. Redis 6.2+ (uses LPOP with a count).
 
-Called as  EVALSHA <sha> 6 <ready> <scheduled> <leases> <dead> <seq> <signal>  <command> <job-prefix> <now> ...
+Called as  EVALSHA <sha> 10 <ready> <scheduled> <leases> <dead> <seq> <signal> <types> <count> <wake> <head>
+           <command> <job-prefix> <now> ...
 
 Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one call touches one cluster slot):
 
-  KEYS[1] {p:q}:ready      LIST    ids ready to run; head = next out. enqueue/retry/move_due RPUSH, release and
-                                   crash recovery LPUSH to the head, take LRANGEs the head, checks every entry,
-                                   then LPOPs exactly the entries it examined (see "Malformed entries").
+  KEYS[1] {p:q}:ready      LIST    the 0.1 ready list: ids made ready by 0.1 processes. Never written by this
+                                   script except to pop: take drains it first for fetches of every type or of the
+                                   type '' (the type of a 0.1 job is in its body, which this script cannot read);
+                                   an entry whose record has a type (a 0.2 job a 0.1 process made ready) is moved
+                                   to the head of its type's ZSET instead of being handed out.
   KEYS[2] {p:q}:scheduled  ZSET    id -> eta; delayed jobs and retries. move_due moves due ones to ready.
   KEYS[3] {p:q}:leases     ZSET    id -> lease expiry of every running job. renew rescores, reap recovers.
   KEYS[4] {p:q}:dead       ZSET    id -> dead_at; the dead letters of the queue.
-  KEYS[5] {p:q}:seq        STRING  counter: fencing tokens and the sequence numbers that order ties.
-  KEYS[6] {p:q}:signal     LIST    wake-up tokens for fetchers blocked in BLPOP. After every call of this script
-                                   min(len(ready), 16) <= len(signal) <= len(ready) (see sync_signal).
+  KEYS[5] {p:q}:seq        STRING  counter: fencing tokens, the sequence numbers that order ties, and the
+                                   position of every job made ready at the tail.
+  KEYS[6] {p:q}:signal     LIST    wake-up tokens of the 0.1 list: min(len(ready), 16) <= len <= len(ready).
+  KEYS[7] {p:q}:types      ZSET    job type -> position of the head of its ready ZSET, for every non-empty one.
+  KEYS[8] {p:q}:count      STRING  how many entries the ready ZSETs of all types hold together.
+  KEYS[9] {p:q}:wake       LIST    wake-up tokens of untyped fetchers: min(count, 16) <= len <= count.
+  KEYS[10] {p:q}:head      STRING  counter (<= 0, going down): positions of jobs put back at the head.
+  KEYS[1]..':'..<type>     ZSET    {p:q}:ready:<type>: id -> position, the ready jobs of one job type ('' for an
+                                   envelope without one). Positions come from KEYS[5] at the tail (enqueue, retry,
+                                   move_due, requeue_dead) and from KEYS[10] at the head (release, reap), so
+                                   ordering all types' entries by position is exactly the one FIFO list of 0.1.
+                                   take reads the head (ZRANGE), checks every entry, then removes exactly the
+                                   entries it examined (see "Malformed entries").
+  KEYS[6]..':'..<type>     LIST    {p:q}:signal:<type>: wake-up tokens of fetchers of that type, kept between
+                                   min(n, 16) and n long (n = ZCARD of the type's ready ZSET; see sync_list).
   ARGV[2] .. <id>          HASH    {p:q}:job:<id>, the job record (the key is built here from ARGV[2], which the
                                    client derives from the same hash tag, so it lives on the same slot):
                                      state        ready | scheduled | running | completed | dead, or
@@ -23,13 +38,14 @@ Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one c
                                      token        fencing token of the live hand-out (absent before the first)
                                      lease_until  while running;  eta  while scheduled
                                      seq          orders jobs of equal eta / dead_at (from KEYS[5])
+                                     type         the job type ('' none; absent in a 0.1 record)
                                      reason, dead_at   when dead
                                      updated_at   last transition;  expires_at  retention deadline (client clock)
                                      started_at   when the last hand-out began (kept by ack: a completed job's start)
                                    completed and dead records also carry a Redis EXPIRE (completed_ttl / dead_ttl).
 
-Malformed entries. take never fails half-way: it examines every entry of a batch (HMGET, and TYPE where that fails) before it pops
-or writes anything, and only writes keys whose type it checked. An entry of the ready list whose record is
+Malformed entries. take never fails half-way: it examines every entry of a run (HMGET, and TYPE where that fails) before it pops
+or writes anything, and only writes keys whose type it checked. An entry of a ready ZSET or of the 0.1 list whose record is
   a hash in state ready with a body       is handed out;
   a hash in state ready without a body    is dead-lettered (reason 'malformed record: no body');
   a STRING                                is dead-lettered losing nothing: its value becomes the body of a new dead
@@ -46,6 +62,7 @@ hash tag and are never touched here (see keys.py). A fencing token seen by clien
 ]]
 
 local K_READY, K_SCHED, K_LEASES, K_DEAD, K_SEQ, K_SIGNAL = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local K_TYPES, K_COUNT, K_WAKE, K_HEAD = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local cmd = ARGV[1]
 local JOB = ARGV[2]
 local now = ARGV[3]
@@ -59,23 +76,111 @@ local function push_many(verb, key, items)
     end
 end
 
--- Keep the wake-up list between min(ready, SIGNAL_CAP) and ready long: a blocked fetcher wakes iff work exists,
--- a woken fetcher that takes part of a long queue passes the baton on, and an empty queue leaves no stale token.
-local function sync_signal()
-    local ready = redis.call('LLEN', K_READY)
-    if ready == 0 then
-        redis.call('DEL', K_SIGNAL)
+-- The ready ZSET and the wake-up list of one job type (same hash tag as every key of the queue).
+local function rkey(t) return K_READY .. ':' .. t end
+local function skey(t) return K_SIGNAL .. ':' .. t end
+
+-- Keep a wake-up list between min(n, SIGNAL_CAP) and n long, where n counts the ready jobs it stands for: a blocked
+-- fetcher wakes iff work exists, a woken fetcher that takes part of a long queue passes the baton on, and an empty
+-- queue leaves no stale token.
+local function sync_list(sig, n)
+    if n <= 0 then
+        redis.call('DEL', sig)
         return
     end
-    local have = redis.call('LLEN', K_SIGNAL)
-    local want = math.min(ready, SIGNAL_CAP)
+    local have = redis.call('LLEN', sig)
+    local want = math.min(n, SIGNAL_CAP)
     if have < want then
         local ones = {}
         for i = 1, want - have do ones[i] = '1' end
-        redis.call('RPUSH', K_SIGNAL, unpack(ones))
-    elseif have > ready then
-        redis.call('LTRIM', K_SIGNAL, 0, ready - 1)
+        redis.call('RPUSH', sig, unpack(ones))
+    elseif have > n then
+        redis.call('LTRIM', sig, 0, n - 1)
     end
+end
+
+-- The 0.1 list (KEYS[1]) and its wake-up list (KEYS[6]), exactly as 0.1 keeps them.
+local function sync_legacy() sync_list(K_SIGNAL, redis.call('LLEN', K_READY)) end
+-- The queue-wide wake-up list of untyped fetchers: as long as the typed ready count (KEYS[8]).
+local function sync_wake() sync_list(K_WAKE, tonumber(redis.call('GET', K_COUNT)) or 0) end
+local function sync_type_signal(t) sync_list(skey(t), redis.call('ZCARD', rkey(t))) end
+
+-- Rescore type t in the index by the position of its head (drop it when its ZSET is empty); returns that score.
+local function reindex(t)
+    local h = redis.call('ZRANGE', rkey(t), 0, 0, 'WITHSCORES')
+    if #h == 0 then
+        redis.call('ZREM', K_TYPES, t)
+        return nil
+    end
+    redis.call('ZADD', K_TYPES, h[2], t)
+    return h[2]
+end
+
+-- The job type of a record (hash field 'type'); false for a 0.1 record, which has none.
+local function type_of_record(key) return redis.call('HGET', key, 'type') end
+
+-- Make ready jobs: ids[i] of type types[i] (types may be a single string: every id has that type), in order. At the
+-- tail (head = false) each takes the next position (KEYS[5] counter, > 0), at the head (head = true) positions below
+-- every one in use (KEYS[10], <= 0), keeping the ids' order. One ZADD per type; every touched type is reindexed and
+-- its wake-up list synced, then the typed ready count and the wake list of untyped fetchers.
+local function push_ready(ids, types, head)
+    local n = #ids
+    if n == 0 then return end
+    local base
+    if head then
+        base = redis.call('DECRBY', K_HEAD, n)
+    else
+        base = redis.call('INCRBY', K_SEQ, n) - n + 1
+    end
+    local by_type, order
+    if type(types) == 'string' then -- the common case: one type (a single enqueue, an enqueue_many of one job)
+        local args = {}
+        for i = 1, n do
+            args[2 * i - 1] = base + i - 1
+            args[2 * i] = ids[i]
+        end
+        by_type, order = { [types] = args }, { types }
+    else
+        by_type, order = {}, {}
+        for i = 1, n do
+            local t = types[i]
+            local args = by_type[t]
+            if not args then
+                args = {}
+                by_type[t] = args
+                order[#order + 1] = t
+            end
+            args[#args + 1] = base + i - 1
+            args[#args + 1] = ids[i]
+        end
+    end
+    local added = 0
+    for _, t in ipairs(order) do
+        local args = by_type[t]
+        local key = rkey(t)
+        for i = 1, #args, CHUNK do
+            added = added + redis.call('ZADD', key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+        end
+        redis.call('ZADD', K_TYPES, 'LT', args[1], t)
+        sync_list(skey(t), redis.call('ZCARD', key))
+    end
+    sync_list(K_WAKE, redis.call('INCRBY', K_COUNT, added))
+end
+
+-- Take a ready entry out of its type's ZSET (or the 0.1 list); returns true if it was there.
+local function unready(id, key)
+    local t = type_of_record(key)
+    if not t then
+        local n = redis.call('LREM', K_READY, -1, id)
+        if n > 0 then sync_legacy() end
+        return n > 0
+    end
+    if redis.call('ZREM', rkey(t), id) == 0 then return false end
+    redis.call('INCRBY', K_COUNT, -1)
+    reindex(t)
+    sync_type_signal(t)
+    sync_wake()
+    return true
 end
 
 -- The type of a key as a string ('none', 'string', 'hash', 'list', ...).
@@ -97,8 +202,8 @@ local function bury(key, id, reason, ttl, expires_at)
 end
 
 -- A new record. deliveries, crashes and token are absent until they change (readers take absent as 0).
-local function fresh(key, body, state)
-    redis.call('HSET', key, 'state', state, 'body', body, 'updated_at', now)
+local function fresh(key, body, state, jtype)
+    redis.call('HSET', key, 'state', state, 'body', body, 'updated_at', now, 'type', jtype)
 end
 
 -- Members of a ZSET within [lo, hi] (or newest first), at most `limit`, ties on the score ordered by the
@@ -148,10 +253,10 @@ local function expire_dead(cutoff)
 end
 
 if cmd == 'enqueue' then
-    -- ARGV[4..]: triples id, body, eta ('' = now). Returns 1 (stored) or 0 (a live copy exists) per triple.
-    local out, ready = {}, {}
-    for i = 4, #ARGV, 3 do
-        local id, body, eta = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    -- ARGV[4..]: quadruples id, body, eta ('' = now), job type. Returns 1 (stored) or 0 (a live copy exists) each.
+    local out, ready, rtypes, one = {}, {}, {}, ARGV[7]
+    for i = 4, #ARGV, 4 do
+        local id, body, eta, jtype = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
         local key = JOB .. id
         local st = redis.call('HGET', key, 'state')
         if st == 'completed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
@@ -164,19 +269,18 @@ if cmd == 'enqueue' then
         else
             out[#out + 1] = 1
             if eta ~= '' and tonumber(eta) > nnow then
-                fresh(key, body, 'scheduled')
+                fresh(key, body, 'scheduled', jtype)
                 redis.call('HSET', key, 'eta', eta, 'seq', redis.call('INCR', K_SEQ))
                 redis.call('ZADD', K_SCHED, eta, id)
             else
-                fresh(key, body, 'ready')
+                fresh(key, body, 'ready', jtype)
                 ready[#ready + 1] = id
+                rtypes[#ready] = jtype
+                if jtype ~= one then one = nil end
             end
         end
     end
-    if #ready > 0 then
-        push_many('RPUSH', K_READY, ready)
-        sync_signal()
-    end
+    push_ready(ready, one or rtypes, false)
     return out
 
 elseif cmd == 'vacate' then
@@ -206,25 +310,29 @@ elseif cmd == 'withdraw' then
         local key = JOB .. id
         local f = redis.call('HMGET', key, 'state', 'deliveries')
         if (f[1] == 'ready' or f[1] == 'scheduled') and (tonumber(f[2]) or 0) == 0 then
-            if f[1] == 'ready' then redis.call('LREM', K_READY, -1, id) else redis.call('ZREM', K_SCHED, id) end
+            if f[1] == 'ready' then unready(id, key) else redis.call('ZREM', K_SCHED, id) end
             redis.call('DEL', key)
             out[#out + 1] = 1
         else
             out[#out + 1] = 0
         end
     end
-    sync_signal()
     return out
 
 elseif cmd == 'take' then
-    -- ARGV[4] lease_until, [5] limit, [6] dead ttl (s), [7] dead expires_at. Returns {hand-outs, notes}:
-    -- hand-outs are id, body, token, deliveries, crashes per leased job; notes are id, what per ready entry that was
-    -- not handed out (see the header: malformed records are dead-lettered, stale entries dropped).
-    -- Every entry is examined (LRANGE, HMGET; TYPE only where that is not a ready hash with a body) before anything
+    -- ARGV[4] lease_until, [5] limit, [6] dead ttl (s), [7] dead expires_at, [8] '*' (every job type) or '=' (only
+    -- the types ARGV[10..]), [9] '' or '+' .. the job type whose wake-up list woke the caller (synced again).
+    -- Returns {hand-outs, notes}: hand-outs are id, body, token, deliveries, crashes per leased job; notes are id,
+    -- what per ready entry that was not handed out (see the header: malformed records are dead-lettered, stale
+    -- entries dropped). The 0.1 list (KEYS[1]) is drained first when every type, or the type '', is asked for; then
+    -- the head of the asked types with the lowest position goes out, run by run, so the order across types is the
+    -- order they were made ready in.
+    -- Every entry of a run is examined (HMGET; TYPE only where that is not a ready hash with a body) before anything
     -- is popped or written, and every write below works on a key whose type was checked, so the script cannot fail
     -- half-way and lose popped ids.
     local lease_until, dead_ttl, dead_expires = ARGV[4], ARGV[6], ARGV[7]
     local want = tonumber(ARGV[5])
+    local every = ARGV[8] == '*'
     local out, notes = {}, {}
     for _, k in ipairs({ K_LEASES, K_DEAD }) do
         local t = type_of(k)
@@ -236,18 +344,21 @@ elseif cmd == 'take' then
     if t ~= 'none' and t ~= 'list' then
         return redis.error_reply('bananas-redis: ' .. K_SIGNAL .. ' is a ' .. t .. ', not a list; nothing was taken')
     end
-    local seen = {}
-    while want > 0 do
-        local ids = redis.call('LRANGE', K_READY, 0, want - 1)
-        if #ids == 0 then break end
+    local seen, moving = {}, {}
+    -- legacy: entries of the 0.1 list, where a record with a type (made ready there by a 0.1 process although a 0.2
+    -- producer enqueued it) is not handed out but moved to the head of its type ('retype'), for the workers of it.
+    local function examine(ids, legacy)
         local plan, ready = {}, 0
         for j, id in ipairs(ids) do
             local key = JOB .. id
             local p = { id = id, key = key }
             -- The common case costs one HMGET; pcall, because HMGET on a key of another type is an error reply.
-            local f = (not seen[id]) and redis.pcall('HMGET', key, 'state', 'body', 'deliveries', 'crashes')
-            if seen[id] then
+            local again = seen[id] or (legacy and moving[id])
+            local f = (not again) and redis.pcall('HMGET', key, 'state', 'body', 'deliveries', 'crashes', 'type')
+            if again then
                 p.act, p.what = 'drop', 'dropped from the ready list: a duplicate entry'
+            elseif legacy and f.err == nil and f[1] == 'ready' and f[2] and f[5] then
+                p.act, p.type = 'retype', f[5]
             elseif f.err == nil and f[1] == 'ready' and f[2] then
                 p.act, p.body, p.deliveries, p.crashes = 'run', f[2], (tonumber(f[3]) or 0) + 1, tonumber(f[4]) or 0
                 ready = ready + 1
@@ -271,14 +382,19 @@ elseif cmd == 'take' then
                         ', not a hash (key left alone)'
                 end
             end
-            seen[id] = true
+            -- a moved entry (and a duplicate of one) is examined again in its type's ZSET in this very call
+            if p.act == 'retype' then moving[id] = true elseif not again then seen[id] = true end
             plan[j] = p
         end
-        -- INCRBY first: a counter that is not an integer fails here, before anything was popped.
-        local base = redis.call('INCRBY', K_SEQ, ready) - ready
-        redis.call('LPOP', K_READY, #ids)
+        return plan, ready
+    end
+    local moved, mtypes = {}, {} -- retyped entries of the 0.1 list, in its order: to the head of their types at once
+    local function apply(plan, base)
         for _, p in ipairs(plan) do
-            if p.act == 'run' then
+            if p.act == 'retype' then
+                moved[#moved + 1] = p.id
+                mtypes[#moved] = p.type
+            elseif p.act == 'run' then
                 base = base + 1
                 redis.call('HSET', p.key, 'state', 'running', 'token', base, 'deliveries', p.deliveries,
                     'lease_until', lease_until, 'updated_at', now, 'started_at', now)
@@ -292,7 +408,7 @@ elseif cmd == 'take' then
             else
                 if p.act == 'bury_string' then
                     redis.call('DEL', p.key)
-                    fresh(p.key, p.body, 'ready')
+                    fresh(p.key, p.body, 'ready', '')
                 end
                 if p.act ~= 'drop' then
                     bury(p.key, p.id, p.what, dead_ttl, dead_expires)
@@ -303,7 +419,79 @@ elseif cmd == 'take' then
             end
         end
     end
-    sync_signal()
+    local legacy, cand, cstr = every, {}, {} -- typed: type -> head position (number), and as Redis wrote it
+    if not every and #ARGV >= 10 then
+        for i = 10, #ARGV, CHUNK do
+            local last = math.min(i + CHUNK - 1, #ARGV)
+            local heads = redis.call('ZMSCORE', K_TYPES, unpack(ARGV, i, last))
+            for j = i, last do
+                if ARGV[j] == '' then legacy = true end
+                local h = heads[j - i + 1]
+                if h then cand[ARGV[j]], cstr[ARGV[j]] = tonumber(h), h end
+            end
+        end
+    end
+    if legacy then -- the 0.1 list: jobs enqueued by 0.1 producers, whose type this script cannot know
+        local popped = false
+        while want > 0 do
+            local ids = redis.call('LRANGE', K_READY, 0, want - 1)
+            if #ids == 0 then break end
+            local plan, ready = examine(ids, true)
+            -- INCRBY first: a counter that is not an integer fails here, before anything was popped.
+            local base = redis.call('INCRBY', K_SEQ, ready) - ready
+            redis.call('LPOP', K_READY, #ids)
+            apply(plan, base)
+            popped = true
+        end
+        -- (a token left while the list is empty is harmless: the BLPOP that takes it consumes it)
+        if popped then sync_legacy() end
+        push_ready(moved, mtypes, true)
+    end
+    local touched, count = {}, nil
+    while want > 0 do
+        local best, bscore, second
+        if every then
+            local h = redis.call('ZRANGE', K_TYPES, 0, 1, 'WITHSCORES')
+            if #h == 0 then break end
+            best, bscore, second = h[1], h[2], h[4]
+        else
+            local bn, sn
+            for ty, n in pairs(cand) do
+                if not best or n < bn then
+                    second, sn = bscore, bn
+                    best, bscore, bn = ty, cstr[ty], n
+                elseif not second or n < sn then
+                    second, sn = cstr[ty], n
+                end
+            end
+            if not best then break end
+        end
+        local key = rkey(best)
+        -- The run of this type that comes before the next type's head.
+        local ids
+        if second then -- (positions are unique; a tie, from a hand-edited key, still takes the head)
+            local upto = tonumber(second) > tonumber(bscore) and '(' .. second or second
+            ids = redis.call('ZRANGEBYSCORE', key, '-inf', upto, 'LIMIT', 0, want)
+        else
+            ids = redis.call('ZRANGE', key, 0, want - 1)
+        end
+        if #ids > 0 then
+            local plan, ready = examine(ids, false)
+            local base = redis.call('INCRBY', K_SEQ, ready) - ready
+            redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1)
+            count = redis.call('INCRBY', K_COUNT, -#ids)
+            apply(plan, base)
+            touched[best] = true
+        end
+        local h = reindex(best) -- also repairs an index entry that was out of date (then #ids may be 0)
+        if not every then cand[best], cstr[best] = h and tonumber(h), h end
+    end
+    for ty in pairs(touched) do sync_type_signal(ty) end
+    if ARGV[9] and ARGV[9] ~= '' then
+        local woke = string.sub(ARGV[9], 2)
+        if not touched[woke] then sync_type_signal(woke) end
+    end
+    if count then sync_list(K_WAKE, count) elseif every then sync_wake() end
     return { out, notes }
 
 elseif cmd == 'renew' then
@@ -355,8 +543,7 @@ elseif cmd == 'retry' then
         redis.call('ZADD', K_SCHED, at, id)
     else
         redis.call('HSET', key, 'state', 'ready', 'body', body, 'updated_at', now)
-        redis.call('RPUSH', K_READY, id)
-        sync_signal()
+        push_ready({ id }, type_of_record(key) or '', false)
     end
     return 1
 
@@ -372,7 +559,7 @@ elseif cmd == 'dead' then
 
 elseif cmd == 'release' then
     -- ARGV[4..] pairs id, token, judged in order. Live ones go back to the head, in the given order.
-    local out, back = {}, {}
+    local out, back, types = {}, {}, {}
     for i = 4, #ARGV, 2 do
         local id = ARGV[i]
         local key = JOB .. id
@@ -381,13 +568,13 @@ elseif cmd == 'release' then
             redis.call('HDEL', key, 'lease_until')
             redis.call('ZREM', K_LEASES, id)
             back[#back + 1] = id
+            types[#back] = type_of_record(key) or ''
             out[#out + 1] = 1
         else
             out[#out + 1] = 0
         end
     end
-    for i = #back, 1, -1 do redis.call('LPUSH', K_READY, back[i]) end
-    if #back > 0 then sync_signal() end
+    push_ready(back, types, true)
     return out
 
 elseif cmd == 'move_due' then
@@ -395,28 +582,28 @@ elseif cmd == 'move_due' then
     -- scheduled or '' when none}, so an idle scheduler knows when it next has work.
     expire_dead(ARGV[5])
     local due = ordered(K_SCHED, '-inf', now, tonumber(ARGV[4]), false)
-    local ready = {}
+    local ready, types = {}, {}
     for _, e in ipairs(due) do
         local id = e[1]
         local key = JOB .. id
         redis.call('ZREM', K_SCHED, id)
-        if redis.call('HGET', key, 'state') == 'scheduled' then
+        local f = redis.call('HMGET', key, 'state', 'type')
+        if f[1] == 'scheduled' then
             redis.call('HSET', key, 'state', 'ready', 'updated_at', now)
             redis.call('HDEL', key, 'eta')
             ready[#ready + 1] = id
+            types[#ready] = f[2] or ''
         end
     end
-    if #ready > 0 then
-        push_many('RPUSH', K_READY, ready)
-        sync_signal()
-    end
+    push_ready(ready, types, false)
     local nxt = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
     return { #ready, nxt[2] or '' }
 
 elseif cmd == 'reap' then
     -- ARGV[4] max_crash_deliveries, [5] dead ttl (s), [6] dead expires_at, [7] limit. Returns {how many recovered,
     -- earliest lease expiry still in the queue or '' when none}, so a reaper knows when the queue next needs it.
-    -- Also repairs the wake-up list, so a token lost with a crashed fetcher is restored by the next reap.
+    -- Also repairs the wake-up lists and the typed ready count, so a token lost with a crashed fetcher is restored
+    -- by the next reap.
     local max_crashes = tonumber(ARGV[4])
     local ids = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
     local expired = {}
@@ -427,8 +614,9 @@ elseif cmd == 'reap' then
             expired[#expired + 1] = { id, (tonumber(f[2]) or 0) + 1, tonumber(f[3]) or 0 }
         end
     end
-    -- Latest hand-out first, so the recovered jobs end up at the head in the order they were fetched.
-    table.sort(expired, function(a, b) return a[3] > b[3] end)
+    -- In hand-out order, so the recovered jobs end up at the head in the order they were fetched.
+    table.sort(expired, function(a, b) return a[3] < b[3] end)
+    local back, types = {}, {}
     for _, e in ipairs(expired) do
         local id, crashes = e[1], e[2]
         local key = JOB .. id
@@ -438,10 +626,19 @@ elseif cmd == 'reap' then
         else
             redis.call('HSET', key, 'state', 'ready', 'updated_at', now)
             redis.call('HDEL', key, 'lease_until')
-            redis.call('LPUSH', K_READY, id)
+            back[#back + 1] = id
+            types[#back] = type_of_record(key) or ''
         end
     end
-    sync_signal()
+    push_ready(back, types, true)
+    local total = 0
+    for _, t in ipairs(redis.call('ZRANGE', K_TYPES, 0, -1)) do
+        if not reindex(t) then redis.call('DEL', skey(t)) else sync_type_signal(t) end
+        total = total + redis.call('ZCARD', rkey(t))
+    end
+    redis.call('SET', K_COUNT, total)
+    sync_wake()
+    sync_legacy()
     local nxt = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
     return { #expired, nxt[2] or '' }
 
@@ -470,25 +667,24 @@ elseif cmd == 'requeue_dead' then
     else
         for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
     end
-    local ready = {}
+    local ready, types = {}, {}
     for _, id in ipairs(ids) do
         local key = JOB .. id
         if redis.call('ZSCORE', K_DEAD, id) then
             local f = redis.call('HMGET', key, 'state', 'body')
             if f[2] then
+                local t = type_of_record(key) or ''
                 redis.call('ZREM', K_DEAD, id)
                 redis.call('DEL', key)
-                fresh(key, f[2], 'ready')
+                fresh(key, f[2], 'ready', t)
                 ready[#ready + 1] = id
+                types[#ready] = t
             elseif not f[1] then -- the record is gone
                 redis.call('ZREM', K_DEAD, id)
             end -- else a letter without a body (a malformed record buried by take): nothing to run, it stays
         end
     end
-    if #ready > 0 then
-        push_many('RPUSH', K_READY, ready)
-        sync_signal()
-    end
+    push_ready(ready, types, false)
     return #ready
 
 elseif cmd == 'purge_dead' then
