@@ -22,6 +22,7 @@ __all__ = [
     "SerializationError",
     "UnknownJob",
     "UnknownPlugin",
+    "UnstorableResult",
     "UsageError",
 ]
 
@@ -120,3 +121,15 @@ class JobFailed(BananasError):
         self.message = message
         self.traceback = traceback
         super().__init__(f"job {job_id} failed: {error_type}: {message}")
+
+
+class UnstorableResult(JobFailed):
+    """The job completed (its handler ran once and the job was acknowledged), but its return value could not be
+    encoded, so the stored result is this error instead: ``message`` says why (``"result of send_report cannot be
+    stored: …"``). A :class:`JobFailed` so that code catching failures sees it; the job is not retried."""
+
+    ERROR_TYPE = "UnstorableResult"
+
+    def __init__(self, job_id: str, message: str, traceback: str | None = None) -> None:
+        super().__init__(job_id, self.ERROR_TYPE, message, traceback)
+        self.args = (f"job {job_id} completed, but {message}",)
