@@ -79,11 +79,12 @@ typed_scalars = (
     | st.dates()
     | st.times(timezones=st.none() | _offsets)
     | st.uuids()
-    | st.decimals(allow_nan=False)
+    | st.decimals(allow_nan=False, min_value=-(10**30), max_value=10**30)
+    | st.sampled_from([Decimal("Infinity"), Decimal("-0"), Decimal("1.10"), Decimal("1E+5"), Decimal("-1E-30")])
     | st.binary(max_size=64)
 )
 """The scalars beyond JSON: aware datetimes (fixed offsets), dates, times, UUIDs, Decimals (every digit), bytes."""
-_hashable = st.integers() | st.text(max_size=8) | st.uuids() | st.dates()
+_hashable = INT64 | st.text(max_size=8) | st.uuids() | st.dates()
 _tag_keys = st.sampled_from([JSON_TAG, "v", "dict", "datetime"]) | st.text(max_size=8)
 
 

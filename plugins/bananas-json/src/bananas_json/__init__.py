@@ -3,22 +3,34 @@
 The bytes are plain JSON, but the frame names ``orjson``, so every worker that reads them needs this package
 installed (``docs/SERIALIZERS.md`` explains why it does not replace the kernel's ``json``). Differences from the
 built-in serializer, all from orjson: integers must fit in 64 bits (signed or unsigned) when writing; on reading,
-larger integers become floats; NaN and ±Infinity are written as ``null`` instead of being refused; ``datetime``,
-``UUID``, dataclass and enum values are written (as strings or objects) instead of being refused.
+larger integers become floats; NaN and ±Infinity are written as ``null`` instead of being refused; dataclass and
+enum values are written (as objects or their values) instead of being refused.
+
+``datetime``, ``date``, ``time``, ``UUID``, ``Decimal``, ``bytes`` and sets are written as the kernel's tagged
+objects (``bananas.values``), exactly like the built-in ``json``, and come back as the same types. orjson writes
+``UUID`` objects natively and has no option to hand them over, so the fast path (orjson alone) is kept only for a
+body that orjson wrote without calling back, without the tag key and without a UUID-shaped string; any other body
+is written again from the kernel's tagged form (:func:`to_json`). Reading looks for tags only in a body that holds
+the tag key.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from bananas.plugin_api import Register, SerializationError, SerializerSpec, hookimpl
+from bananas.plugin_api import Register, SerializationError, SerializerSpec, from_json, hookimpl, may_hold_tags, to_json
 
 __all__ = ["OrjsonSerializer"]
 
 __version__ = "0.1.0"
+
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME  # datetime, date, time reach the kernel's tags, never orjson's strings
+_UUID_TEXT = re.compile(rb'"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
+"""How orjson writes a ``UUID``: a body with such a string may hold one, so it takes the exact path."""
 
 
 class OrjsonSerializer:
@@ -28,13 +40,21 @@ class OrjsonSerializer:
 
     def dumps(self, data: Mapping[str, Any]) -> bytes:
         try:
-            return orjson.dumps(data)
+            try:
+                body = orjson.dumps(data, option=_OPTIONS)
+            except TypeError:  # a value JSON lacks (or one nobody carries): the exact path tags or refuses it
+                body = None
+            if body is None or may_hold_tags(body) or _UUID_TEXT.search(body):
+                body = orjson.dumps(to_json(data), option=_OPTIONS)
+            return body
         except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
             raise SerializationError(f"not JSON-serializable: {exc}") from exc
 
     def loads(self, data: bytes) -> dict[str, Any]:
         try:
             value = orjson.loads(data)
+            if may_hold_tags(data):
+                value = from_json(value)
         except (ValueError, TypeError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise SerializationError(f"invalid JSON: {exc}", data) from exc
         if not isinstance(value, dict):
