@@ -248,3 +248,23 @@ def test_client_get_result_returns_typed_values(make_app, run_worker, memory_url
     with Client(memory_url, env={}) as client:
         value = client.get_result(handle.id)
     assert value["seen_at"] == datetime(2024, 5, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [
+        (datetime(2024, 5, 1, 9, 30, tzinfo=UTC), b'{"__bananas__":"datetime","v":"2024-05-01T09:30:00+00:00"}'),
+        (date(2024, 5, 1), b'{"__bananas__":"date","v":"2024-05-01"}'),
+        (time(9, 30), b'{"__bananas__":"time","v":"09:30:00"}'),
+        (uuid.UUID("12345678-1234-5678-1234-567812345678"),
+         b'{"__bananas__":"uuid","v":"12345678-1234-5678-1234-567812345678"}'),
+        (Decimal("19.90"), b'{"__bananas__":"decimal","v":"19.90"}'),
+        (b"\x00\xff", b'{"__bananas__":"bytes","v":"AP8="}'),
+        ((1, 2), b"[1,2]"),
+        ({JSON_TAG: 1, "v": 2}, b'{"__bananas__":"dict","v":[["__bananas__",1],["v",2]]}'),
+    ],
+    ids=["datetime", "date", "time", "uuid", "decimal", "bytes", "tuple", "escaped-dict"],
+)
+def test_the_json_wire_forms_are_the_documented_ones(value: Any, wire: bytes) -> None:
+    # docs/SERIALIZERS.md, "Values beyond JSON": the table of what JSON writes
+    assert JsonSerializer().dumps({"x": value}) == b'{"x":' + wire + b"}"
