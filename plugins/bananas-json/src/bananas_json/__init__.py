@@ -29,8 +29,10 @@ __all__ = ["OrjsonSerializer"]
 __version__ = "0.1.0"
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME  # datetime, date, time reach the kernel's tags, never orjson's strings
-_UUID_TEXT = re.compile(rb'"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
-"""How orjson writes a ``UUID``: a body with such a string may hold one, so it takes the exact path."""
+_UUID_TAIL = re.compile(rb"-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\"")
+"""The end of how orjson writes a ``UUID`` (8-4-4-4-12 lowercase hex): a body with such a string may hold one, so it
+takes the exact path. Starting at a dash, not a quote, lets the regular expression skip ahead to each dash; bodies
+with fewer than four dashes are not searched at all."""
 
 
 class OrjsonSerializer:
@@ -44,7 +46,7 @@ class OrjsonSerializer:
                 body = orjson.dumps(data, option=_OPTIONS)
             except TypeError:  # a value JSON lacks (or one nobody carries): the exact path tags or refuses it
                 body = None
-            if body is None or may_hold_tags(body) or _UUID_TEXT.search(body):
+            if body is None or may_hold_tags(body) or (body.count(b"-") >= 4 and _UUID_TAIL.search(body)):
                 body = orjson.dumps(to_json(data), option=_OPTIONS)
             return body
         except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
