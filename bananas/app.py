@@ -31,6 +31,7 @@ from bananas.handlers import HandlerSpec
 from bananas.headers import DEFAULTED_RETRIES_HEADER
 from bananas.job import Job, Priority, Status, new_job_id
 from bananas.job import _headers as _job_headers
+from bananas.job import _payload as _job_payload
 from bananas.job import _timeout as _job_timeout
 from bananas.periodic import PeriodicTable, Schedule
 from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, choose_result_backend, result_ttl_header
@@ -38,7 +39,7 @@ from bananas.router import Router
 from bananas.serializer import JobCodec
 from bananas.task import Task, register
 from bananas.units import parse_duration
-from bananas.values import checked_payload, explain
+from bananas.values import explain
 from bananas.worker import Worker, WorkerContext
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ class Bananas(Inspecting):
         scheduled = eta is not None and eta > now
         job = Job.__new__(Job)
         _set(job, "name", name)
-        _set(job, "payload", checked_payload(payload) if payload is not None else {})
+        _set(job, "payload", _job_payload(payload) if payload is not None else {})
         _set(job, "id", job_id)
         _set(job, "priority", prio)
         _set(job, "status", Status.SCHEDULED if scheduled else Status.PENDING)
@@ -339,7 +340,7 @@ class Bananas(Inspecting):
         try:
             body = self.codec.encode(job)
         except SerializationError as exc:  # restated with the path of the payload value at fault, when found
-            raise explain(exc, job.payload, "payload", job_id) from exc
+            raise explain(exc, job.payload, "payload") from exc
         if len(body) > self._max_payload:
             raise SerializationError(
                 f"job {name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {self._max_payload}",

@@ -5,8 +5,9 @@ Besides JSON's own values (``None``, ``bool``, ``int``, ``float``, ``str``, list
 and results carry these and come back as the same Python type, whichever serializer wrote them:
 
 =====================  =================================================================================
-``datetime``           aware only (a naive one is refused at enqueue, see :func:`check_payload`); the UTC
-                       offset comes back, a ``zoneinfo`` zone name does not (it becomes a fixed offset)
+``datetime``           aware only: every serializer refuses a naive one (:func:`naive_error`), so enqueue
+                       does, and :func:`explain` names its field; the UTC offset comes back, a
+                       ``zoneinfo`` zone name does not (it becomes a fixed offset)
 ``date``, ``time``     ``time`` keeps its offset when it has one
 ``uuid.UUID``
 ``decimal.Decimal``    every digit, as written (``Decimal("1.10")`` stays ``1.10``)
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gc
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
@@ -37,19 +37,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bananas.errors import SerializationError
-from bananas.job import _payload as _job_payload
 
 __all__ = [
     "JSON_TAG",
     "MSGPACK_EXT",
     "NAIVE_HINT",
-    "check_payload",
-    "checked_payload",
     "explain",
     "find_problem",
     "from_json",
     "from_text",
-    "is_plain",
     "json_object_hook",
     "may_hold_tags",
     "naive_error",
@@ -70,27 +66,7 @@ MSGPACK_EXT: dict[str, int] = {"datetime": 1, "date": 2, "time": 3, "uuid": 4, "
 
 _NONE = type(None)
 _SCALARS = frozenset({str, int, float, bool, _NONE})
-_PLAIN = _SCALARS | {dict, list, tuple}
 _MAX_DEPTH = 1000
-
-
-def is_plain(data: object) -> bool:
-    """Whether ``data`` holds only JSON's own types (and tuples), so no value needs a tag or an extension type.
-
-    Runs at C speed: one ``gc.get_referents`` call per nesting level gives every key and value of that level, and
-    a ``frozenset`` checks their types. Containers that are not dicts, lists or tuples, and structures nested
-    deeper than 1000 levels (or cyclic), answer ``False``: the slower exact path then decides.
-    """
-    if type(data) not in _PLAIN:
-        return False
-    level = [data]
-    for _ in range(_MAX_DEPTH):
-        level = gc.get_referents(*level)
-        if not level:
-            return True
-        if not _PLAIN.issuperset(map(type, level)):
-            return False
-    return False
 
 
 def naive_error(value: datetime) -> TypeError:
@@ -268,18 +244,6 @@ def _walk(value: Any, path: str, depth: int, strict: bool) -> tuple[str, str] | 
                   "'Values you can pass' in docs/HANDLERS.md)")
 
 
-def check_payload(payload: Mapping[str, Any]) -> None:
-    """Refuse a naive datetime anywhere in ``payload`` with a :class:`SerializationError` naming its field path.
-
-    Independent of the serializer (a third-party one might write naive datetimes); costs one :func:`is_plain`
-    scan for a payload of JSON's own types."""
-    if is_plain(payload):
-        return
-    problem = find_problem(payload, "payload", naive_only=True)
-    if problem is not None:
-        raise SerializationError(problem)
-
-
 def explain(error: SerializationError, value: Any, what: str, job_id: str | None = None) -> SerializationError:
     """``error`` of an encoder, restated with the path of the value that caused it when one can be found."""
     problem = find_problem(value, what)
@@ -297,9 +261,3 @@ def unstorable_reason(error: SerializationError, value: Any) -> str:
     path, problem = found
     return f"field {path!r} {problem}" if path else f"the value {problem}"
 
-
-def checked_payload(payload: object) -> dict[str, Any]:
-    """The enqueue path's payload: a mapping with string keys (the job model's rule) and no naive datetime."""
-    value = _job_payload(payload)
-    check_payload(value)
-    return value
