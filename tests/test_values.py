@@ -255,3 +255,16 @@ def test_client_get_result_returns_typed_values(make_app, run_worker, memory_url
 def test_the_json_wire_forms_are_the_documented_ones(value: Any, wire: bytes) -> None:
     # docs/SERIALIZERS.md, "Values beyond JSON": the table of what JSON writes
     assert JsonSerializer().dumps({"x": value}) == b'{"x":' + wire + b"}"
+
+
+def test_bananas_result_prints_typed_values_as_json_text(make_app, run_worker, memory_url, capsys) -> None:
+    # Given a stored result with a datetime, a UUID, a Decimal, bytes and a set
+    app = _typed_app(make_app, run_worker, "json")
+    order = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    handle = app.enqueue("echo_types", {"when": datetime(2024, 5, 1, tzinfo=UTC), "order_id": order,
+                                        "amount": Decimal("1.10"), "blob": b"ok", "tags": {"x"}})
+    handle.result(timeout=10)
+    # When `bananas result` prints it, then it is JSON with ISO 8601 and canonical text
+    printed = json.loads(run_cli(capsys, "result", handle.id, "--broker", memory_url))
+    assert printed == {"when": "2024-05-01T00:00:00+00:00", "order_id": str(order), "amount": "1.10", "blob": "ok",
+                       "tags": ["x"], "seen_at": "2024-05-02T00:00:00+00:00"}
