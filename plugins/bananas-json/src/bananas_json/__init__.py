@@ -22,12 +22,22 @@ from typing import Any
 
 import orjson
 
-from bananas.plugin_api import Register, SerializationError, SerializerSpec, from_json, hookimpl, may_hold_tags, to_json
+from bananas.plugin_api import (
+    JSON_TAG,
+    Register,
+    SerializationError,
+    SerializerSpec,
+    from_json,
+    hookimpl,
+    may_hold_tags,
+    to_json,
+)
 
 __all__ = ["OrjsonSerializer"]
 
 __version__ = "0.1.0"
 
+_TAG = f'"{JSON_TAG}"'.encode("ascii")
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME  # datetime, date, time reach the kernel's tags, never orjson's strings
 _UUID_TAIL = re.compile(rb"-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\"")
 """The end of how orjson writes a ``UUID`` (8-4-4-4-12 lowercase hex): a body with such a string may hold one, so it
@@ -43,11 +53,11 @@ class OrjsonSerializer:
     def dumps(self, data: Mapping[str, Any]) -> bytes:
         try:
             try:
-                body = orjson.dumps(data, option=_OPTIONS)
+                body = orjson.dumps(data, None, _OPTIONS)  # positional: measurably cheaper than option=
             except TypeError:  # a value JSON lacks (or one nobody carries): the exact path tags or refuses it
                 body = None
-            if body is None or may_hold_tags(body) or (body.count(b"-") >= 4 and _UUID_TAIL.search(body)):
-                body = orjson.dumps(to_json(data), option=_OPTIONS)
+            if body is None or _TAG in body or (body.count(b"-") >= 4 and _UUID_TAIL.search(body)):
+                body = orjson.dumps(to_json(data), None, _OPTIONS)
             return body
         except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
             raise SerializationError(f"not JSON-serializable: {exc}") from exc
