@@ -66,7 +66,8 @@ MSGPACK_EXT: dict[str, int] = {"datetime": 1, "date": 2, "time": 3, "uuid": 4, "
 
 _NONE = type(None)
 _SCALARS = frozenset({str, int, float, bool, _NONE})
-_MAX_DEPTH = 1000
+_MAX_DEPTH = 200
+"""How deep :func:`find_problem` looks (well within Python's recursion limit): deeper, or cyclic, is a problem."""
 
 
 def naive_error(value: datetime) -> TypeError:
@@ -219,7 +220,7 @@ def find_problem(value: Any, what: str, *, naive_only: bool = False) -> str | No
 
 def _walk(value: Any, path: str, depth: int, strict: bool) -> tuple[str, str] | None:  # noqa: PLR0911
     if depth > _MAX_DEPTH:
-        return path, "is nested too deeply (or refers to itself)"
+        return f"{path[:40]}…", f"is nested more than {_MAX_DEPTH} levels deep (or refers to itself)"
     if type(value) in _SCALARS or isinstance(value, str | int | float):
         return None
     if isinstance(value, datetime):

@@ -268,3 +268,11 @@ def test_bananas_result_prints_typed_values_as_json_text(make_app, run_worker, m
     printed = json.loads(run_cli(capsys, "result", handle.id, "--broker", memory_url))
     assert printed == {"when": "2024-05-01T00:00:00+00:00", "order_id": str(order), "amount": "1.10", "blob": "ok",
                        "tags": ["x"], "seen_at": "2024-05-02T00:00:00+00:00"}
+
+
+def test_a_payload_that_refers_to_itself_is_refused_in_one_line(make_app) -> None:
+    app = make_app()
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(SerializationError, match=r"^payload field 'loop\[0\]\[0\].*' is nested more than 200 levels"):
+        app.enqueue("anything", {"loop": loop})
