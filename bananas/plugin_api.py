@@ -16,8 +16,8 @@ Grouped by what a plugin does:
   :func:`json_line`, :data:`CONTEXT_FIELDS`);
 * serializers: :class:`SerializerSpec`, the job model (:class:`Job`, :data:`JOB_FIELDS`), the kernel's
   :class:`JsonSerializer` (to build on) and the typed values every serializer carries (:mod:`bananas.values`:
-  :func:`to_json` / :func:`from_json` and :data:`JSON_TAG` for JSON, :func:`to_text` / :func:`from_text` and
-  :data:`MSGPACK_EXT` for extension types);
+  :func:`to_json` / :func:`from_json`, :class:`JsonTagger` and :data:`JSON_TAG` for JSON, :func:`to_text` /
+  :func:`from_text` and :data:`MSGPACK_EXT` for extension types);
 * routers and worker modes: :class:`Router`, :class:`RouterSpec`, :class:`PoolPlan`, :class:`WorkerPlan`,
   :class:`WorkerModeSpec` and :class:`Settings` (what a mode reads);
 * worker plugins: :class:`WorkerInfo`, :class:`PoolInfo`, :class:`Duty`.
@@ -81,7 +81,7 @@ from bananas.result_backend import (
 )
 from bananas.router import Router, RouterSpec
 from bananas.serializer import Serializer, SerializerSpec
-from bananas.values import JSON_TAG, MSGPACK_EXT, from_json, from_text, may_hold_tags, to_json, to_text
+from bananas.values import JSON_TAG, MSGPACK_EXT, JsonTagger, from_json, from_text, may_hold_tags, to_json, to_text
 from bananas.worker import Duty, PoolInfo, WorkerInfo
 from bananas.worker_mode import PoolPlan, WorkerModeSpec, WorkerPlan
 
@@ -111,6 +111,7 @@ __all__ = [
     "Envelope",
     "Job",
     "JsonSerializer",
+    "JsonTagger",
     "JobRecord",
     "Progress",
     "KeySpec",

@@ -40,6 +40,7 @@ from bananas.errors import SerializationError
 
 __all__ = [
     "JSON_TAG",
+    "JsonTagger",
     "MSGPACK_EXT",
     "NAIVE_HINT",
     "explain",
@@ -151,6 +152,27 @@ def to_json(value: Any) -> Any:
     if tagged is None:
         return value
     return {JSON_TAG: tagged[0], "v": tagged[1]}
+
+
+class JsonTagger:
+    """``default=`` for a JSON encoder (the standard library's or orjson's): writes each value JSON lacks as its tag
+    and counts them, so one pass writes a typed body. The caller compares :attr:`count` with the occurrences of the
+    tag key in the output: more means a dict of the user's holds the key (or a string is exactly it), and the body is
+    written again from :func:`to_json`, which escapes such dicts."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, value: object) -> Any:
+        if isinstance(value, set | frozenset):
+            return list(value)
+        tagged = to_text(value)  # TypeError for a naive datetime
+        if tagged is None:
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        self.count += 1
+        return {JSON_TAG: tagged[0], "v": tagged[1]}
 
 
 def _untag(obj: dict[str, Any], inner: Callable[[Any], Any]) -> Any:

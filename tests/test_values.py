@@ -276,3 +276,13 @@ def test_a_payload_that_refers_to_itself_is_refused_in_one_line(make_app) -> Non
     loop.append(loop)
     with pytest.raises(SerializationError, match=r"^payload field 'loop\[0\]\[0\].*' is nested more than 200 levels"):
         app.enqueue("anything", {"loop": loop})
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=typed_payloads)
+def test_the_one_pass_and_the_exact_path_write_the_same_bytes(data: dict[str, Any]) -> None:
+    # Given any typed payload (user dicts holding the tag key included), written by the serializer's fastest path
+    written = JsonSerializer().dumps(data)
+    # Then it is byte for byte what the exact path (the tagging walk, then the encoder) writes
+    exact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(to_json(data))
+    assert written == exact.encode()

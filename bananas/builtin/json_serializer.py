@@ -5,7 +5,9 @@ writer and reader of the same JSON (see ``docs/SERIALIZERS.md``).
 
 Values beyond JSON's own (``datetime``, ``date``, ``time``, ``UUID``, ``Decimal``, ``bytes``, sets) are written as
 tagged objects (:mod:`bananas.values`). Plain values pay for that with one substring search per body: the C encoder
-runs first and refuses any other type, and only a body that was refused or holds the tag key takes the exact path.
+runs first and refuses any other type. A refused body is written again with :class:`JsonTagger` as ``default``
+(one pass); a body where the tag key appears more often than the tags written (a dict of the user's holds it)
+takes the exact path, :func:`to_json`, which escapes such dicts.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from bananas.errors import SerializationError
 from bananas.hookspecs import hookimpl
 from bananas.registry import Register
 from bananas.serializer import SerializerSpec
-from bananas.values import json_object_hook, may_hold_tags, to_json
+from bananas.values import JSON_TAG, JsonTagger, json_object_hook, may_hold_tags, to_json
 
 __all__ = ["JsonSerializer"]
+
+_TAG_TEXT = f'"{JSON_TAG}"'
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -49,13 +53,22 @@ class JsonSerializer:
         try:
             try:
                 text = self._encoder.encode(data)
-            except TypeError:  # a value JSON lacks (or one nobody carries): the exact path tags or refuses it
-                text = None
-            if text is None or may_hold_tags(text):
-                text = self._encoder.encode(to_json(data))
+            except TypeError:  # a value JSON lacks (or one nobody carries): tag it in one more pass
+                text = self._typed(data)
+            else:
+                if may_hold_tags(text):  # a dict of the user's may hold the tag key: the exact path escapes it
+                    text = self._encoder.encode(to_json(data))
             return text.encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"not JSON-serializable: {exc}") from exc
+
+    def _typed(self, data: Mapping[str, Any]) -> str:
+        tagger = JsonTagger()
+        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=tagger)
+        text = encoder.encode(data)
+        if text.count(_TAG_TEXT) != tagger.count:  # the key is also the user's: write it again, escaped
+            text = self._encoder.encode(to_json(data))
+        return text
 
     def loads(self, data: bytes) -> dict[str, Any]:
         try:

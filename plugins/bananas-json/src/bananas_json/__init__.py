@@ -7,11 +7,12 @@ larger integers become floats; NaN and ±Infinity are written as ``null`` instea
 enum values are written (as objects or their values) instead of being refused.
 
 ``datetime``, ``date``, ``time``, ``UUID``, ``Decimal``, ``bytes`` and sets are written as the kernel's tagged
-objects (``bananas.values``), exactly like the built-in ``json``, and come back as the same types. orjson writes
-``UUID`` objects natively and has no option to hand them over, so the fast path (orjson alone) is kept only for a
-body that orjson wrote without calling back, without the tag key and without a UUID-shaped string; any other body
-is written again from the kernel's tagged form (:func:`to_json`). Reading looks for tags only in a body that holds
-the tag key.
+objects (``bananas.values``), exactly like the built-in ``json``, and come back as the same types. orjson runs first
+as it is; a body it refuses (a value it lacks) is written in one more pass with the kernel's ``JsonTagger`` as
+``default``. orjson writes ``UUID`` objects itself and has no option to hand them over, so a body with a
+UUID-shaped string, or with the tag key more often than the tags written (a dict of the user's holds it), is written
+again from the kernel's exact tagged form (:func:`to_json`). Reading looks for tags only in a body that holds the
+tag key.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import orjson
 
 from bananas.plugin_api import (
     JSON_TAG,
+    JsonTagger,
     Register,
     SerializationError,
     SerializerSpec,
@@ -54,13 +56,17 @@ class OrjsonSerializer:
         try:
             try:
                 body = orjson.dumps(data, None, _OPTIONS)  # positional: measurably cheaper than option=
-            except TypeError:  # a value JSON lacks (or one nobody carries): the exact path tags or refuses it
-                body = None
-            if body is None or _TAG in body or (body.count(b"-") >= 4 and _UUID_TAIL.search(body)):
-                body = orjson.dumps(to_json(data), None, _OPTIONS)
+                tags = 0
+            except TypeError:  # a value JSON lacks (or one nobody carries): tag it in one more pass
+                tagger = JsonTagger()
+                body = orjson.dumps(data, tagger, _OPTIONS)
+                tags = tagger.count
+            if body.count(_TAG) != tags or (body.count(b"-") >= 4 and _UUID_TAIL.search(body)):
+                body = orjson.dumps(to_json(data), None, _OPTIONS)  # the exact path: escapes, and tags UUIDs
             return body
         except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
-            raise SerializationError(f"not JSON-serializable: {exc}") from exc
+            # orjson reports an error of ``default`` (a naive datetime, say) as its cause
+            raise SerializationError(f"not JSON-serializable: {exc.__cause__ or exc}") from exc
 
     def loads(self, data: bytes) -> dict[str, Any]:
         try:
