@@ -240,7 +240,10 @@ def _unstorable(client: Any, job: Any) -> str | None:
     from bananas.result_backend import unstorable_message
 
     async def look() -> str | None:
-        return await unstorable_message(await client.app.results(), client.app.codec, job.id)
+        try:
+            return await unstorable_message(await client.app.results(), client.app.codec, job.id)
+        except Exception:  # noqa: BLE001 - a result backend that is down or absent must not break `bananas job`
+            return None
 
     return client.app.run_sync(look)
 
