@@ -26,6 +26,7 @@ from bananas.errors import (
     ResultTimeout,
     SerializationError,
     UnknownPlugin,
+    UnstorableResult,
 )
 from bananas.hookspecs import hookimpl
 from bananas.job import Job, Priority, Status
@@ -61,6 +62,7 @@ __all__ = [
     "SerializationError",
     "Status",
     "UnknownPlugin",
+    "UnstorableResult",
     "__version__",
     "current_job",
     "hookimpl",

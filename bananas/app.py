@@ -39,6 +39,7 @@ from bananas.router import Router
 from bananas.serializer import JobCodec
 from bananas.task import Task, register
 from bananas.units import parse_duration
+from bananas.values import explain
 from bananas.worker import Worker, WorkerContext
 
 if TYPE_CHECKING:
@@ -342,7 +343,10 @@ class Bananas(Inspecting):
         _set(job, "finished_at", None)
         queue = self.router.route(job)
         _set(job, "queue", queue)
-        body = self.codec.encode(job)
+        try:
+            body = self.codec.encode(job)
+        except SerializationError as exc:  # restated with the path of the payload value at fault, when found
+            raise explain(exc, job.payload, "payload") from exc
         if len(body) > self._max_payload:
             raise SerializationError(
                 f"job {name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {self._max_payload}",

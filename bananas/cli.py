@@ -165,7 +165,15 @@ def _client(ctx: click.Context, broker: str | None, result_backend: str | None) 
 def _json_default(value: object) -> object:
     if isinstance(value, bytes | bytearray):
         return value.decode("utf-8", errors="replace")
-    return repr(value)
+    if isinstance(value, set | frozenset):
+        return list(value)
+    from bananas.values import to_text
+
+    try:
+        tagged = to_text(value)  # datetime, date, time as ISO 8601; UUID, Decimal as their text
+    except TypeError:  # a naive datetime
+        tagged = None
+    return tagged[1] if tagged is not None else repr(value)
 
 
 @cli.command()
@@ -226,6 +234,21 @@ def _progress_dict(progress: Any) -> dict[str, Any] | None:
     return {"value": progress.value, "message": progress.message, "updated_at": progress.updated_at}
 
 
+def _unstorable(client: Any, job: Any) -> str | None:
+    """Why a completed job's result could not be stored (its ``UnstorableResult`` record), or ``None``."""
+    if job.status.value != "completed":
+        return None
+    from bananas.result_backend import unstorable_message
+
+    async def look() -> str | None:
+        try:
+            return await unstorable_message(await client.app.results(), client.app.codec, job.id)
+        except Exception:  # noqa: BLE001 - a result backend that is down or absent must not break `bananas job`
+            return None
+
+    return client.app.run_sync(look)
+
+
 @cli.command("job")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every job field, Unix timestamps).")
@@ -248,6 +271,7 @@ def job_command(ctx: click.Context, job_id: str, as_json: bool, broker: str | No
     client = _client(ctx, broker, None)
     try:
         job, record, progress = client.app.run_sync(inspect)
+        unstorable = _unstorable(client, job)
     finally:
         client.close()
     history = {
@@ -257,7 +281,7 @@ def job_command(ctx: click.Context, job_id: str, as_json: bool, broker: str | No
         "updated_at": record.updated_at if record else None,
     }
     if as_json:
-        data = {**job.to_dict(), **history, "progress": _progress_dict(progress)}
+        data = {**job.to_dict(), **history, "progress": _progress_dict(progress), "result_error": unstorable}
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
         return
     rows = [
@@ -278,6 +302,8 @@ def job_command(ctx: click.Context, job_id: str, as_json: bool, broker: str | No
     ]
     if history["reason"]:
         rows.append(("reason", history["reason"]))
+    if unstorable:
+        rows.append(("result", f"not stored: {unstorable}"))
     if progress is not None:
         rows.append(("progress", f"{progress.value:g}" + (f" {progress.message}" if progress.message else "")
                      + f" (at {_when(progress.updated_at)})"))

@@ -24,6 +24,7 @@ __all__ = [
     "SerializationError",
     "UnknownJob",
     "UnknownPlugin",
+    "UnstorableResult",
     "UsageError",
 ]
 
@@ -140,3 +141,15 @@ class JobExpired(JobCancelled):
     """The job was not started before its ``expires`` time and was dropped unrun (status ``expired``)."""
 
     status = "expired"
+
+
+class UnstorableResult(JobFailed):
+    """The job completed (its handler ran once and the job was acknowledged), but its return value could not be
+    encoded, so the stored result is this error instead: ``message`` says why (``"result of send_report cannot be
+    stored: …"``). A :class:`JobFailed` so that code catching failures sees it; the job is not retried."""
+
+    ERROR_TYPE = "UnstorableResult"
+
+    def __init__(self, job_id: str, message: str, traceback: str | None = None) -> None:
+        super().__init__(job_id, self.ERROR_TYPE, message, traceback)
+        self.args = (f"job {job_id} completed, but {message}",)

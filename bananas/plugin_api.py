@@ -16,7 +16,10 @@ Grouped by what a plugin does:
 * result backends: :class:`ResultBackend`, :class:`ResultBackendSpec` and the TTL helpers;
 * log sinks: :class:`LogSinkSpec`, :class:`SinkConfig` and the one event model (:func:`flat_record`,
   :func:`json_line`, :data:`CONTEXT_FIELDS`);
-* serializers: :class:`SerializerSpec` and the job model (:class:`Job`, :data:`JOB_FIELDS`);
+* serializers: :class:`SerializerSpec`, the job model (:class:`Job`, :data:`JOB_FIELDS`), the kernel's
+  :class:`JsonSerializer` (to build on) and the typed values every serializer carries (:mod:`bananas.values`:
+  :func:`to_json` / :func:`from_json`, :class:`JsonTagger` and :data:`JSON_TAG` for JSON, :func:`to_text` /
+  :func:`from_text` and :data:`MSGPACK_EXT` for extension types);
 * routers and worker modes: :class:`Router`, :class:`RouterSpec`, :class:`PoolPlan`, :class:`WorkerPlan`,
   :class:`WorkerModeSpec` and :class:`Settings` (what a mode reads);
 * worker plugins: :class:`WorkerInfo`, :class:`PoolInfo`, :class:`Duty`.
@@ -56,6 +59,7 @@ from bananas.broker import (
 )
 from bananas.broker_extras import CANCEL_STATES
 from bananas.broker_types import UNTYPED, ReadyType, SupportsReadyTypes
+from bananas.builtin.json_serializer import JsonSerializer
 from bananas.config import Settings
 from bananas.config_schema import KeySpec, redact_url, setting
 from bananas.errors import (
@@ -82,6 +86,7 @@ from bananas.result_backend import (
 )
 from bananas.router import Router, RouterSpec
 from bananas.serializer import Serializer, SerializerSpec
+from bananas.values import JSON_TAG, MSGPACK_EXT, JsonTagger, from_json, from_text, may_hold_tags, to_json, to_text
 from bananas.worker import Duty, PoolInfo, WorkerInfo
 from bananas.worker_mode import PoolPlan, WorkerModeSpec, WorkerPlan
 
@@ -93,6 +98,8 @@ __all__ = [
     "DEFAULT_RESULT_TTL",
     "FIXED_FIELDS",
     "JOB_FIELDS",
+    "JSON_TAG",
+    "MSGPACK_EXT",
     "MAINTENANCE",
     "Bananas",
     "BananasError",
@@ -109,6 +116,8 @@ __all__ = [
     "Duty",
     "Envelope",
     "Job",
+    "JsonSerializer",
+    "JsonTagger",
     "JobRecord",
     "Progress",
     "KeySpec",
@@ -150,11 +159,16 @@ __all__ = [
     "WorkerPlan",
     "capabilities",
     "flat_record",
+    "from_json",
+    "from_text",
     "hookimpl",
     "json_line",
+    "may_hold_tags",
     "parse_ttl",
     "redact_url",
     "require_admin",
     "require_maintenance",
     "setting",
+    "to_json",
+    "to_text",
 ]

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from bananas.errors import JobFailed, SerializationError
+from bananas.errors import JobFailed, SerializationError, UnstorableResult
 from bananas.serializer import Serializer
 from bananas.units import parse_duration
 
@@ -46,6 +46,8 @@ __all__ = [
     "encode_failure",
     "encode_success",
     "result_worker",
+    "encode_unstorable",
+    "unstorable_message",
     "choose_result_backend",
     "parse_ttl",
     "result_ttl_header",
@@ -150,12 +152,21 @@ def encode_failure(serializer: Serializer, error_type: str, message: str, traceb
     return serializer.dumps({"ok": False, "error_type": error_type, "message": message, "traceback": traceback})
 
 
+def encode_unstorable(serializer: Serializer, message: str) -> bytes:
+    """The stored form of a completed job whose value could not be encoded: a failure record with ``error_type``
+    ``UnstorableResult`` and ``message`` saying why (a client of any version reads it as a failure)."""
+    return encode_failure(serializer, UnstorableResult.ERROR_TYPE, message, None)
+
+
 def decode_result(serializer: Serializer, job_id: str, body: bytes) -> Any:
-    """The handler's value from a stored body; raises :class:`JobFailed` for a stored failure."""
+    """The handler's value from a stored body; raises :class:`JobFailed` for a stored failure
+    (:class:`UnstorableResult` for a value that could not be stored)."""
     data = serializer.loads(body)
     if data.get("ok"):
         return data.get("value")
     traceback = data.get("traceback")
+    if data.get("error_type") == UnstorableResult.ERROR_TYPE:
+        raise UnstorableResult(job_id, str(data.get("message") or ""))
     raise JobFailed(
         job_id,
         str(data.get("error_type") or "Error"),
@@ -172,3 +183,18 @@ def result_worker(serializer: Serializer, body: bytes) -> str | None:
         return None
     worker = data.get("worker") if isinstance(data, dict) else None
     return worker if isinstance(worker, str) else None
+
+
+async def unstorable_message(backend: ResultBackend | None, serializer: Serializer, job_id: str) -> str | None:
+    """Why the stored result of ``job_id`` is an :class:`UnstorableResult` (its message), or ``None`` when it is
+    anything else or nothing (``bananas job`` shows it)."""
+    body = await backend.get(job_id) if backend is not None else None
+    if body is None:
+        return None
+    try:
+        decode_result(serializer, job_id, body)
+    except UnstorableResult as exc:
+        return exc.message
+    except Exception:  # noqa: BLE001 - any other stored failure or unreadable body: not this note's business
+        return None
+    return None

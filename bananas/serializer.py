@@ -70,6 +70,9 @@ class Serializer(Protocol):
     frame header is the codec's business. A job's mapping may hold keys that this version's job model does not
     know (fields a newer producer wrote, see :attr:`bananas.job.Job.extra`) or lack optional ones (an older
     producer): a serializer must write and read back every key it is given, with its value, and never require one.
+    Values beyond JSON's (aware ``datetime``, ``date``, ``time``, ``UUID``, ``Decimal``, ``bytes``; tuples and sets
+    as lists: :mod:`bananas.values`) must come back as the same types, and a naive ``datetime`` must be refused
+    with ``SerializationError``: the enqueue path relies on it to refuse one (``SerializerConformance`` checks both).
     """
 
     name: str

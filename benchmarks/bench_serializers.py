@@ -6,8 +6,10 @@ Each row goes through the kernel's ``JobCodec`` (frame included), so it is what 
 job: ``encode`` is ``codec.encode(job)``, ``decode`` is ``codec.decode(body)``, ``bytes`` is the stored body. The
 payload is a list of user-like records (ints, floats, short strings, booleans, a nested list), grown until its
 compact JSON is about the target size. Times are the best of ``--repeat`` runs of ``timeit``'s auto-ranged loop,
-in µs per job. A last table compares the two payload encodings protobuf could use: JSON bytes (shipped) and
-``google.protobuf.Struct`` (not shipped: it turns every number into a double). Never run in CI.
+in µs per job. A second table prices the values beyond JSON (``docs/SERIALIZERS.md``, "Values beyond JSON"): 20
+records that each hold an aware ``datetime``, a ``date``, a ``UUID`` and a ``Decimal``, against the same records with
+those values as strings. A last table compares the two payload encodings protobuf could use: JSON bytes (shipped)
+and ``google.protobuf.Struct`` (not shipped: it turns every number into a double). Never run in CI.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import argparse
 import json
 import platform
 import timeit
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from bananas import Bananas
@@ -42,6 +47,37 @@ def payload(target: int) -> dict[str, Any]:
     while len(json.dumps({"rows": rows}, separators=(",", ":"))) < target:
         rows.append(record(len(rows)))
     return {"request_id": "r-42", "rows": rows}
+
+
+def typed_record(i: int, as_text: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "at": datetime(2024, 5, 1, tzinfo=UTC) + timedelta(minutes=i),
+        "day": date(2024, 5, 1) + timedelta(days=i),
+        "order": uuid.UUID(int=i + 1),
+        "amount": Decimal(f"{i}.90"),
+    }
+    if as_text:
+        values = {key: v.isoformat() if hasattr(v, "isoformat") else str(v) for key, v in values.items()}
+    return {"id": i, **values}
+
+
+def typed_rows(repeat: int) -> list[dict[str, Any]]:
+    only = {"BANANAS_LOAD_PLUGINS": "bananas-json,bananas-msgpack,bananas-protobuf"}
+    serializers = Bananas(broker="memory://bench", env=only).plugins.serializers
+    typed = Job(name="bench.orders", payload={"rows": [typed_record(i, False) for i in range(20)]})
+    text = Job(name="bench.orders", payload={"rows": [typed_record(i, True) for i in range(20)]})
+    out = []
+    for name in serializers:
+        codec = JobCodec(serializers.get(name).factory(), serializers)
+        row: dict[str, Any] = {"serializer": name}
+        for label, job in (("typed", typed), ("text", text)):
+            body = codec.encode(job)
+            assert codec.decode(body).payload == job.payload
+            row[f"{label}_encode_us"] = best(lambda codec=codec, job=job: codec.encode(job), repeat)
+            row[f"{label}_decode_us"] = best(lambda codec=codec, body=body: codec.decode(body), repeat)
+            row[f"{label}_bytes"] = len(body)
+        out.append(row)
+    return out
 
 
 def best(stmt: Any, repeat: int) -> float:
@@ -124,6 +160,16 @@ def main() -> None:
             f"| {row['payload']} | {row['serializer']} | {row['encode_us']:.1f} | {row['decode_us']:.1f} | "
             f"{row['bytes']:,} | {row['size_vs_json']:.0%} | {row['encode_vs_json']:.2f}× | "
             f"{row['decode_vs_json']:.2f}× |"
+        )
+    print("\nValues beyond JSON: 20 records with a datetime, date, UUID and Decimal each, vs the same as strings\n")
+    print("| serializer | typed encode µs | typed decode µs | typed bytes | as strings encode µs | "
+          "as strings decode µs | as strings bytes |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for row in typed_rows(args.repeat):
+        print(
+            f"| {row['serializer']} | {row['typed_encode_us']:.1f} | {row['typed_decode_us']:.1f} | "
+            f"{row['typed_bytes']:,} | {row['text_encode_us']:.1f} | {row['text_decode_us']:.1f} | "
+            f"{row['text_bytes']:,} |"
         )
     rows = struct_rows(args.repeat)
     if rows:

@@ -343,15 +343,19 @@ def test_submit_and_wait_with_result_ttl_zero_is_a_usage_error_and_sends_nothing
             client.get_job(job_id)
 
 
-def test_unencodable_result_fails_the_job_clearly(worker_app, client) -> None:
-    # Given a handler whose result JSON cannot hold
+def test_unencodable_result_completes_the_job_and_stores_why(worker_app, client) -> None:
+    # Given a handler whose result no serializer can hold, and retries allowed
     worker_app()
 
-    # When / Then the job fails with a message naming the job and the reason
+    # When / Then the job completes (never retried) and its result is an error naming the job and the reason
     with pytest.raises(JobFailed) as info:
-        client.submit_and_wait("unencodable", {}, timeout=10, max_retries=0)
-    assert info.value.error_type == "TypeError"
-    assert "result of job unencodable cannot be stored" in info.value.message
+        client.submit_and_wait("unencodable", {}, timeout=10, max_retries=3)
+    assert info.value.error_type == "UnstorableResult"
+    assert "result of unencodable cannot be stored" in info.value.message
+    deadline = time.monotonic() + 10  # the result is stored just before the ack
+    while client.get_job(info.value.job_id).status is not Status.COMPLETED and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.get_job(info.value.job_id).status is Status.COMPLETED
 
 
 def test_result_ttl_option_becomes_a_validated_header(client) -> None:

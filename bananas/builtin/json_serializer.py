@@ -2,6 +2,12 @@
 
 It stays in the kernel so that an app works with no plugin installed. ``bananas-json`` adds ``orjson``, a faster
 writer and reader of the same JSON (see ``docs/SERIALIZERS.md``).
+
+Values beyond JSON's own (``datetime``, ``date``, ``time``, ``UUID``, ``Decimal``, ``bytes``, sets) are written as
+tagged objects (:mod:`bananas.values`). Plain values pay for that with one substring search per body: the C encoder
+runs first and refuses any other type. A refused body is written again with :class:`JsonTagger` as ``default``
+(one pass); a body where the tag key appears more often than the tags written (a dict of the user's holds it)
+takes the exact path, :func:`to_json`, which escapes such dicts.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from bananas.errors import SerializationError
 from bananas.hookspecs import hookimpl
 from bananas.registry import Register
 from bananas.serializer import SerializerSpec
+from bananas.values import JSON_TAG, JsonTagger, json_object_hook, may_hold_tags, to_json
 
 __all__ = ["JsonSerializer"]
+
+_TAG_TEXT = f'"{JSON_TAG}"'
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -31,23 +40,40 @@ def _finite(text: str) -> float:
 
 
 class JsonSerializer:
-    """Compact JSON. Rejects NaN/Infinity and non-string keys so every encoded job is portable."""
+    """Compact JSON. Rejects NaN/Infinity so every encoded job is portable; tags the values JSON lacks."""
 
     name = "json"
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         self._decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+        self._tagged = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, object_hook=json_object_hook)
 
     def dumps(self, data: Mapping[str, Any]) -> bytes:
         try:
-            return self._encoder.encode(data).encode("utf-8")
+            try:
+                text = self._encoder.encode(data)
+            except TypeError:  # a value JSON lacks (or one nobody carries): tag it in one more pass
+                text = self._typed(data)
+            else:
+                if may_hold_tags(text):  # a dict of the user's may hold the tag key: the exact path escapes it
+                    text = self._encoder.encode(to_json(data))
+            return text.encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"not JSON-serializable: {exc}") from exc
 
+    def _typed(self, data: Mapping[str, Any]) -> str:
+        tagger = JsonTagger()
+        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=tagger)
+        text = encoder.encode(data)
+        if text.count(_TAG_TEXT) != tagger.count:  # the key is also the user's: write it again, escaped
+            text = self._encoder.encode(to_json(data))
+        return text
+
     def loads(self, data: bytes) -> dict[str, Any]:
         try:
-            value = self._decoder.decode(data.decode("utf-8"))
+            decoder = self._tagged if may_hold_tags(data) else self._decoder
+            value = decoder.decode(data.decode("utf-8"))
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise SerializationError(f"invalid JSON: {exc}", data) from exc
         if not isinstance(value, dict):

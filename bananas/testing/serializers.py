@@ -7,8 +7,12 @@ A serializer package proves it keeps the :class:`bananas.serializer.Serializer` 
     class TestMySerializer(SerializerConformance):
         factory = MySerializer          # the class your plugin registers (plugins/bananas-msgpack/tests has one)
 
-The strategies (:data:`json_values`, :data:`payloads`, :data:`jobs`, :data:`extra_fields`, :data:`newer_jobs`) are
-public for a package's own properties. Besides the mapping contract, the class checks the job format's evolution
+The strategies (:data:`json_values`, :data:`payloads`, :data:`jobs`, :data:`extra_fields`, :data:`newer_jobs`, and
+:data:`typed_values` / :data:`typed_payloads` / :data:`tag_lookalikes` for the values beyond JSON) are public for a
+package's own properties. The class checks that every value of "Values you can pass" (``docs/HANDLERS.md``: aware
+``datetime``, ``date``, ``time``, ``UUID``, ``Decimal``, ``bytes``, tuples and sets as lists), nested anywhere in a
+payload, comes back as the same type, that user dicts which look like the JSON tags come back as they were, and that
+a naive ``datetime`` is refused. Besides the mapping contract, the class checks the job format's evolution
 rules (``docs/SERIALIZERS.md``, "Evolving the job format"): a job written by a newer producer, with fields this
 version does not know, decodes, and every re-encode (a retry, a dead letter) writes those fields back unchanged; a
 job written by an older producer, without some optional fields, decodes with their defaults.
@@ -17,7 +21,10 @@ Needs the ``testing`` extra (pytest, hypothesis).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import attrs
@@ -28,6 +35,7 @@ from hypothesis import strategies as st
 from bananas.errors import SerializationError
 from bananas.job import JOB_FIELDS, REQUIRED_FIELDS, Job, Priority, Status
 from bananas.serializer import JobCodec, Serializer, pack_frame
+from bananas.values import JSON_TAG
 
 __all__ = [
     "SerializerConformance",
@@ -37,6 +45,9 @@ __all__ = [
     "json_values",
     "newer_jobs",
     "payloads",
+    "tag_lookalikes",
+    "typed_payloads",
+    "typed_values",
     "worker_reencodes",
 ]
 
@@ -59,6 +70,46 @@ json_values = st.recursive(
 """Any JSON-compatible value: unicode, 64-bit ints, floats, nested lists and maps, empty containers."""
 payloads = st.dictionaries(st.text(), json_values, max_size=6)
 """A job payload: a mapping of keyword arguments (keys are any strings, values any JSON value)."""
+
+_offsets = st.just(UTC) | st.integers(-23 * 60 - 59, 23 * 60 + 59).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+typed_scalars = (
+    st.datetimes(timezones=_offsets)
+    | st.dates()
+    | st.times(timezones=st.none() | _offsets)
+    | st.uuids()
+    | st.decimals(allow_nan=False, min_value=-(10**30), max_value=10**30)
+    | st.sampled_from([Decimal("Infinity"), Decimal("-0"), Decimal("1.10"), Decimal("1E+5"), Decimal("-1E-30")])
+    | st.binary(max_size=64)
+)
+"""The scalars beyond JSON: aware datetimes (fixed offsets), dates, times, UUIDs, Decimals (every digit), bytes."""
+_hashable = INT64 | st.text(max_size=8) | st.uuids() | st.dates()
+_tag_keys = st.sampled_from([JSON_TAG, "v", "dict", "datetime"]) | st.text(max_size=8)
+
+
+def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.frozensets(_hashable, max_size=4)
+        | st.sets(_hashable, max_size=4)
+        | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        | st.builds(lambda tag, rest: {JSON_TAG: tag, **rest}, children | st.sampled_from(["datetime", "dict", "x"]),
+                    st.dictionaries(_tag_keys, children, max_size=3))
+    )
+
+
+typed_values = st.recursive(json_scalars | typed_scalars, _containers, max_leaves=20)
+"""Any value of "Values you can pass", nested in lists, tuples, sets, dicts and dicts that hold the tag key."""
+typed_payloads = st.dictionaries(st.text(max_size=10), typed_values, max_size=6)
+"""A job payload with typed values anywhere."""
+tag_lookalikes = st.builds(
+    lambda tag, rest: {**rest, JSON_TAG: tag},
+    st.sampled_from(["datetime", "dict", "uuid", "bytes", "nope"]) | json_values,
+    st.dictionaries(_tag_keys, json_values | typed_scalars, max_size=3),
+)
+"""User dicts that hold the JSON tag key, shaped like a tag or not: they must come back as they were."""
 
 _times = st.floats(min_value=0, max_value=4e9, allow_nan=False)
 _maybe_text = st.none() | st.text()
@@ -120,10 +171,21 @@ def worker_reencodes(codec: JobCodec, body: bytes) -> list[bytes]:
 
 
 def assert_same(actual: Any, expected: Any, path: str = "$") -> None:
-    """Equality that also checks types, so ``1`` vs ``1.0`` vs ``True`` and list vs tuple differences show."""
-    if isinstance(expected, tuple):
+    """Equality that also checks types, so ``1`` vs ``1.0`` vs ``True`` and list vs tuple differences show.
+
+    What the serializers carry as another type is expected as that type: tuples and sets (in their iteration
+    order) as lists, ``bytearray`` and ``memoryview`` as ``bytes``. Datetimes and times must also keep their UTC
+    offset, Decimals every digit (``Decimal("1.10")`` is not ``Decimal("1.1")`` here)."""
+    if isinstance(expected, tuple | set | frozenset):
         expected = list(expected)
+    elif isinstance(expected, bytearray | memoryview):
+        expected = bytes(expected)
     assert type(actual) is type(expected), f"{path}: {actual!r} ({type(actual).__name__}) != {expected!r}"
+    if isinstance(expected, datetime | time):
+        assert actual.utcoffset() == expected.utcoffset(), f"{path}: offset of {actual!r} != {expected!r}"
+    if isinstance(expected, Decimal):
+        assert str(actual) == str(expected), f"{path}: {actual!r} != {expected!r}"
+        return
     if isinstance(expected, dict):
         assert actual.keys() == expected.keys(), f"{path}: keys {sorted(actual)} != {sorted(expected)}"
         for key, value in expected.items():
@@ -200,10 +262,68 @@ class SerializerConformance:
         serializer = self.make()
         self.check(serializer.loads(serializer.dumps(data)), data)
 
-    @pytest.mark.parametrize("value", [object(), {1, 2}, 1j], ids=["object", "set", "complex"])
+    @pytest.mark.parametrize("value", [object(), 1j, [object()]], ids=["object", "complex", "nested-object"])
     def test_values_that_are_not_json_compatible_raise_serialization_error(self, value: object) -> None:
         with pytest.raises(SerializationError):
             self.make().dumps({"value": value})
+
+    # -- values you can pass ----------------------------------------------------------------------------------
+    @_SETTINGS
+    @given(data=typed_payloads)
+    def test_typed_values_round_trip_as_the_same_types(self, data: dict[str, Any]) -> None:
+        # Given a mapping with datetimes, dates, times, UUIDs, Decimals, bytes, tuples and sets nested anywhere
+        serializer = self.make()
+        # When it is encoded and decoded
+        decoded = serializer.loads(serializer.dumps(data))
+        # Then every value comes back as the same Python type (tuples and sets as lists), offsets and digits kept
+        assert_same(decoded, data)
+
+    @_SETTINGS
+    @given(job=jobs, payload=typed_payloads, result=typed_values)
+    def test_typed_payloads_and_results_round_trip_through_the_codec(self, job: Job, payload: Any, result: Any) -> None:
+        # Given a job whose payload holds typed values, and a handler's typed return value
+        codec = JobCodec(self.make())
+        job = attrs.evolve(job, payload=payload)
+        # When the job goes through the frame, and the result is stored as the worker stores it
+        decoded = codec.decode(codec.encode(job))
+        stored = codec.loads(codec.dumps({"ok": True, "value": result}))
+        # Then the handler gets the same values, and the client gets the same result
+        assert_same(decoded.payload, payload)
+        assert_same(stored["value"], result)
+
+    @_SETTINGS
+    @given(data=st.dictionaries(st.text(max_size=8), tag_lookalikes | st.lists(tag_lookalikes, max_size=3),
+                                min_size=1, max_size=4))
+    def test_user_dicts_that_look_like_tags_come_back_as_they_were(self, data: dict[str, Any]) -> None:
+        # Given user dicts that hold the JSON tag key (shaped like a tag or not), alone or in lists
+        serializer = self.make()
+        # When they are encoded and decoded, then they are the same dicts, never read as tagged values
+        assert_same(serializer.loads(serializer.dumps(data)), data)
+
+    @pytest.mark.parametrize(
+        "data",
+        [{"when": datetime(2024, 1, 1)}, {"nested": [{"when": datetime(2024, 1, 1, 12, 30)}]}],
+        ids=["top-level", "nested"],
+    )
+    def test_a_naive_datetime_is_refused(self, data: dict[str, Any]) -> None:
+        with pytest.raises(SerializationError, match="naive datetime"):
+            self.make().dumps(data)
+
+    def test_each_kind_round_trips_alone(self) -> None:
+        values = {
+            "utc": datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
+            "offset": datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+            "date": date(2024, 5, 1),
+            "time": time(23, 59, 59, 999999),
+            "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+            "decimal": Decimal("-1234567890.123456789012345678901234567890"),
+            "bytes": b"\x00\xff\x80 bytes",
+            "tuple": (1, "a"),
+            "set": {3},
+            "empty": [(), set(), b""],
+        }
+        serializer = self.make()
+        assert_same(serializer.loads(serializer.dumps(values)), values)
 
     @_SETTINGS
     @given(garbage=st.binary(max_size=512))

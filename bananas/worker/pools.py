@@ -40,6 +40,8 @@ class Pools:
         blocked = state._blocked
         pool_id = pool.pool_id
         typed = {"job_types": self.job_types(pool)} if state._caps.typed_fetch else {}
+        handlers = self.execution.handlers
+        known = len(handlers)  # a handler registered after the start (an in-process worker) widens the fetch
         free = asyncio.Semaphore(pool.concurrency)
         in_use = 0
         failing_since: float | None = None  # the first failed fetch of an outage (logged once it ends)
@@ -76,6 +78,9 @@ class Pools:
                 # (in_use == 0) fetches at once, so this costs no latency.
                 await asyncio.sleep(0)
             limit = pool.concurrency - in_use
+            if typed and len(handlers) != known:
+                known = len(handlers)
+                typed = {"job_types": self.job_types(pool)}
             acks: list[Ack] = []
             try:
                 if combined is not None and settlement.pending:

@@ -3,12 +3,13 @@ backend writes, counters and observer calls.
 
 - **Succeeded**: the result is stored (when a result backend is configured; ``result_ttl=0`` stores none), then
   the delivery is acknowledged; a backend with the optional ``stage`` has the broker write the result in the round
-  trip of the ack, before it (:mod:`bananas.result_backend`). Acks are batched: while one ``ack`` call is in flight
-  the next ones queue up and go in the following call. With a broker that has the optional ``ack_and_fetch`` (see
-  :mod:`bananas.broker`), the acks of jobs that finish while their pool is about to fetch ride along with that
-  fetch instead (the pool takes them with :meth:`Settlement.take_acks`): one round trip for both. A pool blocked
-  in an idle fetch (or a stopping worker) still acks at once. ``bananas_job_succeeded`` follows the ack, only for
-  deliveries that still held their lease.
+  trip of the ack, before it (:mod:`bananas.result_backend`). A value the serializer cannot encode is stored as an
+  error record saying why (``UnstorableResult``); the job still completes, so its side effects are never repeated.
+  Acks are batched: while one ``ack`` call is in flight the next ones queue up and go in the following call. With a
+  broker that has the optional ``ack_and_fetch`` (see :mod:`bananas.broker`), the acks of jobs that finish while
+  their pool is about to fetch ride along with that fetch instead (the pool takes them with
+  :meth:`Settlement.take_acks`): one round trip for both. A pool blocked in an idle fetch (or a stopping worker)
+  still acks at once. ``bananas_job_succeeded`` follows the ack, only for deliveries that still held their lease.
 - **Failed**: ``bananas_job_failed``, then a retry with exponential backoff and jitter (``bananas_job_retried``)
   or, past ``max_retries``, the dead letters (``bananas_job_dead``, failure stored in the result backend). The
   handler's retry control decides first (:func:`retry_plan`): ``Retry(delay=…)`` retries on that delay,
@@ -44,7 +45,8 @@ from bananas.errors import JobCancelled, SerializationError
 from bananas.handlers import HandlerSpec
 from bananas.job import Job, Status
 from bananas.metrics.stats import CANCELLED, COMPLETED, DEAD, EXPIRED, FAILED, RETRIED
-from bananas.result_backend import encode_failure, encode_success, ttl_from_headers
+from bananas.result_backend import encode_failure, encode_success, encode_unstorable, ttl_from_headers
+from bananas.values import unstorable_reason
 from bananas.worker import events
 from bananas.worker.context import WorkerContext
 from bananas.worker.execution import Dropped, Failed, Outcome, Rejected, Succeeded
@@ -126,12 +128,7 @@ class Settlement:
             value = outcome.value
             events.succeeded(self.state, job, pool_id, outcome.duration)
             if self.has_results:
-                ok, value = await self._store_result(job, value)
-                if not ok:
-                    slot.done = True
-                    await self._fail(delivery, job, value, pool_id=pool_id)
-                    self.state.slots.pop(delivery.id, None)
-                    return
+                await self._store_result(job, value)
             object.__setattr__(job, "status", Status.COMPLETED)
             slot.settling = True
             self._acks.append((delivery, job, value, outcome.duration))
@@ -204,24 +201,29 @@ class Settlement:
             self.notify("bananas_job_succeeded", job=job, result=value, duration=duration)
 
     # -- results, retries, dead letters ---------------------------------------------------------------------------
-    async def _store_result(self, job: Job, value: Any) -> tuple[bool, Any]:
+    async def _store_result(self, job: Job, value: Any) -> None:
+        """Store the handler's value. A value the serializer cannot encode never re-runs the job (its side effects
+        happened): the job still completes, and the stored result is an error record saying why, which
+        ``get_result`` raises as :class:`~bananas.errors.UnstorableResult`."""
         backend = await self.results()
         if backend is None:
-            return True, value
+            return
         ttl = ttl_from_headers(job.headers) if job.headers else None
         if ttl == 0:  # result_ttl=0: the producer wants no stored result
-            return True, value
+            return
         try:
             body = encode_success(self.codec, value, self.state.id)
         except SerializationError as exc:
-            return False, TypeError(f"result of job {job.name} cannot be stored: {exc}")
+            message = f"result of {job.name} cannot be stored: {unstorable_reason(exc, value)}"
+            log.warning("job {job_id}: {message}; the job completed and its stored result is this error",
+                        job_id=job.id, message=message, worker_id=self.state.id)
+            body = encode_unstorable(self.codec, message)
         stage = self._stage
         if stage is None:  # resolved once: the optional ``stage`` of bananas.result_backend
             stage = self._stage = getattr(backend, "stage", False)
         if stage and stage(job.id, body, ttl, self.state._broker):
-            return True, value  # written by the broker before this job's ack, in the same round trip
+            return  # written by the broker before this job's ack, in the same round trip
         await backend.store(job.id, body, ttl)
-        return True, value
 
     async def _fail(self, delivery: Delivery, job: Job, error: BaseException, *, pool_id: str | None = None,
                     duration: float | None = None) -> None:

@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from bananas_redis import RedisBroker, RedisOptions, RedisResultBackend
 from bananas_redis.results import RedisResultOptions, result_keys
 from bananas_redis.testing import find_redis_servers, shared_server
 
-from bananas import AsyncClient, Bananas, Client, JobFailed, JobNotFound, ResultTimeout, Status
+from bananas import AsyncClient, Bananas, Client, JobFailed, JobNotFound, ResultTimeout, Status, UnstorableResult
 from bananas.broker import Envelope
 from bananas.builtin.memory_results import MemoryResultBackend
 from bananas.errors import BrokerUnavailable, ConfigError
@@ -370,9 +372,15 @@ def _handlers(app: Bananas) -> None:
         RELEASE[key].wait(20)
         return f"released {key}"
 
-    @app.job("unencodable", max_retries=0)
-    def unencodable() -> set[int]:
-        return {1, 2, 3}
+    @app.job("unencodable", max_retries=3)
+    def unencodable(key: str) -> object:
+        ATTEMPTS[key] = ATTEMPTS.get(key, 0) + 1
+        return {"report": object()}  # sent the report, then returned something no serializer holds
+
+    @app.job("typed")
+    def typed(when: datetime, amount: Decimal, order_id: uuid.UUID, blob: bytes) -> dict[str, Any]:
+        assert type(when) is datetime and type(amount) is Decimal and type(order_id) is uuid.UUID
+        return {"when": when, "amount": amount * 2, "order_id": order_id, "blob": blob, "day": when.date()}
 
 
 def _config(redis_url: str, prefix: str, **extra: Any) -> dict[str, Any]:
@@ -635,19 +643,47 @@ async def test_per_job_result_ttl(start_worker, redis_url, prefix, client_kwargs
     await client.aclose()
 
 
-async def test_unencodable_result_fails_the_job_with_a_clear_error(start_worker, redis_url, client_kwargs) -> None:
-    # Given a handler that returns a set (JSON cannot hold it)
+async def test_unencodable_result_completes_the_job_once_with_a_clear_error(
+    start_worker, redis_url, client_kwargs
+) -> None:
+    # Given a handler (max_retries=3) whose return value no serializer can hold
     start_worker()
     client = AsyncClient(redis_url, **client_kwargs)
+    key = f"unencodable-{uuid.uuid4().hex}"
 
     # When it is called
-    with pytest.raises(JobFailed) as info:
-        await client.submit_and_wait("unencodable", {}, timeout=10, max_retries=0)
+    with pytest.raises(UnstorableResult) as info:
+        await client.submit_and_wait("unencodable", {"key": key}, timeout=10)
 
-    # Then the job failed, saying why, instead of losing the result
-    assert info.value.error_type == "TypeError"
-    assert "result of job unencodable cannot be stored" in info.value.message
-    assert "not JSON-serializable" in info.value.message
+    # Then the stored result says why, the job completed, and it ran once (never retried, side effects once)
+    assert info.value.error_type == "UnstorableResult"
+    assert info.value.message.startswith("result of unencodable cannot be stored: field 'report' is a builtins.object")
+    deadline = time.monotonic() + 10
+    while (await client.get_job(info.value.job_id)).status is not Status.COMPLETED and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    job = await client.get_job(info.value.job_id)
+    assert job.status is Status.COMPLETED and job.attempts == 1
+    await asyncio.sleep(0.3)  # a retry would have run by now (backoff 0.05-0.2 s)
+    assert ATTEMPTS[key] == 1
+    await client.aclose()
+
+
+async def test_typed_payloads_and_results_round_trip_through_redis(start_worker, redis_url, client_kwargs) -> None:
+    # Given a worker on Redis and a producer-only client
+    start_worker()
+    client = AsyncClient(redis_url, **client_kwargs)
+    when = datetime(2024, 5, 1, 9, 30, tzinfo=timezone(timedelta(hours=2)))
+    order_id = uuid.uuid4()
+
+    # When a payload of typed values goes through the worker and back
+    result = await client.submit_and_wait(
+        "typed", {"when": when, "amount": Decimal("19.90"), "order_id": order_id, "blob": b"\x00\xff"}, timeout=10
+    )
+
+    # Then the handler got and returned the same types
+    assert result == {"when": when, "amount": Decimal("39.80"), "order_id": order_id, "blob": b"\x00\xff",
+                      "day": date(2024, 5, 1)}
+    assert type(result["order_id"]) is uuid.UUID and result["when"].utcoffset() == timedelta(hours=2)
     await client.aclose()
 
 

@@ -8,21 +8,32 @@ Bananas, see :attr:`bananas.job.Job.extra`) travel as a JSON object in ``Job.ext
 extra field ``"bananas.protobuf.unknown"`` (base64) and written back. A mapping that is not a job (a stored result,
 say) is written as ``Body.json``. Decoding never executes code: protobuf's parser, then the kernel's JSON rules (no
 NaN/Infinity) for the payload and the extra fields.
+
+Every JSON part is written and read by the kernel's ``json`` serializer (``JsonSerializer``), so ``datetime``,
+``date``, ``time``, ``UUID``, ``Decimal``, ``bytes`` and sets in a payload or a result travel as its tagged objects
+and come back as the same types (``docs/HANDLERS.md``, "Values you can pass").
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from google.protobuf.message import DecodeError, EncodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from bananas.plugin_api import JOB_FIELDS, Priority, Register, SerializationError, SerializerSpec, Status, hookimpl
+from bananas.plugin_api import (
+    JOB_FIELDS,
+    JsonSerializer,
+    Priority,
+    Register,
+    SerializationError,
+    SerializerSpec,
+    Status,
+    hookimpl,
+)
 from bananas_protobuf import job_pb2
 
 __all__ = ["UNKNOWN_FIELDS_KEY", "ProtobufSerializer", "job_pb2"]
@@ -43,34 +54,22 @@ _PRIORITY_TO_PB = {p.value: job_pb2.Priority.Value(f"PRIORITY_{p.name}") for p i
 _PRIORITY_FROM_PB = {number: name for name, number in _PRIORITY_TO_PB.items()}
 _STATUS_TO_PB = {s.value: job_pb2.Status.Value(f"STATUS_{s.name}") for s in Status}
 _STATUS_FROM_PB = {number: name for name, number in _STATUS_TO_PB.items()}
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_JSON = JsonSerializer()
+_ENCODE = _JSON.dumps
 _ORDER = tuple(field.name for field in JOB_FIELDS)
 _KNOWN = frozenset(_ORDER)
 _TEXT = frozenset({"queue", "last_error", "traceback"})
 
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON-compatible")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range")
-    return value
-
-
-_DECODE = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite).decode
 
 if frozenset(_PROTO_FIELDS) != _KNOWN | {"extra"}:  # pragma: no cover - guards job.proto against drifting
     raise ImportError(f"job.proto fields {sorted(_PROTO_FIELDS)} do not match bananas.job.JOB_FIELDS + extra")
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    value = _DECODE(raw.decode("utf-8"))
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} is not a JSON object but {type(value).__name__}")
-    return value
+    try:
+        return _JSON.loads(raw)
+    except SerializationError as exc:
+        raise ValueError(f"{what}: {exc.reason}") from None
 
 
 class ProtobufSerializer:
@@ -84,9 +83,11 @@ class ProtobufSerializer:
             if data.keys() >= _KNOWN:
                 try:
                     return self._job(data).SerializeToString()
-                except (TypeError, ValueError, KeyError, EncodeError, DecodeError, binascii.Error):
+                except (TypeError, ValueError, KeyError, EncodeError, DecodeError, binascii.Error, SerializationError):
                     pass  # job-shaped but not a job's types: keep it exact as JSON below
-            return job_pb2.Body(json=_ENCODE(data).encode("utf-8")).SerializeToString()
+            return job_pb2.Body(json=_ENCODE(data)).SerializeToString()
+        except SerializationError as exc:
+            raise SerializationError(f"not protobuf-serializable: {exc.reason}") from exc
         except (TypeError, ValueError, OverflowError, RecursionError, EncodeError) as exc:
             raise SerializationError(f"not protobuf-serializable: {exc}") from exc
 
@@ -114,7 +115,7 @@ class ProtobufSerializer:
         fields: dict[str, Any] = {
             "id": data["id"],
             "name": data["name"],
-            "payload": _ENCODE(payload).encode("utf-8"),
+            "payload": _ENCODE(payload),
             "priority": _PRIORITY_TO_PB[data["priority"]],
             "status": _STATUS_TO_PB[data["status"]],
             "attempts": data["attempts"],
@@ -136,7 +137,7 @@ class ProtobufSerializer:
         extra = {key: value for key, value in data.items() if key not in _KNOWN}
         unknown = extra.pop(UNKNOWN_FIELDS_KEY, None)
         if extra:
-            fields["extra"] = _ENCODE(extra).encode("utf-8")
+            fields["extra"] = _ENCODE(extra)
         body = job_pb2.Body(job=job_pb2.Job(**fields))
         if unknown is not None:
             if not isinstance(unknown, str):
