@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["CONTEXT_FIELDS", "FIXED_FIELDS", "flat_record", "json_line"]
+__all__ = ["CONTEXT_FIELDS", "FIXED_FIELDS", "LINE_KEY", "flat_record", "json_line"]
 
 FIXED_FIELDS = ("time", "level", "msg", "component", "log_source")
 """Fields every record carries."""
@@ -102,6 +102,23 @@ def flat_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+LINE_KEY = "_bananas_json_line"
+"""Where :func:`json_line` keeps the line it built in the loguru record (a dict that loguru hands to every sink)."""
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""One encoder for every line (``json.dumps`` with these arguments builds a new one per call)."""
+
+
 def json_line(record: Mapping[str, Any]) -> str:
-    """:func:`flat_record` as one JSON line (no trailing newline)."""
-    return json.dumps(flat_record(record), ensure_ascii=False, separators=(",", ":"), default=str)
+    """:func:`flat_record` as one JSON line (no trailing newline).
+
+    Built once per record: the line is kept in the record under :data:`LINE_KEY`, so when several tiers write the
+    same record (the JSON console at the call site, then the file and Elasticsearch tiers in their threads) the
+    others take it from there instead of formatting it again.
+    """
+    line = record.get(LINE_KEY)
+    if line is None:
+        line = _ENCODER.encode(flat_record(record))
+        if isinstance(record, dict):
+            record[LINE_KEY] = line
+    return line  # type: ignore[no-any-return]

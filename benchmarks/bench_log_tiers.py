@@ -10,19 +10,21 @@ still competes for the same cores, which a real cluster elsewhere would not.
 
 * **Per call** (in this process, loguru configured by the kernel's ``configure_logging`` from settings, stderr sent
   to /dev/null): ``--calls`` calls of ``log.info("job succeeded")`` on a logger bound to five job fields, for a
-  disabled level (``LOG_LEVEL=warning``), the console in JSON, the file tier, the Elasticsearch tier, and, for
-  comparison, loguru's own file sink with ``enqueue=True`` (what the file tier's writer thread replaces). The
-  figures are the caller's wall time per call with the tier's background thread running, and the same plus the
-  time closing the tier took (the background catching up), per record: what a record costs the process in all.
-  The lines written (or indexed) show that nothing was dropped.
+  disabled level (``LOG_LEVEL=warning``), the console in JSON, the file tier, the Elasticsearch tier, the JSON
+  console with each of them and with both, and, for comparison, loguru's own file sink with ``enqueue=True`` (what
+  the file tier's writer thread replaces). The figures are the caller's wall time per call with the tier's
+  background threads running, the same plus the time closing the tier took (the background catching up), and the
+  process's CPU time (every thread, closing included) per record: what a record costs the process in all. The
+  cases run interleaved ``--repeat`` times (medians). The lines written (or indexed) show that nothing was dropped.
 * **Drain** (``benchmarks/bench_redis_e2e.py``'s drain: ``--n`` no-op jobs already queued on a local redis-server,
   ONE ``bananas worker`` subprocess, first → last job), in the same run, with each job's handler logging one info
   line (a typical handler; ``--job-records 0,1`` runs a series per count) plus whatever the kernel logs per job:
   ``LOG_LEVEL=warning`` (the baseline), then ``LOG_LEVEL=info`` with the JSON console, + the file tier, + the
-  Elasticsearch tier, + both. The cases run
+  Elasticsearch tier, + both, and the Elasticsearch tier alone at ``info`` (console at ``warning``). The cases run
   interleaved ``--repeat`` times and the median is reported: on a shared machine single drains vary by tens of %.
   The worker's CPU time per job during the drain (``/proc/<pid>/stat``, first → last job) is printed too: it
-  hardly depends on what else the machine runs, so it is the steadier figure of what a tier costs.
+  depends less on what else the machine runs, so it is the steadier figure of what a tier costs; with it the median
+  of each run's own ratio to that run's ``warning`` drain.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def _lines(directory: Path, pattern: str) -> int:
     return sum(len(path.read_bytes().splitlines()) for path in directory.glob(pattern))
 
 
-def per_call(calls: int, workdir: Path, es: StandInProcess) -> list[tuple[str, str]]:
+def per_call(calls: int, workdir: Path, es: StandInProcess, repeat: int = 1) -> list[tuple[str, str]]:
     es_url = es.url
     base = {"BANANAS_LOAD_PLUGINS": "bananas-logfile,bananas-elasticsearch", "LOG_FORMAT": "json",
             "LOG_COLOR": "false"}
@@ -120,33 +122,49 @@ def per_call(calls: int, workdir: Path, es: StandInProcess) -> list[tuple[str, s
         ("console JSON (stderr → /dev/null)", {"LOG_LEVEL": "info"}),
         ("file tier only (console at warning)", {"LOG_LEVEL": "warning", "LOG_FILE_LEVEL": "info", **file_env}),
         ("elasticsearch tier only (console at warning)", {"LOG_LEVEL": "warning", "LOG_ES_LEVEL": "info", **es_env}),
+        ("console JSON + file", {"LOG_LEVEL": "info", **file_env}),
+        ("console JSON + elasticsearch", {"LOG_LEVEL": "info", **es_env}),
         ("console JSON + file + elasticsearch", {"LOG_LEVEL": "info", **file_env, **es_env}),
     ]
     rows = []
     log = logger.bind(component="worker", job_id="0123456789abcdef", job_name="send_email", queue="high",
                       priority="high", attempt=1)
-    for label, env in cases:
-        app = Bananas(broker="memory://", env={**base, **env})
-        lines_before, docs_before = _lines(workdir / "calls", "bananas-*.log"), es.count()
-        with stderr_to_devnull():
-            close = configure_logging(app.settings, app.plugins)
-            started = time.perf_counter()
-            for _ in range(calls):
-                log.info("job succeeded")
-            elapsed = time.perf_counter() - started
-            closing = time.perf_counter()
-            close()
-            closed = time.perf_counter() - closing
-        written = []
-        if "LOG_FILE_ENABLED" in env:
-            written.append(f"{_lines(workdir / 'calls', 'bananas-*.log') - lines_before} in the file")
-        if "LOG_ES_ENABLED" in env:
-            written.append(f"{es.count() - docs_before} indexed")
-        rows.append((f"per call: {label}", f"{elapsed / calls * 1e6:6.1f} µs at the call site, "
-                     f"{(elapsed + closed) / calls * 1e6:6.1f} µs with the background work (close took "
-                     f"{closed * 1000:.0f} ms){'; ' + ', '.join(written) if written else ''}"))
-        print(rows[-1], flush=True)
-        app.close()
+    site: dict[str, list[float]] = {label: [] for label, _ in cases}
+    total: dict[str, list[float]] = {label: [] for label, _ in cases}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
+    written: dict[str, str] = {}
+    for _ in range(repeat):  # the cases interleaved, so that a noisy minute hits all of them
+        for label, env in cases:
+            app = Bananas(broker="memory://", env={**base, **env})
+            lines_before, docs_before = _lines(workdir / "calls", "bananas-*.log"), es.count()
+            with stderr_to_devnull():
+                close = configure_logging(app.settings, app.plugins)
+                cpu_started = time.process_time()  # every thread of this process: the tiers' threads too
+                started = time.perf_counter()
+                for _ in range(calls):
+                    log.info("job succeeded")
+                elapsed = time.perf_counter() - started
+                close()
+                closed = time.perf_counter() - started - elapsed
+                used = time.process_time() - cpu_started
+            site[label].append(elapsed / calls)
+            total[label].append((elapsed + closed) / calls)
+            cpu[label].append(used / calls)
+            shown = []
+            if "LOG_FILE_ENABLED" in env:
+                shown.append(f"{_lines(workdir / 'calls', 'bananas-*.log') - lines_before} in the file")
+            if "LOG_ES_ENABLED" in env:
+                shown.append(f"{es.count() - docs_before} indexed")
+            written[label] = ", ".join(shown)
+            print(f"per call: {label}: {elapsed / calls * 1e6:.1f} µs at the call site, "
+                  f"{(elapsed + closed) / calls * 1e6:.1f} µs with the background work, "
+                  f"{used / calls * 1e6:.1f} µs CPU{'; ' + written[label] if written[label] else ''}", flush=True)
+            app.close()
+    for label, _ in cases:
+        rows.append((f"per call: {label}", f"{statistics.median(site[label]) * 1e6:6.1f} µs at the call site, "
+                     f"{statistics.median(total[label]) * 1e6:6.1f} µs with the background work, "
+                     f"{statistics.median(cpu[label]) * 1e6:6.1f} µs CPU (all threads; medians of {repeat})"
+                     f"{'; ' + written[label] if written[label] else ''}"))
 
     # loguru's own rotating file sink with enqueue=True: the call site formats, pickles and pipes each message
     def fmt(record):
@@ -215,6 +233,8 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: 
             ("  + file tier", {"LOG_LEVEL": "info", **file_env}),
             ("  + elasticsearch tier (stand-in)", {"LOG_LEVEL": "info", **es_env}),
             ("  + file and elasticsearch tiers", {"LOG_LEVEL": "info", **file_env, **es_env}),
+            ("elasticsearch tier only (console at warning)", {"LOG_LEVEL": "warning", "LOG_ES_LEVEL": "info",
+                                                               **es_env}),
         ]
         app = Bananas(broker=server.url, env={"BANANAS_LOAD_PLUGINS": "bananas-redis"})
         specs = [{"name": "noop_logged", "payload": {}} for _ in range(1000)]
@@ -252,9 +272,11 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: 
             used = statistics.median(values)
             every = ", ".join(f"{v * 1e6:,.0f}" for v in values)
             share = (used / cpu_baseline - 1) * 100
+            paired = statistics.median(v / b for v, b in zip(values, cpu[cases[0][0]], strict=True))
             rows.append((f"worker CPU per job: {label}",
-                         f"{used * 1e6:,.0f} µs ({share:+.1f} % vs warning; runs {every})"))
-        shipped = 2 * repeat * (n // 1000 * 1000)  # two cases ship to the stand-in
+                         f"{used * 1e6:,.0f} µs ({share:+.1f} % vs warning; runs {every}; median of the runs' own "
+                         f"ratios {(paired - 1) * 100:+.1f} %)"))
+        shipped = sum("LOG_ES_ENABLED" in extra for _, extra in cases) * repeat * (n // 1000 * 1000)
         rows.append(("  records per job at info (stand-in documents / jobs)",
                      f"{(es.count() - shipped_before) / shipped:.3f}"))
     finally:
@@ -266,7 +288,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--n", type=int, default=20_000)
-    ap.add_argument("--repeat", type=int, default=3, help="run the drain cases this many times (median reported)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="run the per-call and the drain cases this many times, interleaved (medians reported)")
     ap.add_argument("--parts", default="calls,drain")
     ap.add_argument("--job-records", type=lambda text: [int(x) for x in text.split(",")], default=[1],
                     help="info records each job's handler logs, one drain series per value (e.g. 0,1)")
@@ -277,7 +300,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bananas-bench-logs-") as tmp:
         try:
             if "calls" in parts:
-                rows += per_call(args.calls, Path(tmp), es)
+                rows += per_call(args.calls, Path(tmp), es, args.repeat)
             if "drain" in parts:
                 for records in args.job_records:
                     rows.append((f"drain with {records} handler record(s) per job", ""))

@@ -4,7 +4,7 @@ import json
 
 from loguru import logger
 
-from bananas.log_record import CONTEXT_FIELDS, flat_record, json_line
+from bananas.log_record import CONTEXT_FIELDS, LINE_KEY, flat_record, json_line
 
 
 def _capture(emit):
@@ -57,3 +57,23 @@ def test_json_line_is_one_flat_object_and_stringifies_what_json_cannot_hold():
     data = json.loads(line)
     assert data["job_name"] == "send" and isinstance(data["payload_size"], str)
     assert all(not isinstance(v, dict) for k, v in data.items() if k != "payload_size")
+
+
+def test_json_line_is_built_once_per_record_and_shared_by_every_tier():
+    seen: list[str] = []
+
+    def tier(message):  # what each tier does with the record loguru hands to every sink
+        seen.append(json_line(message.record))
+
+    first, second = logger.add(tier, level="DEBUG"), logger.add(tier, level="DEBUG")
+    try:
+        logger.bind(job_id="j1").info("once")
+    finally:
+        logger.remove(first)
+        logger.remove(second)
+    assert len(seen) == 2 and seen[0] is seen[1]  # the second tier took the first one's line, not a copy
+    assert json.loads(seen[0])["job_id"] == "j1"
+    (record,) = _capture(lambda: logger.info("kept"))
+    line = json_line(record)
+    record["extra"]["late"] = "field"  # too late: the record was already written as this line
+    assert json_line(record) is line and record[LINE_KEY] is line

@@ -13,10 +13,10 @@ import pytest
 from bananas_elasticsearch import build_client, elasticsearch_sink
 from bananas_elasticsearch.breaker import CircuitBreaker
 from bananas_elasticsearch.cli import install
-from bananas_elasticsearch.testing import Gate
-from bananas_elasticsearch.tier import EsTier
+from bananas_elasticsearch.testing import Gate, filter_path
+from bananas_elasticsearch.tier import FILTER_PATH, EsTier
 
-from bananas.plugin_api import CONTEXT_FIELDS, FIXED_FIELDS
+from bananas.plugin_api import CONTEXT_FIELDS, FIXED_FIELDS, json_line
 
 MODEL = set(FIXED_FIELDS) | set(CONTEXT_FIELDS)
 
@@ -140,6 +140,29 @@ def test_bulk_goes_gzip_as_compatible_ndjson(standin, log):
     )
 
 
+def test_bulk_sends_each_records_line_as_built_and_asks_for_a_filtered_reply(standin, log):
+    lines: list[str] = []
+    log.add(lambda message: lines.append(json_line(message.record)), level="DEBUG")  # the JSON console, say
+    tier = make_tier(standin.url, "lines", Fallback())
+    attach(log, tier)
+    log.bind(job_id="j1", attempt=2).info("shared")
+    tier.close()
+    (request,) = standin.bulk_requests()
+    assert request["params"]["filter_path"] == FILTER_PATH  # statuses and errors back, not the whole reply
+    assert standin.docs() == [json.loads(lines[0])] and tier.stats()["indexed"] == 1
+
+
+def test_the_stand_in_filters_replies_as_elasticsearch_does():
+    reply = {"errors": True, "took": 3, "items": [
+        {"create": {"_index": "i", "_id": "a", "_version": 1, "status": 201, "_shards": {"total": 1}}},
+        {"create": {"_index": "i", "_id": "b", "status": 400, "error": {"type": "t", "reason": "r"}}},
+    ]}
+    assert filter_path(reply, FILTER_PATH) == {"errors": True, "items": [
+        {"create": {"status": 201}}, {"create": {"status": 400, "error": {"type": "t", "reason": "r"}}}]}
+    assert filter_path(reply, "took,nothing.*") == {"took": 3}
+    assert filter_path({"error": {"type": "x"}, "status": 429}, FILTER_PATH) == {"error": {"type": "x"}}
+
+
 def test_flush_by_size_before_the_interval(standin, log):
     tier = make_tier(standin.url, "size", Fallback(), flush_bytes=2000, flush_interval=60)
     attach(log, tier)
@@ -240,6 +263,7 @@ def test_whole_requests_rejected_open_the_breaker(standin, log):
     log.info("rejected whole")
     wait_for(lambda: fallback.logged(), what="the fallback")
     assert tier.breaker.trips == 1
+    assert "es_rejected_execution_exception: injected by the stand-in" in fallback.notes()[0]["msg"]
     standin.bulk_status = None
     time.sleep(0.6)
     log.info("accepted")

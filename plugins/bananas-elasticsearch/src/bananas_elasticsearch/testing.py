@@ -11,7 +11,9 @@ this server on a free 127.0.0.1 port. It answers the endpoints the plugin uses a
   (anything else is a 406, like Elasticsearch) and answers one item per action, in order;
 * ``PUT|GET /_index_template/<name>``, ``PUT|GET /_ilm/policy/<name>``, ``[/<index>]/_refresh``,
   ``[/<index>]/_count`` and ``[/<index>]/_search`` (``match_all``, ``term``, ``match`` and ``bool.must`` of them,
-  or ``?q=field:value``) and ``GET /<index pattern>`` over what was indexed.
+  or ``?q=field:value``) and ``GET /<index pattern>`` over what was indexed;
+* ``?filter_path=`` on any of them keeps only the named parts of the reply, as Elasticsearch does (comma-separated
+  dotted paths, ``*`` for any one key; arrays are looked through, emptied objects left out).
 
 Failures are injected: :meth:`StandIn.reject_items` fails chosen documents of the next bulk requests,
 :attr:`StandIn.bulk_status` fails whole bulk requests (429/503), :attr:`StandIn.stall` makes it hang,
@@ -36,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["NDJSON_TYPES", "Gate", "StandIn", "standin"]
+__all__ = ["NDJSON_TYPES", "Gate", "StandIn", "filter_path", "standin"]
 
 NDJSON_TYPES = ("application/vnd.elasticsearch+x-ndjson", "application/x-ndjson")
 VERSION = {
@@ -217,6 +219,33 @@ def _matches(source: dict[str, Any], query: dict[str, Any] | None) -> bool:
     raise ValueError(f"the stand-in does not support this query: {query}")
 
 
+_DROP = object()
+
+
+def _filtered(value: Any, paths: list[list[str]]) -> Any:
+    """``value`` reduced to ``paths`` (each a list of key patterns), or ``_DROP`` when nothing of it is kept."""
+    if isinstance(value, list):
+        kept = [item for item in (_filtered(item, paths) for item in value) if item is not _DROP]
+        return kept or _DROP
+    if not isinstance(value, dict):
+        return _DROP
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        rest = [path[1:] for path in paths if fnmatch.fnmatchcase(key, path[0])]
+        if any(not path for path in rest):
+            out[key] = item
+        elif rest and (inner := _filtered(item, rest)) is not _DROP:
+            out[key] = inner
+    return out or _DROP
+
+
+def filter_path(body: dict[str, Any], spec: str) -> dict[str, Any]:
+    """Elasticsearch's ``filter_path`` response filtering (inclusive paths only)."""
+    paths = [path.split(".") for path in spec.split(",") if path]
+    kept = _filtered(body, paths)
+    return {} if kept is _DROP else kept  # type: ignore[no-any-return]
+
+
 def _error(status: int, kind: str, reason: str) -> dict[str, Any]:
     return {"error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
             "status": status}
@@ -230,6 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, status: int, body: dict[str, Any] | None) -> None:
+        spec = parse_qs(urlsplit(self.path).query).get("filter_path")
+        if body is not None and spec:
+            body = filter_path(body, spec[-1])
         accept = self.headers.get("Accept", "")
         compat = next((part.strip() for part in accept.split(";") if "compatible-with" in part), None)
         ctype = f"application/vnd.elasticsearch+json;{compat}" if compat else "application/json"
@@ -255,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(split.query).items()}
         body = self._body()
         s = self.standin
-        s.requests.append({"method": self.command, "path": split.path, "headers": dict(self.headers),
+        s.requests.append({"method": self.command, "path": split.path, "params": params, "headers": dict(self.headers),
                            "gzip": self.headers.get("Content-Encoding") == "gzip", "bytes": len(body)})
         method = self.command
         if s.refuse is not None:

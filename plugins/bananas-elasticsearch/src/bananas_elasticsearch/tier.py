@@ -2,19 +2,22 @@
 
 * The call site (loguru's sink) only appends the record to a bounded queue; when it is full the record is dropped and
   counted (``stats()["dropped"]``), and a rate-limited note on stderr says how many.
-* The collector thread formats each record (:func:`bananas.plugin_api.json_line`), picks its daily index
-  ``<prefix>-YYYY.MM.DD`` (from the record's UTC time) and cuts batches of ``flush_bytes`` or whatever arrived within
-  ``flush_interval`` seconds.
-* ``num_workers`` threads send batches with the client's ``streaming_bulk`` helper (gzip on the wire). Documents
-  rejected with 429/502/503/504 are retried by the helper; what still fails is written to the fallback with one
-  note per document naming the status and reason (never dropped silently).
+* The collector thread takes each record's JSON line (:func:`bananas.plugin_api.json_line`: built once per record,
+  so when the JSON console or the file tier already wrote the record, its line is reused, not formatted again), picks
+  its daily index ``<prefix>-YYYY.MM.DD`` (from the record's UTC time) and cuts batches of ``flush_bytes`` or whatever
+  arrived within ``flush_interval`` seconds.
+* ``num_workers`` threads send each batch as one pre-encoded ndjson body (an action line and the record's own line
+  per document, joined and encoded once) with the official client's ``bulk`` API (gzip on the wire), asking only for
+  ``errors`` and each item's ``status`` and ``error`` back (``filter_path``). The client's bulk helpers would
+  serialize every action again and parse the whole reply; their per-document retry is done here instead: documents
+  rejected with 429/502/503/504 are sent again (``max_retries`` times, exponential back-off); what still fails is
+  written to the fallback with one note per document naming the status and reason (never dropped silently).
 * A :class:`~bananas_elasticsearch.breaker.CircuitBreaker` opens when a whole request fails (connection refused,
   timeout, 5xx, 429 after retries) or when every worker stays busy for ``busy_wait`` seconds (the collector waits
   that long for a free worker; meanwhile records wait in the queue): batches then go straight to the fallback — the
   JSON lines on stderr, where the console tier and the platform's log collector already look — until a probe
   batch succeeds, and indexing resumes.
 """
-
 from __future__ import annotations
 
 import itertools
@@ -30,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import ApiError, Elasticsearch
 
 from bananas.plugin_api import json_line
 from bananas_elasticsearch.breaker import CircuitBreaker
@@ -42,6 +45,11 @@ QUEUE_SIZE = 20_000
 
 RETRY_STATUSES = (429, 502, 503, 504)
 """Per-document (and whole-request) statuses the bulk helper retries before a document counts as failed."""
+
+FILTER_PATH = "errors,items.*.status,items.*.error,error"
+"""What the tier reads of a bulk reply: every item keeps its ``status`` (so items stay in request order), failed ones
+their ``error``; ``_id``, ``_version``, ``_shards`` … are left out. ``error`` keeps the reason of a whole request
+refused."""
 
 POLL = 0.1
 """Seconds the idle collector sleeps before it looks at the queue again."""
@@ -109,6 +117,7 @@ class EsTier:
         self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=num_workers)
         self._id_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
         self._ids = itertools.count()
+        self._heads: dict[str, str] = {}  # index → the start of its action line
         self._workers = [
             threading.Thread(target=self._work, name=f"bananas-es-bulk-{n}", daemon=True)
             for n in range(1, num_workers + 1)
@@ -166,7 +175,7 @@ class EsTier:
                     started = time.monotonic()
                 while records and size < self.flush_bytes:
                     try:
-                        line = _line(records.popleft())
+                        line = json_line(records.popleft())
                     except Exception as exc:  # a record that cannot be formatted must not stop the tier
                         line = json.dumps({"time": _now(), "level": "ERROR", "msg": f"unformattable record: {exc}",
                                            "component": "worker", "log_source": "bananas_internal"})
@@ -211,47 +220,76 @@ class EsTier:
                 self._outage(batch, exc)
 
     def _send(self, batch: Batch) -> None:
-        results = (
-            helpers.streaming_bulk(
-                self.client,
-                batch,
-                chunk_size=max(1, len(batch)),
-                max_chunk_bytes=max(2 * self.flush_bytes, 1 << 20),
-                expand_action_callback=lambda item: ({"create": {"_index": item[0], "_id": item[1]}}, item[2]),
-                raise_on_error=False,
-                raise_on_exception=False,
-                max_retries=self.max_retries,
-                initial_backoff=self.retry_backoff,
-                max_backoff=4 * self.retry_backoff,
-                retry_on_status=RETRY_STATUSES,
-                yield_ok=False,
-            )
-        )
-        failures = [info for ok, info in results if not ok and _status(info) != 409]
-        whole = len(failures) == len(batch) and all(
-            _status(info) in RETRY_STATUSES or _status(info) >= 500 or _status(info) < 0 for info in failures
-        )
-        if whole and failures:
-            self._outage(batch, RuntimeError(_reason(failures[0])))
+        pending = batch
+        rejected: list[tuple[int, str, str]] = []  # (status, reason, line) of the documents that stay rejected
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(min(4 * self.retry_backoff, self.retry_backoff * 2 ** (attempt - 1)))
+            outcomes = self._bulk(pending)
+            if outcomes is None:  # every document indexed
+                break
+            retry: Batch = []
+            for item, (status, reason) in zip(pending, outcomes, strict=True):
+                if 200 <= status < 300 or status == 409:  # 409: an id sent again, indexed the first time
+                    continue
+                if status in RETRY_STATUSES and attempt < self.max_retries:
+                    retry.append(item)
+                else:
+                    rejected.append((status, reason, item[2]))
+            if not retry:
+                break
+            pending = retry
+        if rejected and len(rejected) == len(batch) and all(
+            status in RETRY_STATUSES or status >= 500 or status < 0 for status, _, _ in rejected
+        ):
+            self._outage(batch, RuntimeError(rejected[0][1]))
             return
         if self.breaker.success():
             self._note(f"Elasticsearch is back: indexing resumed ({self._since_outage} records went to the "
                        "fallback while it was unavailable)", level="INFO", force=True)
             self._since_outage = 0
         with self._lock:
-            self.counters["indexed"] += len(batch) - len(failures)
-            self.counters["failed"] += len(failures)
-        if failures:
-            self._rejected(failures, {doc_id: line for _, doc_id, line in batch})
+            self.counters["indexed"] += len(batch) - len(rejected)
+            self.counters["failed"] += len(rejected)
+        if rejected:
+            self._rejected(rejected)
 
-    def _rejected(self, failures: list[dict[str, Any]], lines_by_id: Mapping[str, str]) -> None:
+    def _bulk(self, batch: Batch) -> list[tuple[int, str]] | None:
+        """Send ``batch`` once: ``None`` when every document was indexed, else ``(status, reason)`` per document, in
+        order (a whole request refused with an HTTP error gives every document that status)."""
+        try:
+            reply = self.client.bulk(operations=self._body(batch), filter_path=FILTER_PATH).body
+        except ApiError as exc:
+            return [(exc.status_code, _api_reason(exc))] * len(batch)
+        if not reply.get("errors"):
+            return None
+        items = reply.get("items") or []
+        missing: Mapping[str, Any] = {"status": -1, "error": "no item for this document in the bulk reply"}
+        return [(_status(info), _reason(info)) for info in (
+            _body(items[n]) if n < len(items) else missing for n in range(len(batch)))]
+
+    def _body(self, batch: Batch) -> bytes:
+        """The ndjson body: ``{"create":{"_index":…,"_id":…}}`` and the record's line per document, encoded once
+        (the client passes a bytes body through as it is)."""
+        heads = self._heads
+        parts = []
+        for index, doc_id, line in batch:
+            head = heads.get(index)
+            if head is None:
+                if len(heads) > 64:  # one per day: keep it small in a process that runs for months
+                    heads.clear()
+                head = heads[index] = '{"create":{"_index":' + json.dumps(index) + ',"_id":'
+            parts.append(f'{head}"{doc_id}"}}}}\n{line}\n')  # ids are made by the tier: nothing to escape
+        return "".join(parts).encode("utf-8", "surrogatepass")
+
+    def _rejected(self, rejected: list[tuple[int, str, str]]) -> None:
         lines: list[str] = []
-        for info in failures:
+        for status, reason, line in rejected:
             lines.append(_note_line("WARNING", f"elasticsearch log tier: a record was not indexed (status "
-                                    f"{_status(info)}: {_reason(info)}); it follows on the next line", "rejected"))
-            lines.append(lines_by_id.get(str(_body(info).get("_id")), json.dumps(_body(info).get("data"))))
+                                    f"{status}: {reason}); it follows on the next line", "rejected"))
+            lines.append(line)
         with self._lock:
-            self.counters["fallback"] += len(failures)
+            self.counters["fallback"] += len(rejected)
         self.fallback(lines)
 
     def _outage(self, batch: Batch, exc: BaseException) -> None:
@@ -284,15 +322,6 @@ class EsTier:
         return True
 
 
-def _line(record: Any) -> str:
-    """``json_line(record)``, computed once when several of this process's tiers write the same record (the file
-    tier stores it under the same key)."""
-    line = record.get("_bananas_json_line")
-    if line is None:
-        line = record["_bananas_json_line"] = json_line(record)
-    return line  # type: ignore[no-any-return]
-
-
 def _note_line(level: str, msg: str, event: str | None = None, **extra: Any) -> str:
     note = {"time": _now(), "level": level, "msg": msg, "component": "worker", "log_source": "bananas_internal"}
     if event:
@@ -312,6 +341,14 @@ def _body(info: Mapping[str, Any]) -> Mapping[str, Any]:
 def _status(info: Mapping[str, Any]) -> int:
     status = _body(info).get("status")
     return status if isinstance(status, int) else -1
+
+
+def _api_reason(exc: ApiError) -> str:
+    """``type: reason`` of an error reply (``{"error": {"type": …, "reason": …}}``), else the client's message."""
+    error = exc.body.get("error") if isinstance(exc.body, Mapping) else None
+    if isinstance(error, Mapping):
+        return f"{error.get('type', 'error')}: {error.get('reason', '')}".strip()
+    return str(exc)
 
 
 def _reason(info: Mapping[str, Any]) -> str:

@@ -137,7 +137,7 @@ class FileTier:
             for _ in range(min(BATCH, len(queue))):
                 record = queue.popleft()
                 try:
-                    line = _line(record) + "\n"
+                    line = json_line(record) + "\n"  # built once per record, shared with the other tiers
                     component = str(record["extra"].get("component") or "worker") if self.per_component else ""
                     file = self.file_for(component)
                     file.write(line.encode("utf-8"))
@@ -179,14 +179,6 @@ class FileTier:
             retention.apply()
         except Exception as exc:
             _stderr(f"bananas-logfile: retention in {retention.directory} failed: {exc}")
-
-
-def _line(record: Any) -> str:
-    """``json_line(record)``, computed once when several of this process's tiers write the same record."""
-    line = record.get("_bananas_json_line")
-    if line is None:
-        line = record["_bananas_json_line"] = json_line(record)
-    return line  # type: ignore[no-any-return]
 
 
 def _stderr(text: str) -> None:
