@@ -240,7 +240,7 @@ async def _requeue_fresh(codec: Any, broker: Broker, queue: str, ids: list[str],
         job.attempts = 0
         job.status = Status.PENDING
         job.scheduled_at = job.started_at = job.finished_at = None
-        envelopes.append(Envelope(job_id, queue, codec.encode(job)))
+        envelopes.append(Envelope(job_id, queue, codec.encode(job), job_type=job.name))  # typed fetches select on it
     if envelopes:
         await broker.enqueue(envelopes)
     return len(envelopes) + (await broker.requeue_dead(queue, as_is) if as_is else 0)
