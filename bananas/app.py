@@ -96,6 +96,12 @@ class Bananas(Inspecting):
                 values[key] = value
         self.extra_plugins: tuple[object, ...] = tuple(plugins)
         """The plugin objects passed as ``plugins=`` (the CLI rebuilds the app with them when flags override)."""
+        self.init_args: dict[str, Any] = {
+            "broker": broker, "serializer": serializer, "result_backend": result_backend, "router": router,
+            "config": config, "overrides": dict(overrides or {}), "override_sources": dict(override_sources or {}),
+            "entrypoints": entrypoints, "env": env,
+        }
+        """The other arguments it was built with (the CLI's rebuild keeps them, under its flags)."""
         # Two phases: read the sources, load the plugins (they declare settings), then validate everything together.
         raw = read_sources(config_path=config, overrides=values, override_sources=override_sources, env=env)
         self.plugins: Plugins = load_plugins(plugins=self.extra_plugins, entrypoints=entrypoints, env=env)

@@ -37,8 +37,15 @@ def _app(ctx: click.Context, app_spec: str | None, overrides: dict[str, Any], so
         if config or overrides:
             os.environ.update({"BANANAS_CONFIG": config} if config else {})
         app = load_app(app_spec)
-        if overrides:  # flags win over the app's own configuration: rebuild with the same handlers
-            rebuilt = Bananas(config=config, overrides=overrides, override_sources=sources, plugins=app.extra_plugins)
+        if overrides:  # flags win over the app's own configuration: rebuild with the same handlers and arguments
+            args = dict(app.init_args)
+            for key in ("broker", "serializer", "result_backend", "router"):
+                if key in overrides:  # a keyword argument in code would beat the flag's override
+                    args[key] = None
+            args["overrides"] = {**args["overrides"], **overrides}
+            args["override_sources"] = {**args["override_sources"], **sources}
+            args["config"] = config or args["config"]
+            rebuilt = Bananas(plugins=app.extra_plugins, **args)
             rebuilt.handlers.update(app.handlers)
             rebuilt.schedules.adopt(app.schedules)
             return rebuilt

@@ -204,3 +204,35 @@ def test_worker_start_lines_name_the_config_file_broker_and_result_backend(tmp_p
     output = "".join(lines)
     assert "config file: bananas.toml; broker memory://w (file bananas.toml); result backend memory://w" in output
     assert "WORKER_CONCURENCY matches no setting and is ignored; did you mean WORKER_CONCURRENCY?" in output
+
+
+def test_worker_flags_keep_the_arguments_the_app_was_built_with(tmp_path: Path, monkeypatch) -> None:
+    # Given an app whose broker and serializer are given in code, not in any config
+    import click
+
+    from bananas.cli import _app
+
+    (tmp_path / "coded_app.py").write_text(textwrap.dedent(
+        """
+        from bananas import Bananas
+
+        app = Bananas(broker="memory://coded-broker", result_backend="none", env={"BANANAS_LOAD_PLUGINS": ""})
+
+        @app.job("hello")
+        def hello() -> str:
+            return "hi"
+        """
+    ))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    ctx = click.Context(click.Command("worker"), obj={"config": None})
+
+    # When a flag overrides a setting (the CLI then rebuilds the app; --processes N children do it too)
+    rebuilt = _app(ctx, "coded_app:app", {"worker.concurrency": 3}, {"worker.concurrency": "flag --concurrency"})
+
+    # Then the code's arguments and handlers stay, under the flag
+    assert rebuilt.broker_url == "memory://coded-broker" and rebuilt.result_backend_url is None
+    assert rebuilt.settings["worker.concurrency"] == 3 and "hello" in rebuilt.handlers
+    # and a flag for the broker itself beats the code's argument
+    flagged = _app(ctx, "coded_app:app", {"broker": "memory://from-flag"}, {"broker": "flag --broker"})
+    assert flagged.broker_url == "memory://from-flag"
