@@ -45,12 +45,13 @@ class Client:
 
 
 def queued(r) -> int:  # noqa: ANN001
-    return r.llen("{bananas:normal}:ready")
+    # ready jobs: the per-type ready sets' shared counter (bananas-redis 0.2) plus 0.1's single ready list
+    return int(r.get("{bananas:normal}:count") or 0) + r.llen("{bananas:normal}:ready")
 
 
 def pending(r) -> int:  # noqa: ANN001
-    # a job is pending until its ack: ready list + running leases
-    return r.llen("{bananas:normal}:ready") + r.zcard("{bananas:normal}:leases")
+    # a job is pending until its ack: ready + running leases
+    return queued(r) + r.zcard("{bananas:normal}:leases")
 
 
 def variant(mode: str, concurrency: int | None, handler: str = "async", processes: int = 1) -> dict:
