@@ -42,6 +42,7 @@ def worker_context(app: Bananas) -> WorkerContext:
         backoff=(s["jobs.retry_backoff_base"], s["jobs.retry_backoff_factor"], s["jobs.retry_backoff_max"]),
         metrics=MetricsConfig.from_settings(s),
         unknown_job_types=s["worker.unknown_job_types"],
+        prefetch_multiplier=s["worker.prefetch_multiplier"],
     )
 
 

@@ -42,6 +42,10 @@ KERNEL_KEYS: tuple[KeySpec, ...] = (
     setting("worker.mode", "str", "default", "Worker mode name (validated against installed mode plugins).",
             "WORKER_MODE"),
     setting("worker.concurrency", "int", 10, "Concurrent job slots of this worker.", "WORKER_CONCURRENCY", **_SLOTS),
+    setting("worker.prefetch_multiplier", "int", 2, "Jobs a pool holds at most, running and prefetched, as a "
+            "multiple of its slots (as Celery's worker_prefetch_multiplier). Prefetched jobs wait in the worker "
+            "with their leases renewed and start as slots free up, so a busy pool fetches and acks several jobs "
+            "per round trip; 1: fetch only for free slots.", "WORKER_PREFETCH_MULTIPLIER", minimum=1, maximum=100),
     setting("worker.priorities", "priorities", tuple(Priority), "Priorities to process, in order.",
             "WORKER_PRIORITIES", choices=tuple(p.value for p in Priority)),
     setting("worker.queues", "list", (), "Queues to read; empty: the router's default queues.", "WORKER_QUEUES"),

@@ -140,6 +140,12 @@ def commandstats(client: redis.Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in client.info("commandstats").items()}
 
 
+def redis_cpu(client: redis.Redis) -> float:
+    """CPU seconds the Redis server has used (user + system, all its threads)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
 
@@ -341,6 +347,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 if first is None:
                     raise RuntimeError(f"{mode}: no job ran; see {worker.log_path}")
                 cpu_first = cpu_seconds(worker.proc.pid)
+                redis_first = redis_cpu(probe)
                 pyspy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
                 if args.profile and pyspy:
                     os.makedirs(args.profile, exist_ok=True)
@@ -356,6 +363,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                     raise RuntimeError(f"{mode}: drain incomplete: {probe.get('bench:done')} of {args.n}")
                 drain = (args.n - 1) / (float(last) - float(first))
                 cpu_per_job = (cpu_seconds(worker.proc.pid) - cpu_first) / (args.n - 1)
+                redis_per_job = (redis_cpu(probe) - redis_first) / (args.n - 1)
                 if spy is not None:
                     os.kill(spy.pid, signal.SIGINT)
                     spy.wait(30)
@@ -370,6 +378,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 cpu.setdefault(f"{mode} mode{variant}", []).append(cpu_per_job)
                 print(rows[-1], flush=True)
                 rows.append((f"  worker CPU per job ({mode}{variant})", f"{cpu_per_job * 1e6:.1f} µs"))
+                print(rows[-1], flush=True)
+                rows.append((f"  Redis CPU per job ({mode}{variant})", f"{redis_per_job * 1e6:.1f} µs"))
                 print(rows[-1], flush=True)
                 rows.append((f"  client commands per job ({mode}{variant})", f"{per_job:.3f}  ({detail})"))
                 print(rows[-1], flush=True)

@@ -380,6 +380,7 @@ SEED_ENV = [
     ("WORKER_EVENT_LOOP", "UVLOOP", "worker.event_loop", "uvloop"),
     ("WORKER_QUEUES", "emails, reports", "worker.queues", ("emails", "reports")),
     ("WORKER_UNKNOWN_JOB_TYPES", "dead-letter", "worker.unknown_job_types", "dead-letter"),
+    ("WORKER_PREFETCH_MULTIPLIER", "4", "worker.prefetch_multiplier", 4),
     ("MAX_PAYLOAD_BYTES", "2048", "max_payload_bytes", 2048),
     ("SCHEDULER_LEASE", "3s", "worker.scheduler_lease", 3.0),
     ("PERIODIC_GRACE", "1m", "worker.periodic_grace", 60.0),

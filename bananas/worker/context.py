@@ -160,6 +160,8 @@ class WorkerContext:
         metrics: ``[metrics]`` (endpoint, ``System metrics`` interval); the default serves no endpoint.
         unknown_job_types: ``[worker] unknown_job_types``: ``wait`` (fetch only the types with a handler) or
             ``dead-letter`` (fetch every type; the 0.1 behaviour), see :mod:`bananas.broker_types`.
+        prefetch_multiplier: ``[worker] prefetch_multiplier``: jobs a pool holds at most (running and
+            prefetched) as a multiple of its slots (see :mod:`bananas.worker.pools`).
     """
 
     codec: JobCodec
@@ -182,3 +184,4 @@ class WorkerContext:
     backoff: tuple[float, float, float] = (1.0, 2.0, 300.0)
     metrics: MetricsConfig = MetricsConfig()
     unknown_job_types: str = "wait"
+    prefetch_multiplier: int = 2

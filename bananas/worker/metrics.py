@@ -207,7 +207,7 @@ class WorkerMetrics:
         self._last_line = (now, busy)
         offered = slots * (now - then)
         utilization = (busy - before) / offered if offered > 0 else 0.0
-        fields = system_metrics_fields(self.stats, utilization, time.time() - self.started_at, len(self.state.slots))
+        fields = system_metrics_fields(self.stats, utilization, time.time() - self.started_at, self.state.running())
         log.bind(**fields).info("System metrics")
 
     # -- the registry heartbeat, queue depths, the broker probe -----------------------------------------------------
@@ -219,7 +219,7 @@ class WorkerMetrics:
             for p in info.pools)
         return WorkerRecord(
             id=info.process_id, host=info.host, pid=info.pid, mode=info.mode, pools=pools,
-            jobs_running=len(self.state.slots), utilization=round(snap.utilization, 4), started_at=self.started_at,
+            jobs_running=self.state.running(), utilization=round(snap.utilization, 4), started_at=self.started_at,
             heartbeat_at=time.time(), version=bananas_version(), jobs_processed=snap.processed,
             throughput=snap.window_processed, scheduler=info.scheduler, job_types=self._fetched_types())
 

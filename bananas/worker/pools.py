@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
 from bananas.broker import Delivery
@@ -21,7 +22,10 @@ from bananas.worker.settlement import Ack, Settlement
 from bananas.worker.state import WorkerState, _Slot, error_text
 from bananas.worker_mode import PoolPlan
 
-__all__ = ["Pools"]
+__all__ = ["PREFETCH_BELOW", "Pools"]
+
+PREFETCH_BELOW = 0.005
+"""A pool prefetches (``worker.prefetch_multiplier``) only while its jobs run shorter than this on average (s)."""
 
 class Pools:
     """The fetch loops of one worker process (:meth:`run` per pool) and the job tasks they start."""
@@ -46,16 +50,33 @@ class Pools:
         in_use = 0
         failing_since: float | None = None  # the first failed fetch of an outage (logged once it ends)
         usage = state.stats.pool(pool_id, pool.concurrency)  # busy slot-seconds (bananas.metrics utilization)
+        # Prefetch: up to ``prefetch`` more jobs than slots are leased and wait here (their slots are in
+        # state.slots with ``queued`` set, so the heartbeat renews their leases and sees cancel requests). A busy
+        # pool refills when half of them are gone, so one round trip carries several jobs (and acks). Only while
+        # the pool's jobs are short (``mean`` run time under PREFETCH_BELOW): for longer jobs a round trip per job
+        # costs little, and a worker that dies should take with it only the jobs it was running (the broker
+        # charges every lease it loses a crash).
+        prefetch = (state.prefetch_multiplier - 1) * pool.concurrency
+        waiting: deque[_Slot] = deque()
+        dry = False  # the last non-blocking refill found nothing: no more refills until the buffer is empty
+        mean: float | None = None  # moving average of this pool's job run times (seconds)
+        clock = time.monotonic
 
-        def release(_: object) -> None:
-            nonlocal in_use
-            in_use -= 1
-            free.release()
-
-        def start(delivery: Delivery, *, solo: bool = False) -> asyncio.Task[None]:
+        def start(delivery: Delivery, *, solo: bool = False, slot: _Slot | None = None) -> asyncio.Task[None]:
             nonlocal in_use
             in_use += 1
-            state.slots[delivery.id] = slot = _Slot(delivery, solo=solo)
+            if slot is None:
+                state.slots[delivery.id] = slot = _Slot(delivery, solo=solo)
+            slot.queued = False
+            began = clock()
+
+            def release(_: object) -> None:
+                nonlocal in_use, mean
+                in_use -= 1
+                free.release()
+                took = clock() - began
+                mean = took if mean is None else mean + (took - mean) * 0.2
+
             task = asyncio.create_task(self._process(slot, pool, pool_id), name=f"job-{delivery.id}")
             self._track(task)
             usage.enter()
@@ -63,72 +84,113 @@ class Pools:
             task.add_done_callback(release)
             return task
 
-        while not stop.is_set():
-            await free.acquire()
-            free.release()
-            if self.state._paused or (self.state._heartbeat is not None and not self.state._heartbeat.healthy()):
-                await self._pause_while_unhealthy()
-                continue
-            if self.state._isolating or (self.state._solo is not None and self.state._solo.locked()):
-                await self._isolated_turn(pool, start)
-                continue
-            if in_use:
-                # Jobs finishing in the same loop iteration free their slots together: one more turn lets them, so
-                # a busy pool fetches (and later acks) in batches instead of one job per round trip. An idle pool
-                # (in_use == 0) fetches at once, so this costs no latency.
-                await asyncio.sleep(0)
-            limit = pool.concurrency - in_use
-            if typed and len(handlers) != known:
-                known = len(handlers)
-                typed = {"job_types": self.job_types(pool)}
-            acks: list[Ack] = []
+        async def give_back() -> None:
+            """The waiting (prefetched) jobs go back to the broker: stopping, or isolating a suspect."""
+            if not waiting:
+                return
+            slots = [waiting.popleft() for _ in range(len(waiting))]
+            for slot in slots:
+                state.slots.pop(slot.delivery.id, None)
             try:
-                if combined is not None and settlement.pending:
-                    # The acks of finished jobs ride along with the next take: one round trip for both.
-                    acks = settlement.take_acks()
-                    owned, deliveries = await combined([item[0] for item in acks], pool.queues, limit, **typed)
-                    settlement.acked(acks, owned)
-                    acks = []
-                else:
-                    deliveries = []
-                if not deliveries:
-                    blocked.add(pool_id)  # a job finishing now flushes its ack itself (see Settlement.settle)
-                    settlement.flush_soon()  # finished meanwhile
-                    try:
-                        deliveries = await broker.fetch(pool.queues, limit, self.state.fetch_wait, **typed)
-                    finally:
-                        blocked.discard(pool_id)
-            except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
-                if acks:
-                    state.log.error("ack of {count} job(s) failed: {error}; their leases will expire and they run "
-                                    "again", count=len(acks), error=error_text(exc))
-                    settlement.acked(acks, [False] * len(acks))
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                state.log.bind(component="queue", event="broker_connection_lost", pool_id=pool_id).error(
-                    "fetch from {queues} failed: {error}; retrying in 1s", queues=list(pool.queues),
-                    error=error_text(exc))
-                await asyncio.sleep(1.0)
-                continue
-            if failing_since is not None:
-                state.log.bind(component="queue", event="broker_connection_back", pool_id=pool_id).info(
-                    "fetch from {} works again after {:.1f}s", list(pool.queues), time.monotonic() - failing_since)
-                failing_since = None
-            if stop.is_set() and deliveries:  # stopping: start nothing new, give them straight back
-                await broker.release(deliveries)
-                break
-            if deliveries and self.state._solo is not None and self.state._solo.locked():
-                # another pool runs (or is about to run) a job alone: these may not run beside it
-                await broker.release(deliveries)
-                continue
-            if len(deliveries) == 1 and self._suspect(deliveries[0]) and self.state._inflight == 0:
-                await self._run_alone(deliveries[0], start)  # nothing runs here: no need to give it back
-                continue
-            if deliveries:
-                deliveries = await self._screen(deliveries)
-            for delivery in deliveries:
+                await broker.release([slot.delivery for slot in slots])
+            except Exception as exc:  # noqa: BLE001 - their leases expire and they run again
+                state.log.error("could not give back {count} prefetched job(s): {error}; they run again once their "
+                                "leases expire", count=len(slots), error=error_text(exc))
+
+        # A stop request wakes a pool waiting for a free slot (one spare permit: the pool ends right after).
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: free.release())
+        try:
+            while not stop.is_set():
                 await free.acquire()
-                start(delivery)
+                free.release()
+                if stop.is_set():
+                    break
+                if self.state._paused or (self.state._heartbeat is not None and not self.state._heartbeat.healthy()):
+                    await self._pause_while_unhealthy()
+                    continue
+                if self.state._isolating or (self.state._solo is not None and self.state._solo.locked()):
+                    await give_back()
+                    await self._isolated_turn(pool, start)
+                    continue
+                while waiting and in_use < pool.concurrency:
+                    slot = waiting.popleft()
+                    await free.acquire()  # a slot is free: does not wait
+                    start(slot.delivery, slot=slot)
+                depth = prefetch if mean is not None and mean < PREFETCH_BELOW else 0
+                if waiting and (dry or len(waiting) > depth // 2):
+                    continue  # every slot is busy (else the loop above started one): wait for one
+                if in_use and not waiting:
+                    # Jobs finishing in the same loop iteration free their slots together: one more turn lets them,
+                    # so a busy pool fetches (and later acks) in batches instead of one job per round trip. An idle
+                    # pool (in_use == 0) fetches at once, so this costs no latency.
+                    await asyncio.sleep(0)
+                limit = pool.concurrency + depth - in_use - len(waiting)
+                if limit <= 0:
+                    continue
+                if typed and len(handlers) != known:
+                    known = len(handlers)
+                    typed = {"job_types": self.job_types(pool)}
+                acks: list[Ack] = []
+                try:
+                    if combined is not None and settlement.pending:
+                        # The acks of finished jobs ride along with the next take: one round trip for both.
+                        acks = settlement.take_acks()
+                        owned, deliveries = await combined([item[0] for item in acks], pool.queues, limit, **typed)
+                        settlement.acked(acks, owned)
+                        acks = []
+                    elif waiting:  # a refill never blocks: the waiting jobs must start as slots free up
+                        deliveries = await broker.fetch(pool.queues, limit, 0.0, **typed)
+                    else:
+                        deliveries = []
+                    if not deliveries and not waiting:
+                        blocked.add(pool_id)  # a job finishing now flushes its ack itself (see Settlement.settle)
+                        settlement.flush_soon()  # finished meanwhile
+                        try:
+                            deliveries = await broker.fetch(pool.queues, limit, self.state.fetch_wait, **typed)
+                        finally:
+                            blocked.discard(pool_id)
+                except Exception as exc:  # noqa: BLE001 - a broker outage must not end the pool
+                    if acks:
+                        state.log.error("ack of {count} job(s) failed: {error}; their leases will expire and they "
+                                        "run again", count=len(acks), error=error_text(exc))
+                        settlement.acked(acks, [False] * len(acks))
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                    state.log.bind(component="queue", event="broker_connection_lost", pool_id=pool_id).error(
+                        "fetch from {queues} failed: {error}; retrying in 1s", queues=list(pool.queues),
+                        error=error_text(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                dry = not deliveries
+                if failing_since is not None:
+                    state.log.bind(component="queue", event="broker_connection_back", pool_id=pool_id).info(
+                        "fetch from {} works again after {:.1f}s", list(pool.queues), time.monotonic() - failing_since)
+                    failing_since = None
+                if stop.is_set() and deliveries:  # stopping: start nothing new, give them straight back
+                    await broker.release(deliveries)
+                    break
+                if deliveries and self.state._solo is not None and self.state._solo.locked():
+                    # another pool runs (or is about to run) a job alone: these may not run beside it
+                    await broker.release(deliveries)
+                    continue
+                if (len(deliveries) == 1 and not waiting and self._suspect(deliveries[0])
+                        and self.state._inflight == 0):
+                    await self._run_alone(deliveries[0], start)  # nothing runs here: no need to give it back
+                    continue
+                if deliveries:
+                    deliveries = await self._screen(deliveries)
+                for delivery in deliveries:
+                    if in_use < pool.concurrency and not waiting:
+                        await free.acquire()  # a slot is free: does not wait
+                        start(delivery)
+                    else:
+                        state.slots[delivery.id] = slot = _Slot(delivery, queued=True)
+                        waiting.append(slot)
+        finally:
+            stopping.cancel()
+            if waiting:
+                await asyncio.shield(give_back())
 
     def job_types(self, pool: PoolPlan) -> frozenset[str] | None:
         """The job types ``pool`` fetches (``None``: every type); see :func:`bananas.broker_types.fetch_types`."""

@@ -146,8 +146,8 @@ class Worker(WorkerState):
         try:
             await self._stop.wait()
         finally:
-            self.log.bind(event="worker_stopping", running=len(self.slots)).info(
-                "worker {} stopping; {} job(s) running", self.id, len(self.slots))
+            self.log.bind(event="worker_stopping", running=self.running()).info(
+                "worker {} stopping; {} job(s) running", self.id, self.running())
             await self._shutdown(tasks)
             await self.metrics.stop()
             heartbeat.stop()

@@ -52,10 +52,14 @@ from bananas.worker.context import WorkerContext
 from bananas.worker.execution import Dropped, Failed, Outcome, Rejected, Succeeded
 from bananas.worker.state import WorkerState, _Slot, error_text
 
-__all__ = ["MALFORMED_JOB_NAME", "Settlement", "malformed_job", "retry_plan"]
+__all__ = ["ACK_DELAY", "MALFORMED_JOB_NAME", "Settlement", "malformed_job", "retry_plan"]
 
 MALFORMED_JOB_NAME = "<malformed>"
 """The ``name`` of the placeholder job observers get for a body that could not be decoded."""
+
+ACK_DELAY = 0.005
+"""Seconds an ack waits for its pool's next fetch to take it along (``ack_and_fetch``) before it is sent alone: a
+pool running prefetched jobs fetches only when half of them have started. Bounds how late a result shows."""
 
 Ack = tuple[Delivery, Job, Any, float]
 """A finished job waiting for its ack: delivery, job, result, duration."""
@@ -106,6 +110,7 @@ class Settlement:
         self._acks: list[Ack] = []
         self._ack_task: asyncio.Task[None] | None = None
         self._stage: Any = None  # the result backend's optional ``stage`` (False: it has none)
+        self._timer: asyncio.TimerHandle | None = None  # sends acks no pool took along within ACK_DELAY
 
     # -- observers around the run ------------------------------------------------------------------------------
     def started(self, job: Job, pool_id: str) -> None:
@@ -140,6 +145,8 @@ class Settlement:
             piggyback = self.combined and pool_id not in self.state._blocked and not self.state._stop_requested()
             if not piggyback:
                 self.flush_soon()
+            elif self._timer is None:  # a pool busy with prefetched jobs may not fetch soon: acks wait ACK_DELAY
+                self._timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_due)
             return
         slot.done = True
         if type(outcome) is Failed and slot.cancelled and type(outcome.error) is JobCancelled:
@@ -167,7 +174,14 @@ class Settlement:
         """The pending acks, for a pool to send along with its fetch (``ack_and_fetch``); settle them with
         :meth:`acked`."""
         acks, self._acks = self._acks, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         return acks
+
+    def _ack_due(self) -> None:
+        self._timer = None
+        self.flush_soon()
 
     async def flush_acks(self) -> None:
         assert self.state._broker is not None

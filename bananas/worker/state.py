@@ -47,6 +47,7 @@ class _Slot:
     settling: bool = False  # finished; its ack is queued or in flight (a lost renewal then is no news)
     solo: bool = False  # a job recovered from a dead worker, running alone in this process
     cancelled: bool = False  # the job has a cancel request (the heartbeat saw it; see request_cancel)
+    queued: bool = False  # prefetched: leased, waiting in this process for a free slot (see bananas.worker.pools)
     scope: Any = None  # the JobContext its handler sees (current_job()), once it runs
     stop: Callable[[], Any] | None = None  # stops the running handler (its task's cancel), only while it runs
 
@@ -74,6 +75,7 @@ class WorkerState:
         self.slots: dict[str, _Slot] = {}
         self.stats = JobStats({p.pool_id: p.concurrency for p in plan.pools})  # counted by settlement and pools
         self.fetch_wait = FETCH_WAIT
+        self.prefetch_multiplier = context.prefetch_multiplier  # jobs a pool holds / its slots (worker.pools)
         self.unknown_job_types = context.unknown_job_types  # "wait" or "dead-letter" (bananas.broker_types)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,6 +98,10 @@ class WorkerState:
         self._idle = asyncio.Event()
         self._idle.set()
         self._solo = asyncio.Lock()
+
+    def running(self) -> int:
+        """Jobs started in this process and not yet settled (prefetched ones waiting for a slot excluded)."""
+        return sum(1 for slot in self.slots.values() if not slot.queued)
 
     def _stop_requested(self) -> bool:
         return self._stop is not None and self._stop.is_set()
