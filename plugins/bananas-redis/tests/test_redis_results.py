@@ -290,6 +290,38 @@ async def test_a_staged_store_is_written_with_the_next_ack_and_before_it(redis_u
             await part.close()
 
 
+async def test_stores_staged_for_one_ack_go_as_one_script_call_and_each_lands_whole(redis_url, prefix) -> None:
+    # Given three leased jobs and a waiter on each result
+    broker = RedisBroker(redis_url, RedisOptions(prefix=prefix))
+    backend = RedisResultBackend(redis_url, {"prefix": prefix, "notify_ttl": "30s"})
+    reader = RedisResultBackend(redis_url, {"prefix": prefix})
+    for part in (broker, backend, reader):
+        await part.connect()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ids = [f"m{i}" for i in range(3)]
+        await broker.enqueue([Envelope(i, "q", b"body", None) for i in ids])
+        deliveries = await broker.fetch(["q"], 3, 0)
+        waiters = [asyncio.create_task(reader.get(i, wait=10)) for i in ids]
+        await asyncio.sleep(0.05)
+        # When their results are staged (different TTLs) and the three are acked together
+        for n, job_id in enumerate(ids):
+            assert backend.stage(job_id, f"v{n}".encode(), 60 * (n + 1), broker) is True
+        evals = client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0)
+        assert await broker.ack_and_fetch(deliveries, ["q"], 0) == ([True] * 3, [])
+        # Then one script call wrote all three, each waiter woke with its value, each key has its own TTL
+        assert client.info("commandstats")["cmdstat_eval"]["calls"] - evals == 1
+        assert await asyncio.gather(*(asyncio.wait_for(w, 5) for w in waiters)) == [b"v0", b"v1", b"v2"]
+        for n, job_id in enumerate(ids):
+            value, notify = result_keys(prefix, job_id)
+            assert 60_000 * (n + 1) - 2_000 < client.pttl(value) <= 60_000 * (n + 1)
+            assert 28_000 < client.pttl(notify) <= 30_000 and client.lrange(notify, 0, -1) == [b"1"]
+    finally:
+        client.close()
+        for part in (broker, backend, reader):
+            await part.close()
+
+
 async def test_redis_keys_share_a_hash_tag_and_carry_ttls(redis_url, prefix) -> None:
     # Given a result stored with a 100 s TTL
     backend = RedisResultBackend(redis_url, {"prefix": prefix, "notify_ttl": "30s"})

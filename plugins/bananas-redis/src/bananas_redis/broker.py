@@ -106,6 +106,7 @@ __all__ = ["HOME_SCRIPT", "SCRIPT", "RedisBroker"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+_B = TypeVar("_B")
 log = logger.bind(component="redis", log_source="bananas_internal")
 """The broker's records (connection lost/back, odd entries) carry ``component=redis`` (docs/OBSERVABILITY.md)."""
 Command = tuple[Any, ...]
@@ -1094,6 +1095,16 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         trip as, and before, this broker's next ``ack`` or ``ack_and_fetch``: a job's result is written before its
         ack, with no round trip of its own. If that call fails, both are lost together and the job runs again."""
         self._staged.append(command)
+
+    def staged_batch(self, kind: Callable[[], _B]) -> _B:
+        """The last staged command if it is a ``kind`` still waiting for the next ack, else a new ``kind()``, staged:
+        a command that grows by one job at a time (the result stores of
+        :class:`~bananas_redis.results.RedisResultBackend`: one script call for every result of the round trip)."""
+        if self._staged and type(self._staged[-1]) is kind:
+            return self._staged[-1]  # type: ignore[return-value]
+        batch = kind()
+        self._staged.append(batch)  # type: ignore[arg-type]
+        return batch
 
     async def renew(self, deliveries: Sequence[Delivery]) -> list[bool]:
         return await self._settle_many("renew", deliveries, [_num(self.options.clock() + self.options.lease)])

@@ -11,7 +11,8 @@ key                                    type    contents
 =====================================  ======  ===============================================================
 
 **Storing** is one small script per job (``SET value PX ttl``, ``DEL notify``, ``RPUSH notify 1``, ``PEXPIRE
-notify``, atomically); the stores of jobs finishing together are written in one round trip.
+notify``, atomically); the stores of jobs finishing together are written in one round trip. Stores staged on the
+worker's broker (``stage``: written with the ack) go as one script call for all the jobs of that ack.
 ``ttl = 0`` stores nothing (and wakes nobody).
 
 **Waiting** first ``GET``s the value (a result stored before the waiter came is found at once), then blocks in
@@ -30,7 +31,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -150,6 +151,46 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1"""
 """One job's store: the value with its TTL, then exactly one completion token with its own TTL (``EVAL``: Redis
 caches the compiled script by its SHA1, and a restarted server needs no ``SCRIPT LOAD``)."""
+
+
+_STORE_MANY_SCRIPT = """for i = 1, #KEYS, 2 do
+    local a = (i - 1) / 2 * 3
+    redis.call('SET', KEYS[i], ARGV[a + 1], 'PX', ARGV[a + 2])
+    redis.call('DEL', KEYS[i + 1])
+    redis.call('RPUSH', KEYS[i + 1], '1')
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[a + 3])
+end
+return #KEYS / 2"""
+"""The stores of several jobs in one call, each exactly as :data:`_STORE_SCRIPT` (KEYS: value, notify per job;
+ARGV: body, ttl ms, notify ttl ms per job). Only on one server (the broker's own, see ``stage``): the keys of
+different jobs sit in different cluster slots."""
+
+
+class _StagedStores(Sequence[Any]):
+    """The result stores staged on a broker for its next ack, as one growing ``EVAL`` of
+    :data:`_STORE_MANY_SCRIPT`: one script call (and one reply) per round trip instead of one per job."""
+
+    __slots__ = ("args", "keys")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, value: str, notify: str, body: bytes, px: int, notify_px: int) -> None:
+        self.keys += (value, notify)
+        self.args += (body, px, notify_px)
+
+    def _command(self) -> tuple[Any, ...]:
+        return ("EVAL", _STORE_MANY_SCRIPT, len(self.keys), *self.keys, *self.args)
+
+    def __len__(self) -> int:
+        return 3 + len(self.keys) + len(self.args)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._command()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._command())
 
 
 def _ms(seconds: float) -> int:
@@ -293,8 +334,8 @@ class RedisResultBackend:
         ttl = self.options.ttl if ttl is None else ttl
         if ttl > 0:
             value, notify = result_keys(self.options.prefix, job_id)
-            broker.stage(("EVAL", _STORE_SCRIPT, 2, value, notify, body, _ms(ttl),
-                          _ms(min(ttl, self.options.notify_ttl))))
+            notify_px = _ms(min(ttl, self.options.notify_ttl))
+            broker.staged_batch(_StagedStores).add(value, notify, body, _ms(ttl), notify_px)
         return True
 
     async def _flush_batch(self) -> None:
