@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_redis_e2e.py [--n 20000] [--lat-n 2000] [--rate 200] [--idle 30] [--aof]
                                                    [--modes thin,default] [--profile DIR] [--parts ...] [--repeat N]
                                                    [--metrics base,off,on --base DIR] [--scrape-every 1]
+                                                   [--handler sync|async] [--concurrency N] [--processes 1,2,4]
 
 Starts its own redis-server on a free loopback port (``bananas_redis.testing.RedisServer``; persistence off like the
 peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, leases and job records on:
@@ -16,6 +17,11 @@ peers' harness, ``--aof`` for ``appendfsync always``) and measures, with acks, l
 * enqueue → start latency p50/p95/p99 of ``--lat-n`` jobs sent at ``--rate``/s to an idle worker;
 * idle worker cost: client commands per second over ``--idle`` seconds with nothing to do, with one queue known and
   again after a job went to ``high`` and to ``low`` (three queues).
+
+``--handler sync`` runs the same jobs as plain ``def`` handlers (a blocking redis-py ``INCR``, as most users write);
+``--concurrency`` sets ``WORKER_CONCURRENCY``; ``--processes 1,2,4`` drains once per worker process count (each
+drain's figures name it), so one run shows how a second and a fourth process scale on this machine. The worker's
+CPU per job counts every process of the worker (supervisor and children); Redis's CPU per job is the server's own.
 
 ``--parts`` picks the measures (``enqueue,drain,latency,idle``); ``--repeat N`` repeats the enqueue figures and the
 drain (each drain with a fresh worker process).
@@ -234,7 +240,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--batch", type=int, default=1_000)
     ap.add_argument("--modes", default="thin,default")
     ap.add_argument("--handler", choices=("async", "sync"), default="async", help="handler kind of the jobs")
-    ap.add_argument("--processes", type=int, default=1, help="bananas worker --processes")
+    ap.add_argument("--processes", default="1",
+                    help="bananas worker --processes; a comma-separated sweep (1,2,4) drains once per count")
     ap.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY (default: the mode's)")
     ap.add_argument("--aof", action="store_true", help="appendonly yes, appendfsync always")
     ap.add_argument("--profile", metavar="DIR", help="py-spy the worker during each drain into DIR")
@@ -247,6 +254,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--scrape-every", type=float, default=1.0, help="seconds between two scrapes with --metrics on")
     ap.add_argument("--types", type=int, default=1, help="job types the jobs are spread over (round-robin)")
     args = ap.parse_args()
+    sweep = [int(n) for n in str(args.processes).split(",")]
 
     binary = os.environ.get("BANANAS_TEST_REDIS_SERVER") or find_redis_servers()[0][1]
     server = RedisServer(binary, appendonly=args.aof).start()
@@ -300,7 +308,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         profiles = [tuple(p.split(":", 1)) if ":" in p else (p, "text") for p in args.logging.split(",")]
 
         def measure(mode: str, *, drain: bool, latency: bool, idle: bool, profile: tuple[str, ...] = (),
-                    metrics: str = "off") -> None:
+                    metrics: str = "off", processes: int = 1) -> None:
             probe.flushdb()
             for _ in range(args.n // args.batch if drain else 0):
                 app.enqueue_many(specs)
@@ -315,7 +323,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                     raise SystemExit("--metrics base needs --base DIR")
                 wenv["PYTHONPATH"] = args.base + os.pathsep + wenv["PYTHONPATH"]
             before = commandstats(probe)
-            worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log"), args.processes).start()
+            worker = WorkerProc(workdir, wenv, os.path.join(workdir, f"worker-{mode}.log"), processes).start()
             scraping = threading.Event()
             scrapes: list[int] = []
             if port:
@@ -324,7 +332,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             try:
                 assert worker.proc is not None
                 if drain:
-                    take_drain(label, worker, before, f", metrics {metrics}" if len(metric_runs) > 1 else "")
+                    variant = f", metrics {metrics}" if len(metric_runs) > 1 else ""
+                    variant += f", {processes} process(es)" if len(sweep) > 1 else ""
+                    take_drain(label, worker, before, variant, processes)
                     if port:
                         rows.append((f"  /metrics scrapes during the drain ({mode})", f"{len(scrapes)} "
                                      f"(last {scrapes[-1] if scrapes else 0} bytes)"))
@@ -339,7 +349,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 scraping.set()
                 worker.stop()
 
-        def take_drain(mode: str, worker: WorkerProc, before: dict[str, int], variant: str = "") -> None:
+        def take_drain(mode: str, worker: WorkerProc, before: dict[str, int], variant: str = "",
+                       processes: int = 1) -> None:
             spy: subprocess.Popen[bytes] | None = None
             assert worker.proc is not None
             try:
@@ -372,7 +383,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 used = delta(commandstats(probe), before)
                 per_job = client_commands(used) / args.n
                 detail = ", ".join(f"{k} {used.get(k, 0) / args.n:.3f}" for k in CLIENT_COMMANDS if used.get(k))
-                rows.append((f"drain, {mode} mode{variant}, {args.handler} handler, {args.processes} process(es)",
+                rows.append((f"drain, {mode} mode{variant}, {args.handler} handler, {processes} process(es)",
                              f"{drain:,.0f} jobs/s"))
                 drains.setdefault(f"{mode} mode{variant}", []).append(drain)
                 cpu.setdefault(f"{mode} mode{variant}", []).append(cpu_per_job)
@@ -431,11 +442,11 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         for mode in args.modes.split(","):
             for run in range(args.repeat if "drain" in parts else 1):
                 last_run = run == args.repeat - 1 or "drain" not in parts
-                runs = [(profile, metrics) for profile in profiles for metrics in metric_runs]
-                for index, (profile, metrics) in enumerate(runs):
+                runs = [(profile, metrics, n) for profile in profiles for metrics in metric_runs for n in sweep]
+                for index, (profile, metrics, n) in enumerate(runs):
                     last = last_run and index == len(runs) - 1
                     measure(mode, drain="drain" in parts, latency=last and "latency" in parts,
-                            idle=last and "idle" in parts, profile=profile, metrics=metrics)
+                            idle=last and "idle" in parts, profile=profile, metrics=metrics, processes=n)
         app.close()
     finally:
         server.cleanup()
