@@ -296,6 +296,34 @@ async def test_a_blocked_fetch_wakes_within_milliseconds(make_broker):
     assert sorted(latencies)[2] < 0.05
 
 
+async def test_a_fetch_woken_by_a_lower_queue_takes_from_it_in_one_call_and_keeps_priority(make_broker, redis_url):
+    consumer = await make_broker()
+    producer = await make_broker()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert await consumer.fetch(["p.high", "p.normal", "p.low"], 2, 0.05) == []  # idle: blocks first
+        # Given a fetch blocked on three queues, When a job arrives in the lowest one
+        waiting = asyncio.create_task(consumer.fetch(["p.high", "p.normal", "p.low"], 2, 5.0))
+        await asyncio.sleep(0.05)
+        def calls() -> int:
+            return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+        before = calls()
+        await producer.enqueue([_env("elsewhere", "p.other")])  # what one enqueue costs alone
+        enqueue_cost = calls() - before
+        before = calls()
+        await producer.enqueue([_env("low-1", "p.low")])
+        got = await asyncio.wait_for(waiting, 5.0)
+        # Then the woken fetch takes it with one script call (the two higher queues were empty when it woke)
+        assert [d.id for d in got] == ["low-1"]
+        assert calls() - before == enqueue_cost + 1
+        # And a take that finds work keeps looking at the higher queues first
+        await producer.enqueue([_env("low-2", "p.low"), _env("high-1", "p.high")])
+        assert [d.id for d in await consumer.fetch(["p.high", "p.normal", "p.low"], 1, 5.0)] == ["high-1"]
+    finally:
+        client.close()
+
+
 async def test_an_idle_fetch_costs_at_most_one_command_per_second(make_broker, redis_url):
     broker = await make_broker()
     await broker.fetch(["x", "y", "z"], 4, 0.05)

@@ -933,11 +933,13 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         return keys
 
     async def _wait(
-        self, queues: tuple[str, ...], deadline: float, job_types: tuple[str, ...] | None = None
+        self, queues: tuple[str, ...], deadline: float, job_types: tuple[str, ...] | None = None,
+        woke_at: list[int] | None = None,
     ) -> bool | str | None:
         """Block until a signal of one of ``queues`` (for ``job_types``) arrives (``True``, or the job type whose
         list it came from) or ``deadline`` (loop time) passes (``None``). A scheduling broker also listens for due
-        tokens: one marks the schedule dirty (``False``)."""
+        tokens: one marks the schedule dirty (``False``). ``woke_at`` gets the index in ``queues`` of the queue
+        whose signal arrived."""
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining < _MIN_BLOCK:
             return None
@@ -958,6 +960,10 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         if watch and key == self._due_key:
             self._due_dirty = True
             return False
+        # BLPOP returns the first non-empty list in the order of ``keys`` (the queues' priority order), so every
+        # queue before the one that woke had no ready job of these types an instant ago: the take starts there.
+        if woke_at is not None:
+            woke_at[0] = next((i for i, q in enumerate(queues) if key.startswith(self._keys(q).tag)), 0)
         woke = typed.get(key)
         return True if woke is None else woke
 
@@ -1012,10 +1018,13 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         # A fetcher whose last call came back empty trusts the signal lists and blocks first: one command per
         # idle fetch. After a hand-out it takes first, which is one round trip while work keeps coming.
         take_first: bool | str = timeout <= 0 or self._hot.get(hot, True)
+        woke_at = [0]  # after a wake-up: the index of the queue that signalled (the take starts there)
         while True:
             if take_first:
                 woke = take_first if isinstance(take_first, str) else None
-                _, got = await self._take(names, limit, (), types, woke)
+                start, woke_at[0] = woke_at[0], 0
+                order = names[start:] if start and not self.options.priority_weights else names
+                _, got = await self._take(order, limit, (), types, woke)
                 if got:
                     self._hot[hot] = True
                     return got
@@ -1024,7 +1033,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 if timeout > 0:
                     self._hot[hot] = False
                 return []
-            signal = await self._work("fetch", lambda: self._wait(names, deadline, types))
+            signal = await self._work("fetch", lambda: self._wait(names, deadline, types, woke_at))
             if signal is None:
                 self._hot[hot] = False
                 return []
