@@ -383,7 +383,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 used = delta(commandstats(probe), before)
                 per_job = client_commands(used) / args.n
                 detail = ", ".join(f"{k} {used.get(k, 0) / args.n:.3f}" for k in CLIENT_COMMANDS if used.get(k))
-                rows.append((f"drain, {mode} mode{variant}, {args.handler} handler, {processes} process(es)",
+                counted = "" if len(sweep) > 1 else f", {processes} process(es)"  # (the variant names it)
+                rows.append((f"drain, {mode} mode{variant}, {args.handler} handler{counted}",
                              f"{drain:,.0f} jobs/s"))
                 drains.setdefault(f"{mode} mode{variant}", []).append(drain)
                 cpu.setdefault(f"{mode} mode{variant}", []).append(cpu_per_job)
