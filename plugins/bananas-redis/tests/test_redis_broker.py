@@ -272,6 +272,38 @@ async def test_weighted_priorities_never_starve_low(make_broker):
     assert taken["high"] > taken["normal"] > taken["low"]
 
 
+async def test_a_fetch_over_several_queues_takes_in_priority_order_up_to_its_limit_in_one_round_trip(
+    make_broker, redis_url, prefix
+):
+    # Given jobs in three queues
+    broker = await make_broker()
+    await broker.enqueue([_env(f"h{i}", "t.high") for i in range(2)] + [_env(f"n{i}", "t.normal") for i in range(3)]
+                         + [_env(f"l{i}", "t.low") for i in range(5)])
+    sent = []
+    send = broker._send
+
+    async def counting(commands):
+        sent.append(len(commands))
+        return await send(commands)
+
+    broker._send = counting
+    queues = ["t.high", "t.normal", "t.low"]
+    # When a fetch asks for 4, then for 10
+    first = await broker.fetch(queues, 4, 0)
+    rest = await broker.fetch(queues, 10, 0)
+    # Then each is one round trip, the first takes the high jobs then the oldest normal ones, and nothing is lost
+    assert [d.id for d in first] == ["h0", "h1", "n0", "n1"]
+    assert [d.id for d in rest] == ["n2", *(f"l{i}" for i in range(5))]
+    assert len(sent) == 2
+    assert await broker.fetch(queues, 10, 0) == []
+    # And the fetches' shared counters are gone
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.keys(f"{prefix}:take-budget:*") == []
+    finally:
+        client.close()
+
+
 async def test_weighted_fetch_falls_through_to_non_empty_queues(make_broker):
     broker = await make_broker(priority_weights={"high": 100, "low": 1})
     await broker.enqueue([_env(f"l{i}", "cpu.low") for i in range(5)])

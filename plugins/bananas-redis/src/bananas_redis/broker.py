@@ -9,8 +9,8 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   script (``home.lua``) keeps each id's home queue, so an id has one live copy across queues.
 * **Batches.** ``enqueue`` sends one script call per queue (plus one home claim per id bucket, for ids the
   producer chose: ids in ``generated_ids`` are fresh uuid4s and claim none) in one round trip;
-  ``fetch`` leases up to ``limit`` jobs per script call; ``ack``, ``renew`` and ``release`` settle a list per queue
-  in one round trip.
+  ``fetch`` leases up to ``limit`` jobs per script call, over all its queues in one round trip on a single server;
+  ``ack``, ``renew`` and ``release`` settle a list per queue in one round trip.
 * **Type-aware queues.** Each queue keeps one ready ZSET per job type (scored by enqueue position) and an index of
   their heads, so ``fetch(..., job_types=...)`` takes the oldest ready jobs of those types, by priority, in one
   script call per queue, never touching another type's job, and an untyped fetch stays exactly FIFO across types.
@@ -55,6 +55,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -260,11 +261,20 @@ def _dispatch(qk: QueueKeys, command: str, *args: Any) -> Command:
     return ("EVALSHA", _SHA, 10, *qk.script_keys, command, qk.job_prefix, *args)
 
 
+def _dispatch_shared(qk: QueueKeys, budget: str, command: str, *args: Any) -> Command:
+    """:func:`_dispatch` with the 11th key of a take that shares its limit with the other takes of one fetch."""
+    return ("EVALSHA", _SHA, 11, *qk.script_keys, budget, command, qk.job_prefix, *args)
+
+
 class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
     """The production broker for ``redis://`` and ``rediss://`` URLs (see the module docstring).
 
     ``RedisBroker(url, options)`` does no I/O; :meth:`connect` opens the pools and loads the scripts.
     """
+
+    _one_server = True
+    """Every key on one server: a fetch over several queues takes from all of them in one round trip (a cluster
+    spreads queues over nodes and takes queue by queue)."""
 
     _KIND = "single"  # the deployment of parse_redis_url this class serves (cluster.py and sentinel.py: theirs)
 
@@ -293,6 +303,8 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         self._watching = 0  # BLPOPs in flight that include the due-signal key
         # Lazy reaper (see reap): per queue, (clock, monotonic) times before which a reap cannot find anything.
         self._reap_due: dict[str, tuple[float, float]] = {}
+        self._budgets = 0  # fetches over several queues so far (each has its own take-budget key, see _take)
+        self._instance = uuid.uuid4().hex[:12]
         self._staged: list[Command] = []  # result stores to send before the next ack (RedisResultBackend.stage)
         self._reap_list: tuple[list[str], float, float] | None = None  # known queues, valid until (clock, mono)
         # enqueue_sync's connections (redis-py's blocking client), shared by every thread that enqueues.
@@ -863,7 +875,9 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         job_types: tuple[str, ...] | None = None,
         woke: str | None = None,
     ) -> tuple[list[Any], list[Delivery]]:
-        """Lease up to ``limit`` jobs, queue by queue in priority order (one round trip per queue looked at).
+        """Lease up to ``limit`` jobs, queue by queue in priority order: on one server in one round trip (the takes
+        share the limit through a counter key, see ``lua/dispatch.lua``), on a cluster one round trip per queue
+        looked at.
         ``head`` commands go first in the first round trip; their replies come back first. ``job_types``: only jobs
         of these types (``None``: every type); ``woke``: the type whose wake-up list woke this fetch (the script
         tops that list up again, see ``lua/dispatch.lua``).
@@ -876,7 +890,25 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         which: tuple[str, ...] = ("*", "") if job_types is None else ("=", "", *job_types)
         if woke is not None:
             which = (which[0], "+" + woke, *which[2:])
-        for queue in self._order(queues):
+        order = self._order(queues)
+        if self._one_server and len(order) > 1:
+            # One round trip for every queue: the takes share the limit through a counter (see lua/dispatch.lua).
+            self._budgets += 1
+            budget = f"{o.prefix}:take-budget:{self._instance}:{self._budgets}"
+            keys = [self._keys(queue) for queue in order]
+
+            def takes() -> list[Command]:
+                now = o.clock()  # built at each attempt (see take below)
+                args = (_num(now), _num(now + o.lease), limit, _ttl(o.dead_ttl), _num(now + o.dead_ttl), *which)
+                return [*head, ("SET", budget, 0, "PX", 60_000),
+                        *(_dispatch_shared(qk, budget, "take", *args) for qk in keys), ("DEL", budget)]
+
+            replies = await self._work("fetch", lambda: self._call(takes()))
+            head_replies = replies[: len(head)]
+            for queue, reply in zip(order, replies[len(head) + 1 : -1], strict=True):
+                await self._handed(queue, reply, out)
+            return head_replies, out
+        for queue in order:
             qk = self._keys(queue)
             want = limit - len(out)
 
@@ -894,27 +926,31 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 head = ()
             else:
                 reply = await self._work("fetch", lambda: self._call1(take()))
-            handed, notes = reply
-            for i in range(0, len(notes), 2):
-                log.warning(
-                    "redis broker {}: ready entry {} of queue {!r} was not handed out: {}",
-                    self,
-                    _str(notes[i]),
-                    queue,
-                    _str(notes[i + 1]),
-                )
-            if handed:
-                number = self._numbers.get(queue)
-                if number is None:
-                    number = await self._work("fetch", lambda queue=queue: self._number(queue))
-                for i in range(0, len(handed), 5):
-                    token = (int(handed[i + 2]) << _TOKEN_BITS) | number
-                    out.append(
-                        Delivery(_str(handed[i]), queue, handed[i + 1], token, int(handed[i + 3]), int(handed[i + 4]))
-                    )
+            await self._handed(queue, reply, out)
             if len(out) >= limit:
                 break
         return head_replies, out
+
+    async def _handed(self, queue: str, reply: Any, out: list[Delivery]) -> None:
+        """The deliveries of one take's ``reply`` appended to ``out``; its notes logged, one warning per entry."""
+        handed, notes = reply
+        for i in range(0, len(notes), 2):
+            log.warning(
+                "redis broker {}: ready entry {} of queue {!r} was not handed out: {}",
+                self,
+                _str(notes[i]),
+                queue,
+                _str(notes[i + 1]),
+            )
+        if handed:
+            number = self._numbers.get(queue)
+            if number is None:
+                number = await self._work("fetch", lambda queue=queue: self._number(queue))
+            for i in range(0, len(handed), 5):
+                token = (int(handed[i + 2]) << _TOKEN_BITS) | number
+                out.append(
+                    Delivery(_str(handed[i]), queue, handed[i + 1], token, int(handed[i + 3]), int(handed[i + 4]))
+                )
 
     def _wait_keys(self, queues: tuple[str, ...], job_types: tuple[str, ...] | None) -> dict[str, str | None]:
         """The wake-up lists a fetch of ``job_types`` (``None``: every type) blocks on, each with the type it

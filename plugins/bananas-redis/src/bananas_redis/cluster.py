@@ -77,6 +77,8 @@ def _retry_later(reply: Any) -> bool:
 class RedisClusterBroker(RedisBroker):
     """The broker for ``redis+cluster://`` and ``rediss+cluster://`` URLs (see the module docstring)."""
 
+    _one_server = False  # queues live on different nodes: takes go queue by queue (RedisBroker._take)
+
     _KIND = "cluster"
 
     def __init__(self, url: str = "redis+cluster://127.0.0.1:6379/", options: BrokerOptions | None = None) -> None:

@@ -36,6 +36,9 @@ key                                  type    contents
 ``bananas:due-signal``               LIST    wake-up tokens (at most 4) for idle schedulers: each delayed enqueue
                                              and retry pushes one after its script; a scheduling worker's idle
                                              ``BLPOP`` also waits on it, so ``move_due`` need not poll
+``bananas:take-budget:<x>:<n>``     STRING  lives within one round trip: the jobs the takes of one fetch over
+                                             several queues handed out so far (``SET`` first, ``DEL`` last, ``PX``
+                                             60 s in case the connection drops); single server only
 ``{bananas:home:<b>}:<id>``         STRING  the queue that holds (or last held) job ``<id>``; ``EXPIRE`` = the
                                              longest retention + 7 days (+ the delay of a delayed job); ``<b>`` =
                                              ``crc32(id) % 16``, so a batch needs one ``home.lua`` call per bucket

@@ -3,6 +3,7 @@ bananas-redis dispatcher: every state transition of one queue, atomically. Redis
 
 Called as  EVALSHA <sha> 10 <ready> <scheduled> <leases> <dead> <seq> <signal> <types> <count> <wake> <head>
            <command> <job-prefix> <now> ...
+(take also as EVALSHA <sha> 11 ... <head> <budget> take ...: see the take command.)
 
 Keys (all of one queue, all under the same hash tag {<prefix>:<queue>}, so one call touches one cluster slot):
 
@@ -63,6 +64,7 @@ hash tag and are never touched here (see keys.py). A fencing token seen by clien
 
 local K_READY, K_SCHED, K_LEASES, K_DEAD, K_SEQ, K_SIGNAL = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_TYPES, K_COUNT, K_WAKE, K_HEAD = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_BUDGET = KEYS[11] -- take only: a counter shared by the takes of one fetch over several queues (see take)
 local cmd = ARGV[1]
 local JOB = ARGV[2]
 local now = ARGV[3]
@@ -330,8 +332,16 @@ elseif cmd == 'take' then
     -- Every entry of a run is examined (HMGET; TYPE only where that is not a ready hash with a body) before anything
     -- is popped or written, and every write below works on a key whose type was checked, so the script cannot fail
     -- half-way and lose popped ids.
-    local lease_until, dead_ttl, dead_expires = ARGV[4], ARGV[6], ARGV[7]
+    -- With an 11th key (a STRING counter outside the queue, one per fetch, on a single server only), the takes of
+    -- one fetch over several queues are sent together in priority order: each takes at most its limit minus what
+    -- the takes before it handed out, and adds what it hands out (a later queue is only looked at if the earlier
+    -- ones did not fill the limit, as with one round trip per queue).
     local want = tonumber(ARGV[5])
+    if K_BUDGET then
+        want = want - (tonumber(redis.call('GET', K_BUDGET)) or 0)
+        if want <= 0 then return { {}, {} } end
+    end
+    local lease_until, dead_ttl, dead_expires = ARGV[4], ARGV[6], ARGV[7]
     local every = ARGV[8] == '*'
     local out, notes = {}, {}
     for _, k in ipairs({ K_LEASES, K_DEAD }) do
@@ -492,6 +502,7 @@ elseif cmd == 'take' then
         if not touched[woke] then sync_type_signal(woke) end
     end
     if count then sync_list(K_WAKE, count) elseif every then sync_wake() end
+    if K_BUDGET and #out > 0 then redis.call('INCRBY', K_BUDGET, #out / 5) end
     return { out, notes }
 
 elseif cmd == 'renew' then
