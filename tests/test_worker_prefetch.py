@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from bananas import Bananas, Status
+from bananas.broker import BrokerOptions
+from bananas.builtin.memory_broker import MemoryBroker
 from bananas.worker.pools import PREFETCH_BELOW
 from bananas.worker_mode import PoolPlan, WorkerPlan
 
@@ -194,3 +196,33 @@ def test_a_pool_of_long_jobs_fetches_only_for_free_slots(make_app, run_worker, w
         peak = max(peak, running(app))
         time.sleep(0.005)
     assert 1 <= peak <= 2
+
+
+def test_a_prefetched_job_whose_lease_was_lost_is_not_started_from_the_stale_lease(
+    make_app, run_worker, wait_for, memory_url
+) -> None:
+    # Given one slot busy and a job prefetched behind it (short lease: the heartbeat renews every 0.2 s)
+    app = make_app(overrides={"worker.prefetch_multiplier": 2, "broker_options": {"lease": 0.6}})
+    gate = threading.Event()
+    starts: list[str] = []
+
+    @app.job("step")
+    def step(tag: str) -> None:
+        starts.append(tag)
+        if tag == "first":
+            gate.wait(10)
+
+    run_worker(app, pool_of(app, 1))
+    warm_up(app)
+    first, second = app.enqueue_many([{"name": "step", "payload": {"tag": tag}} for tag in ("first", "second")])
+    wait_for(lambda: running(app) == 2)
+    # When another worker's reaper recovers both leases (as if this worker had stopped renewing them)
+    later = MemoryBroker(memory_url, BrokerOptions(clock=lambda: time.time() + 100))
+    assert app.run_sync(later.reap) == 2
+    time.sleep(0.6)  # the heartbeat's next renewal finds both leases lost
+    gate.set()
+    # Then the prefetched job is not started on its lost lease: it runs once, from a new delivery
+    second.result(timeout=10)
+    wait_for(lambda: app.get_job(second.id).status is Status.COMPLETED)
+    assert starts.count("second") == 1
+    assert record(app, second.id).deliveries == 2

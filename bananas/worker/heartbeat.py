@@ -160,5 +160,10 @@ class _Heartbeat:
             slot = slots.get(delivery.id)
             if slot is None or slot.delivery is not delivery or slot.done or slot.settling:
                 continue
+            if slot.queued:
+                slot.lost = True  # its pool drops it instead of starting it
+                self.worker.log.warning("lease of prefetched job {job_id} was lost before it started; it is not "
+                                        "started here", job_id=delivery.id)
+                continue
             self.worker.log.warning("lease of job {job_id} was lost while it runs here; another worker may run it "
                                     "too", job_id=delivery.id)

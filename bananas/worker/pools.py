@@ -107,6 +107,7 @@ class Pools:
                 if stop.is_set():
                     break
                 if self.state._paused or (self.state._heartbeat is not None and not self.state._heartbeat.healthy()):
+                    await give_back()  # their leases cannot be renewed either: another worker may take them
                     await self._pause_while_unhealthy()
                     continue
                 if self.state._isolating or (self.state._solo is not None and self.state._solo.locked()):
@@ -115,6 +116,9 @@ class Pools:
                     continue
                 while waiting and in_use < pool.concurrency:
                     slot = waiting.popleft()
+                    if slot.lost:  # the heartbeat could not renew its lease: it may run elsewhere already
+                        state.slots.pop(slot.delivery.id, None)
+                        continue
                     await free.acquire()  # a slot is free: does not wait
                     start(slot.delivery, slot=slot)
                 depth = prefetch if mean is not None and mean < PREFETCH_BELOW else 0

@@ -48,6 +48,7 @@ class _Slot:
     solo: bool = False  # a job recovered from a dead worker, running alone in this process
     cancelled: bool = False  # the job has a cancel request (the heartbeat saw it; see request_cancel)
     queued: bool = False  # prefetched: leased, waiting in this process for a free slot (see bananas.worker.pools)
+    lost: bool = False  # prefetched, and the broker said its lease was lost: never started here
     scope: Any = None  # the JobContext its handler sees (current_job()), once it runs
     stop: Callable[[], Any] | None = None  # stops the running handler (its task's cancel), only while it runs
 
