@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from bananas.broker import Envelope
 from bananas.errors import SerializationError
 from bananas.headers import DEFAULTED_RETRIES_HEADER, EXPIRES_HEADER, expiry_time
-from bananas.job import Job, Priority, Status, new_job_ids
+from bananas.job import Job, Priority, Status, new_job_id, new_job_ids
 from bananas.job import _headers as _job_headers
 from bananas.job import _payload as _job_payload
 from bananas.job import _timeout as _job_timeout
@@ -134,7 +134,7 @@ def build_all(app: Bananas, jobs: Sequence[Mapping[str, Any]]) -> tuple[list[Job
     built_jobs: list[Job] = []
     envelopes: list[Envelope] = []
     generated: set[str] = set()
-    make_id = new_job_ids(len(jobs)).__next__
+    make_id = new_job_id if len(jobs) == 1 else new_job_ids(len(jobs)).__next__
     add_job, add_env, add_id = built_jobs.append, envelopes.append, generated.add
     for spec in jobs:
         job, env, fresh = build_job(app, now, make_id, **spec)

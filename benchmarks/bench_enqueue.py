@@ -1,7 +1,7 @@
 """Producer figures on a local Redis (printed, never asserted): issue 17 point 4.
 
     .venv/bin/python benchmarks/bench_enqueue.py [--n 10000] [--batches 30] [--batch 1000] [--repeat 3]
-                                                 [--spin 0,50,200] [--url redis://...]
+                                                 [--spin 0,50,200] [--url redis://...] [--serializer orjson]
 
 Starts its own redis-server on a free loopback port (``bananas_redis.testing.RedisServer``) unless ``--url`` names
 one, and measures, one producer thread, with the Redis broker's defaults (home keys, job records):
@@ -90,9 +90,12 @@ def _row(label: str, jobs: int, r: redis.Redis, run: Callable[[], None], counter
     return row
 
 
+_SERIALIZER: str | None = None  # --serializer
+
+
 def _app(url: str, spin: int | None) -> Bananas:
     overrides = {"broker_options": {"reply_spin_us": spin}} if spin is not None else None
-    return Bananas(broker=url, overrides=overrides)
+    return Bananas(broker=url, overrides=overrides, serializer=_SERIALIZER)
 
 
 def main() -> None:
@@ -104,7 +107,10 @@ def main() -> None:
     parser.add_argument("--spin", default="", help="reply_spin_us values to compare, e.g. 0,50,200")
     parser.add_argument("--url", default="", help="an existing Redis (else one is started)")
     parser.add_argument("--parts", default="single,async,many")
+    parser.add_argument("--serializer", default=None, help="e.g. orjson (BANANAS_LOAD_PLUGINS must load bananas-json)")
     args = parser.parse_args()
+    global _SERIALIZER
+    _SERIALIZER = args.serializer
     parts = set(args.parts.split(","))
 
     server = None if args.url else RedisServer(find_redis_servers()[0][1]).start()

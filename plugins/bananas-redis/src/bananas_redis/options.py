@@ -10,7 +10,7 @@ from bananas.plugin_api import BrokerOptions
 
 __all__ = ["DEFAULT_SPIN_US", "MAX_SPIN_US", "RedisOptions"]
 
-DEFAULT_SPIN_US = 200
+DEFAULT_SPIN_US = 100
 """``reply_spin_us`` default, chosen by measurement (docs/PERFORMANCE.md, "Producers")."""
 MAX_SPIN_US = 10_000
 
