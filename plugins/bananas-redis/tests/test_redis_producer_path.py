@@ -242,3 +242,28 @@ def test_reply_spin_us_is_validated(value):
 def test_a_bad_reply_spin_us_in_the_config_names_the_table(redis_url):
     with pytest.raises(ConfigError, match=r"broker_options.*reply_spin_us"):
         Bananas(broker=redis_url, overrides={"broker_options": {"reply_spin_us": -5}}, env=PLUGINS)
+
+
+async def test_a_reply_that_does_not_come_within_the_timeout_is_broker_unavailable(redis_server, prefix):
+    # Given a producer with a short timeout whose lane is up
+    server = RedisServer(redis_server.binary).start()
+    broker = RedisBroker(server.url, RedisOptions(prefix=prefix, timeout=0.3, reply_spin_us=50))
+    try:
+        await broker.connect()
+        await asyncio.to_thread(broker.enqueue_sync, [_env("warm")])
+        admin = redis.Redis.from_url(server.url)
+        admin.execute_command("CLIENT", "PAUSE", 2000, "WRITE")  # the script call waits in the server
+        admin.close()
+
+        # When the reply takes longer than the timeout
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable) as info:
+            await asyncio.to_thread(broker.enqueue_sync, [_env("late")])
+
+        # Then the call gives up after about the timeout, in one line, and drops the connection (out of sync)
+        assert time.monotonic() - started < 1.5
+        assert "no reply within 0.3s" in str(info.value) and "\n" not in str(info.value)
+        assert not broker._sync_fast
+    finally:
+        await broker.close()
+        server.cleanup()

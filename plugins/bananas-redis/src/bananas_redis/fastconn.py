@@ -126,11 +126,15 @@ class FastLane:
                     except BlockingIOError:
                         pass
             if got < 0:
-                if not self._poll.poll(self.timeout * 1000.0):
-                    raise RedisTimeoutError(f"Timeout reading from {self._where}")
-                got = sock.recv_into(buf)
-        except BlockingIOError as exc:  # poll said readable, recv found nothing: treat as the socket failing
-            raise RedisConnectionError(f"Error while reading from {self._where} : {exc.args}") from exc
+                deadline = time.monotonic() + self.timeout
+                while got < 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._poll.poll(left * 1000.0):
+                        raise RedisTimeoutError(f"Timeout reading from {self._where}")
+                    try:
+                        got = sock.recv_into(buf)
+                    except BlockingIOError:  # a spurious wake-up: wait again, within the same timeout
+                        pass
         except OSError as exc:
             raise RedisConnectionError(f"Error while reading from {self._where} : {exc.args}") from exc
         if got == 0:
