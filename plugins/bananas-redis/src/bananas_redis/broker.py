@@ -25,8 +25,9 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   lost with a fetcher that died between its ``BLPOP`` and its take (within ``lease + reaper_interval``: the
   reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` cannot span slots: the cluster
   broker (:mod:`bananas_redis.cluster`) blocks with one ``BLPOP`` per queue instead (it overrides ``_blpop``).
-* **Optional capabilities** (see :mod:`bananas.broker`): ``enqueue_sync`` (redis-py's blocking client, same
-  commands, for ``app.enqueue``), ``enqueue_with_hints``, ``ack_and_fetch`` (acks pipelined with the next take) and
+* **Optional capabilities** (see :mod:`bananas.broker`): ``enqueue_sync`` (blocking connections, same commands,
+  for ``app.enqueue``; on plain ``redis://`` the round trips are :mod:`bananas_redis.fastconn`'s),
+  ``enqueue_with_hints``, ``ack_and_fetch`` (acks pipelined with the next take) and
   ``schedules`` (the scheduler's leader lease and periodic-job guard, in :mod:`bananas_redis.schedules`).
 * **Fencing tokens** are ``(per-queue counter << 16) | queue number`` (the number comes from the queue registry),
   so they are unique across queues while each script only touches its own queue's counter.
