@@ -1,10 +1,11 @@
 """The producer's hot path: a job and its envelope from ``app.enqueue`` / ``app.enqueue_many`` arguments.
 
-Split out of :mod:`bananas.app`. :func:`build_job` validates every user-supplied value with the job model's own
+Split out of :mod:`bananas.app`. :func:`assemble_job` validates every user-supplied value with the job model's own
 converters and validators, then assembles the job without running them again (the other fields are values made
-here) and encodes its dict directly. :func:`build_all` does a batch: the clock is read once per call (every job of
-one ``enqueue_many`` has the same ``created_at``; a ``delay`` counts from it) and the ids come from one
-``os.urandom`` call (:func:`bananas.job.new_job_ids`) instead of one per job.
+here); :func:`build_job` encodes it too. :func:`build_all` does a batch: the clock is read once per call (every job
+of one ``enqueue_many`` has the same ``created_at``; a ``delay`` counts from it), the ids come from one
+``os.urandom`` call (:func:`bananas.job.new_job_ids`) instead of one per job, and the bodies from one
+:meth:`~bananas.serializer.JobCodec.encode_many` call, which lets the serializer write what the jobs share once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bananas.values import explain
 if TYPE_CHECKING:
     from bananas.app import Bananas
 
-__all__ = ["build_all", "build_job"]
+__all__ = ["assemble_job", "build_all", "build_job"]
 
 _set = object.__setattr__
 """Write a field of a ``Job`` without its attrs converters/validators (only values already checked or made here)."""
@@ -36,7 +37,15 @@ _new = Job.__new__
 _PENDING, _SCHEDULED, _NORMAL = Status.PENDING, Status.SCHEDULED, Priority.NORMAL
 
 
-def build_job(  # noqa: PLR0912, PLR0913 - the producer's hot path, kept in one frame
+def build_job(app: Bananas, now: float, make_id: Callable[[], str], name: str, *args: Any,
+              **kwargs: Any) -> tuple[Job, Envelope, bool]:
+    """:meth:`Bananas.build` at ``now``, plus whether the id was generated here (by ``make_id``: a fresh uuid4 that
+    no broker has seen)."""
+    job, eta, fresh = assemble_job(app, now, make_id, name, *args, **kwargs)
+    return job, _envelope(app, job, _encode(app, job), eta), fresh
+
+
+def assemble_job(  # noqa: PLR0912, PLR0913 - the producer's hot path, kept in one frame
     app: Bananas,
     now: float,
     make_id: Callable[[], str],
@@ -51,9 +60,9 @@ def build_job(  # noqa: PLR0912, PLR0913 - the producer's hot path, kept in one 
     headers: Mapping[str, str] | None = None,
     result_ttl: str | float | None = None,
     expires: str | float | datetime | timedelta | None = None,
-) -> tuple[Job, Envelope, bool]:
-    """:meth:`Bananas.build` at ``now``, plus whether the id was generated here (by ``make_id``: a fresh uuid4 that
-    no broker has seen)."""
+) -> tuple[Job, float | None, bool]:
+    """The job of :meth:`Bananas.build`'s arguments at ``now``, validated and routed but not encoded; its eta (when
+    scheduled) and whether the id was generated here."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a non-empty string, got {name!r}")
     handler = app.handlers.get(name)
@@ -113,33 +122,48 @@ def build_job(  # noqa: PLR0912, PLR0913 - the producer's hot path, kept in one 
     _set(job, "scheduled_at", eta if scheduled else None)
     _set(job, "started_at", None)
     _set(job, "finished_at", None)
-    queue = app.router.route(job)
-    _set(job, "queue", queue)
+    _set(job, "queue", app.router.route(job))
+    return job, eta if scheduled else None, fresh
+
+
+def _encode(app: Bananas, job: Job) -> bytes:
     try:
-        body = app.codec.encode(job)
+        return app.codec.encode(job)
     except SerializationError as exc:  # restated with the path of the payload value at fault, when found
         raise explain(exc, job.payload, "payload") from exc
+
+
+def _envelope(app: Bananas, job: Job, body: bytes, eta: float | None) -> Envelope:
     if len(body) > app._max_payload:
         raise SerializationError(
-            f"job {name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {app._max_payload}",
-            job_id=job_id,
+            f"job {job.name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {app._max_payload}",
+            job_id=job.id,
         )
-    return job, Envelope(job_id, queue, body, eta if scheduled else None, name), fresh
+    return Envelope(job.id, job.queue, body, eta, job.name)  # type: ignore[arg-type]
 
 
 def build_all(app: Bananas, jobs: Sequence[Mapping[str, Any]]) -> tuple[list[Job], list[Envelope], set[str]]:
-    """:func:`build_job` for each mapping of ``jobs`` (keyword arguments of :meth:`Bananas.build`), at one time and
-    with ids drawn in one go; returns the jobs, their envelopes and the ids generated here."""
+    """:func:`build_job` for each mapping of ``jobs`` (keyword arguments of :meth:`Bananas.build`), at one time,
+    with ids drawn in one go and the bodies encoded in one call (:meth:`~bananas.serializer.JobCodec.encode_many`);
+    returns the jobs, their envelopes and the ids generated here. The first job at fault raises, as if each job had
+    been built whole in turn."""
     now = time.time()
-    built_jobs: list[Job] = []
-    envelopes: list[Envelope] = []
-    generated: set[str] = set()
-    make_id = new_job_id if len(jobs) == 1 else new_job_ids(len(jobs)).__next__
-    add_job, add_env, add_id = built_jobs.append, envelopes.append, generated.add
-    for spec in jobs:
-        job, env, fresh = build_job(app, now, make_id, **spec)
-        add_job(job)
-        add_env(env)
-        if fresh:
-            add_id(env.id)
-    return built_jobs, envelopes, generated
+    if len(jobs) == 1:
+        job, env, fresh = build_job(app, now, new_job_id, **jobs[0])
+        return [job], [env], {job.id} if fresh else set()
+    make_id = new_job_ids(len(jobs)).__next__
+    assembled: list[tuple[Job, float | None, bool]] = []
+    try:
+        for spec in jobs:
+            assembled.append(assemble_job(app, now, make_id, **spec))
+    except Exception:
+        for job, eta, _ in assembled:  # an earlier job's encoding error comes first
+            _envelope(app, job, _encode(app, job), eta)
+        raise
+    built = [job for job, _, _ in assembled]
+    try:
+        bodies = app.codec.encode_many(built)
+        envelopes = [_envelope(app, job, body, eta) for (job, eta, _), body in zip(assembled, bodies, strict=True)]
+    except SerializationError:  # the first job at fault, with its payload path, in order
+        envelopes = [_envelope(app, job, _encode(app, job), eta) for job, eta, _ in assembled]
+    return built, envelopes, {job.id for job, _, fresh in assembled if fresh}

@@ -98,3 +98,31 @@ def test_a_built_body_decodes_to_the_job():
     job, envelope = app.build("a", {"when": datetime.fromisoformat("2026-01-01T00:00:00+00:00"), "n": 1.5})
     assert app.codec.decode(envelope.body) == job
     assert json.loads(envelope.body[envelope.body.index(b"{"):])["payload"]["n"] == 1.5
+
+
+@settings(max_examples=150)
+@given(st.lists(st.one_of(payloads, typed_payloads), min_size=2, max_size=6),
+       st.lists(st.sampled_from(["a", "b"]), min_size=6, max_size=6))
+def test_a_batch_encodes_to_the_bytes_of_each_job(payloads_, names):
+    # Given jobs of one enqueue_many call (shared fields, varying payloads and names)
+    app = Bananas(broker=fresh_memory_url(), entrypoints=False)
+    specs = [{"name": names[i], "payload": p} for i, p in enumerate(payloads_)]
+    jobs, envelopes, _ = app._build_all(specs)
+    # Then each body is what encoding the job alone writes, and decodes to that job
+    assert [e.body for e in envelopes] == [app.codec.encode(job) for job in jobs]
+    decoded = [app.codec.decode(e.body) for e in envelopes]
+    assert [(j.id, j.name) for j in decoded] == [(j.id, j.name) for j in jobs]
+
+
+def test_a_batch_raises_for_the_first_job_at_fault_in_order():
+    app = Bananas(broker=fresh_memory_url(), entrypoints=False, overrides={"max_payload_bytes": 2000})
+    naive = datetime(2026, 1, 1)
+    # an encoding error (job 1) comes before a validation error (job 2)
+    with pytest.raises(SerializationError, match=r"^payload field 'when' is a naive datetime"):
+        app._build_all([{"name": "a"}, {"name": "a", "payload": {"when": naive}}, {"name": "a", "priority": "bogus"}])
+    # a validation error (job 1) before an encoding error (job 2)
+    with pytest.raises(ValueError, match="priority"):
+        app._build_all([{"name": "a"}, {"name": "a", "priority": "bogus"}, {"name": "a", "payload": {"when": naive}}])
+    # a body too big (job 0) before an encoding error (job 1)
+    with pytest.raises(SerializationError, match="max_payload_bytes"):
+        app._build_all([{"name": "a", "payload": {"x": "y" * 3000}}, {"name": "a", "payload": {"when": naive}}])

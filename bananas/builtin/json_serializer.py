@@ -10,18 +10,20 @@ runs first and refuses any other type. A refused body is written again with :cla
 takes the exact path, :func:`to_json`, which escapes such dicts.
 
 Speed: the C encoder is built once (``json.JSONEncoder.encode`` builds one per call: about a fifth of a job's
-encoding time). Any failure on that fast path (a value JSON lacks, NaN, a cycle) is retried on the plain one, so
-the bytes and the errors are exactly what they were (a test checks the bytes).
+encoding time), and :meth:`JsonSerializer.dumps_many` (``enqueue_many``) writes what a batch's jobs share once
+(:mod:`bananas.builtin.json_rows`). Any failure on these fast paths (a value JSON lacks, NaN, a cycle) is retried
+on the plain one, so the bytes and the errors are exactly what they were (tests compare the bytes).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NoReturn
 
+from bananas.builtin.json_rows import RowEncoder
 from bananas.errors import SerializationError
 from bananas.hookspecs import hookimpl
 from bananas.registry import Register
@@ -79,6 +81,19 @@ class JsonSerializer:
                 if not may_hold_tags(text):
                     return text.encode("utf-8")
         return self._dumps(data)
+
+    def dumps_many(self, datas: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        """:meth:`dumps` of each mapping, byte for byte (raising what :meth:`dumps` raises for the first that fails),
+        writing the fields a batch's mappings share once (:class:`~bananas.builtin.json_rows.RowEncoder`)."""
+        fast = self._fast
+        if fast is None:  # pragma: no cover - CPython always has the C encoder
+            return [self.dumps(data) for data in datas]
+        rows = RowEncoder(fast)
+        out: list[bytes] = []
+        for data in datas:
+            text = rows.encode(data)
+            out.append(self.dumps(data) if text is None or may_hold_tags(text) else text.encode("utf-8"))
+        return out
 
     def _dumps(self, data: Mapping[str, Any]) -> bytes:
         try:
