@@ -11,8 +11,9 @@ connection adds its own wrappers on top (131 us of CPU per ``PING``).
 ``send`` on the now non-blocking socket, and the replies are read with a :class:`hiredis.Reader` that raises
 redis-py's own exception classes (``NOSCRIPT`` is a :class:`~redis.exceptions.NoScriptError`, ``OOM`` an
 :class:`~redis.exceptions.OutOfMemoryError`, ...). Waiting for the reply polls the socket for up to ``spin_us``
-microseconds (``[broker_options] reply_spin_us``: the CPU it may spend per round trip), then blocks in ``poll``
-until ``timeout``. Socket failures become the errors redis-py raises for them (``ConnectionError``,
+microseconds (``[broker_options] reply_spin_us``: the CPU it may spend per round trip; 0 by default, since on
+cores shared with Redis the spin takes CPU Redis needs), then blocks in ``poll`` until ``timeout``. Socket
+failures become the errors redis-py raises for them (``ConnectionError``,
 ``TimeoutError``), so the broker's error handling (:mod:`bananas_redis.errors`) sees exactly what it saw before.
 
 It applies to plain TCP and Unix-socket connections speaking RESP2; TLS, RESP3, Sentinel and Cluster keep redis-py's

@@ -10,8 +10,9 @@ from bananas.plugin_api import BrokerOptions
 
 __all__ = ["DEFAULT_SPIN_US", "MAX_SPIN_US", "RedisOptions"]
 
-DEFAULT_SPIN_US = 100
-"""``reply_spin_us`` default, chosen by measurement (docs/PERFORMANCE.md, "Producers")."""
+DEFAULT_SPIN_US = 0
+"""``reply_spin_us`` default: no spin. Measured on 2 cores shared with Redis, spinning did not pay (docs/PERFORMANCE.md,
+"Producers")."""
 MAX_SPIN_US = 10_000
 
 
@@ -88,10 +89,11 @@ class RedisOptions(BrokerOptions):
             skips the home keys of explicit ids too but only keeps them unique within a queue; safe when an id
             always goes to the same queue (the router is a pure function of the job).
         reply_spin_us: Microseconds a blocking producer call (``app.enqueue``, ``app.enqueue_many``) polls its socket
-            for Redis's reply before it sleeps in ``poll`` (0 to 10,000; 0: never spin). A reply that arrives within
-            the spin is read without a thread wake-up, which on small VMs costs more than Redis's own work; the
-            price is up to this much CPU per round trip of a producer thread. Plain ``redis://`` connections with
-            ``protocol = 2`` only (:mod:`bananas_redis.fastconn`); TLS, RESP3, Sentinel and Cluster ignore it.
+            for Redis's reply before it sleeps in ``poll`` (0 to 10,000; 0, the default: never spin). A reply that
+            arrives within the spin is read without a thread wake-up; the price is up to this much CPU per round trip
+            of a producer thread, and on cores shared with Redis the spin takes CPU Redis needs (measured in
+            docs/PERFORMANCE.md, "Producers"). Plain ``redis://`` connections with ``protocol = 2`` only
+            (:mod:`bananas_redis.fastconn`); TLS, RESP3, Sentinel and Cluster ignore it.
     """
 
     prefix: str = attrs.field(default="bananas", validator=_prefix)
