@@ -33,7 +33,7 @@ def _old_dumps(data: Any) -> bytes:
     return JsonSerializer()._dumps(data)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(payloads, typed_payloads, st.dictionaries(st.text(), json_values)))
 def test_json_fast_path_writes_the_same_bytes(data):
     assert JsonSerializer().dumps(data) == _old_dumps(data)
@@ -100,7 +100,7 @@ def test_a_built_body_decodes_to_the_job():
     assert json.loads(envelope.body[envelope.body.index(b"{"):])["payload"]["n"] == 1.5
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(payloads, typed_payloads), min_size=2, max_size=6),
        st.lists(st.sampled_from(["a", "b"]), min_size=6, max_size=6))
 def test_a_batch_encodes_to_the_bytes_of_each_job(payloads_, names):
