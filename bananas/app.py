@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from bananas._manager import Plugins, load_plugins
+from bananas.app_build import build_all, build_job
 from bananas.app_inspect import Inspecting
 from bananas.app_worker import worker_context
 from bananas.broker import (
@@ -25,21 +26,16 @@ from bananas.broker import (
 from bananas.config import Schema, Settings, read_sources
 from bananas.config_options import plugin_options
 from bananas.control import Backoff
-from bananas.errors import ConfigError, SerializationError, UsageError
+from bananas.errors import ConfigError, UsageError
 from bananas.handle import JobHandle
 from bananas.handlers import HandlerSpec
-from bananas.headers import DEFAULTED_RETRIES_HEADER, EXPIRES_HEADER, expiry_time
-from bananas.job import Job, Priority, Status, new_job_id
-from bananas.job import _headers as _job_headers
-from bananas.job import _payload as _job_payload
-from bananas.job import _timeout as _job_timeout
+from bananas.headers import DEFAULTED_RETRIES_HEADER
+from bananas.job import Job, Priority, new_job_id
 from bananas.periodic import PeriodicTable, Schedule
-from bananas.result_backend import RESULT_TTL_HEADER, ResultBackend, choose_result_backend, result_ttl_header
+from bananas.result_backend import ResultBackend, choose_result_backend
 from bananas.router import Router
 from bananas.serializer import JobCodec
 from bananas.task import Task, register
-from bananas.units import parse_duration
-from bananas.values import explain
 from bananas.worker import Worker, WorkerContext
 
 if TYPE_CHECKING:
@@ -267,110 +263,12 @@ class Bananas(Inspecting):
         return self._build(name, payload, priority, delay, at, max_retries, timeout, job_id, headers, result_ttl,
                            expires)[:2]
 
-    def _build(  # noqa: PLR0912, PLR0913 - the producer's hot path, kept in one frame
-        self,
-        name: str,
-        payload: Mapping[str, Any] | None = None,
-        priority: str | Priority | None = None,
-        delay: str | float | None = None,
-        at: datetime | float | None = None,
-        max_retries: int | None = None,
-        timeout: str | float | None = None,
-        job_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        result_ttl: str | float | None = None,
-        expires: str | float | datetime | timedelta | None = None,
-    ) -> tuple[Job, Envelope, bool]:
-        """:meth:`build`, plus whether the id was generated here (a fresh uuid4 that no broker has seen).
-
-        Every user-supplied value goes through the job model's own converters and validators; the job itself is then
-        assembled without re-running them (the remaining fields are values this method produced), and its dict is
-        encoded directly instead of going through ``attrs.asdict``.
-        """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name: expected a non-empty string, got {name!r}")
-        handler = self.handlers.get(name)
-        now = time.time()
-        eta: float | None = None
-        if delay is not None and at is not None:
-            raise ValueError("delay/at: give one of them, not both")
-        if delay is not None:
-            try:
-                eta = now + parse_duration(delay)
-            except ValueError as exc:
-                raise ValueError(f"delay: {exc}") from None
-        elif at is not None:
-            eta = at.timestamp() if isinstance(at, datetime) else float(at)
-        hdrs = _job_headers(headers if isinstance(headers, Mapping) else dict(headers or {})) if headers else {}
-        if result_ttl is not None:
-            hdrs[RESULT_TTL_HEADER] = result_ttl_header(result_ttl)
-        if expires is not None:
-            hdrs[EXPIRES_HEADER] = repr(expiry_time(expires, now, eta))
-        if max_retries is None:
-            if handler is not None and handler.max_retries is not None:
-                max_retries = handler.max_retries
-            else:
-                max_retries = self._default_retries
-                if handler is None:  # a producer without the handler: the worker's handler default wins
-                    hdrs[DEFAULTED_RETRIES_HEADER] = "1"
-        elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries: expected a non-negative integer, got {max_retries!r}")
-        if priority:
-            prio = Priority.parse(priority)
-        else:
-            prio = handler.priority if handler is not None and handler.priority else Priority.NORMAL
-        if timeout is not None:
-            seconds = _job_timeout(timeout)
-        else:
-            seconds = handler.timeout if handler is not None else None
-        fresh = job_id is None
-        if fresh:
-            job_id = new_job_id()
-        elif not isinstance(job_id, str) or not job_id:
-            raise ValueError(f"id: expected a non-empty string, got {job_id!r}")
-        scheduled = eta is not None and eta > now
-        job = Job.__new__(Job)
-        _set(job, "name", name)
-        _set(job, "payload", _job_payload(payload) if payload is not None else {})
-        _set(job, "id", job_id)
-        _set(job, "priority", prio)
-        _set(job, "status", Status.SCHEDULED if scheduled else Status.PENDING)
-        _set(job, "attempts", 0)
-        _set(job, "max_retries", max_retries)
-        _set(job, "timeout", seconds)
-        _set(job, "queue", None)
-        _set(job, "last_error", None)
-        _set(job, "traceback", None)
-        _set(job, "headers", hdrs)
-        _set(job, "created_at", now)
-        _set(job, "enqueued_at", now)
-        _set(job, "scheduled_at", eta if scheduled else None)
-        _set(job, "started_at", None)
-        _set(job, "finished_at", None)
-        queue = self.router.route(job)
-        _set(job, "queue", queue)
-        try:
-            body = self.codec.encode(job)
-        except SerializationError as exc:  # restated with the path of the payload value at fault, when found
-            raise explain(exc, job.payload, "payload") from exc
-        if len(body) > self._max_payload:
-            raise SerializationError(
-                f"job {name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {self._max_payload}",
-                job_id=job_id,
-            )
-        return job, Envelope(job_id, queue, body, eta if scheduled else None, name), fresh
+    def _build(self, name: str, payload: Mapping[str, Any] | None = None, *args: Any) -> tuple[Job, Envelope, bool]:
+        """:meth:`build`, plus whether the id was generated here (see :func:`bananas.app_build.build_job`)."""
+        return build_job(self, time.time(), new_job_id, name, payload, *args)
 
     def _build_all(self, jobs: Sequence[Mapping[str, Any]]) -> tuple[list[Job], list[Envelope], set[str]]:
-        built_jobs: list[Job] = []
-        envelopes: list[Envelope] = []
-        generated: set[str] = set()
-        for spec in jobs:
-            job, env, fresh = self._build(**spec)
-            built_jobs.append(job)
-            envelopes.append(env)
-            if fresh:
-                generated.add(job.id)
-        return built_jobs, envelopes, generated
+        return build_all(self, jobs)
 
     def _enqueued(self, jobs: list[Job], existing: Mapping[int, Job | None] | None = None) -> list[JobHandle]:
         """Handles of the jobs sent; ``existing`` (by index) are explicit ids that were live already: nothing was

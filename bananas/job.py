@@ -13,14 +13,14 @@ import enum
 import linecache
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
 from bananas.units import parse_duration
 
-__all__ = ["JOB_FIELDS", "REQUIRED_FIELDS", "Job", "JobField", "Priority", "Status", "new_job_id"]
+__all__ = ["JOB_FIELDS", "REQUIRED_FIELDS", "Job", "JobField", "Priority", "Status", "new_job_id", "new_job_ids"]
 
 
 class Priority(enum.StrEnum):
@@ -80,6 +80,23 @@ def new_job_id() -> str:
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     return raw.hex()
+
+
+_V4 = bytes((b & 0x0F) | 0x40 for b in range(256))  # byte 6 of a uuid4: version 4
+_RFC4122 = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: the RFC 4122 variant
+
+
+def new_job_ids(count: int) -> Iterator[str]:
+    """:func:`new_job_id` ``count`` times from one ``os.urandom`` call (a batch's ids), then one call per id."""
+    if count > 0:
+        raw = bytearray(os.urandom(16 * count))
+        raw[6::16] = raw[6::16].translate(_V4)
+        raw[8::16] = raw[8::16].translate(_RFC4122)
+        text = raw.hex()
+        for i in range(0, 32 * count, 32):
+            yield text[i : i + 32]
+    while True:
+        yield new_job_id()
 
 
 _set = object.__setattr__

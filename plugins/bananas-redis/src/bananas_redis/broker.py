@@ -25,8 +25,9 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   lost with a fetcher that died between its ``BLPOP`` and its take (within ``lease + reaper_interval``: the
   reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` cannot span slots: the cluster
   broker (:mod:`bananas_redis.cluster`) blocks with one ``BLPOP`` per queue instead (it overrides ``_blpop``).
-* **Optional capabilities** (see :mod:`bananas.broker`): ``enqueue_sync`` (redis-py's blocking client, same
-  commands, for ``app.enqueue``), ``enqueue_with_hints``, ``ack_and_fetch`` (acks pipelined with the next take) and
+* **Optional capabilities** (see :mod:`bananas.broker`): ``enqueue_sync`` (blocking connections, same commands,
+  for ``app.enqueue``; on plain ``redis://`` the round trips are :mod:`bananas_redis.fastconn`'s),
+  ``enqueue_with_hints``, ``ack_and_fetch`` (acks pipelined with the next take) and
   ``schedules`` (the scheduler's leader lease and periodic-job guard, in :mod:`bananas_redis.schedules`).
 * **Fencing tokens** are ``(per-queue counter << 16) | queue number`` (the number comes from the queue registry),
   so they are unique across queues while each script only touches its own queue's counter.
@@ -50,6 +51,7 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import re
@@ -96,6 +98,7 @@ from bananas.plugin_api import (
 )
 from bananas_redis.control import RedisControl
 from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
+from bananas_redis.fastconn import FastLane, fast_lane
 from bananas_redis.keys import QueueKeys, due_signal_key, home_key, queue_keys, queue_seq_key, registry_key
 from bananas_redis.options import RedisOptions
 from bananas_redis.progress import RedisProgress
@@ -144,6 +147,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _first_per_id(envelopes: Sequence[Envelope]) -> list[Envelope]:
     """Within one call only the first envelope of an id can be stored: any later one meets it as a live copy."""
+    if len(envelopes) == 1:
+        return list(envelopes)
     first: dict[str, Envelope] = {}
     for env in envelopes:
         first.setdefault(env.id, env)
@@ -152,6 +157,8 @@ def _first_per_id(envelopes: Sequence[Envelope]) -> list[Envelope]:
 
 def _flags(envelopes: Sequence[Envelope], stored: dict[str, bool]) -> list[bool]:
     """One flag per envelope from the stored flags by id; a second envelope of one id in a batch is never stored."""
+    if len(envelopes) == 1:
+        return [stored.get(envelopes[0].id, False)]
     seen: set[str] = set()
     out = []
     for env in envelopes:
@@ -181,13 +188,80 @@ def _as_redis_options(options: BrokerOptions | None) -> RedisOptions:
     return RedisOptions(**common)
 
 
+class _Packed(tuple):  # type: ignore[type-arg]
+    """A command that carries its RESP encoding (``wire``), made where it was built (:func:`_enqueue_command`):
+    :func:`_pack` sends ``wire`` as is. Still the command's tuple for everything that reads commands (the cluster
+    broker routes on its key, tests count its name)."""
+
+    wire: bytes
+
+
+def _bulk(value: str | bytes) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _as_bytes(value: Any) -> bytes:
+    if value is None:
+        raise TypeError("cannot send None to Redis: the body of an EVALSHA enqueue command")
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+_EMPTY_BULK = _bulk("")
+_JOB = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"  # id, body
+
+
+_HEADS: dict[str, bytes] = {}  # queue tag -> the fixed part of its enqueue call (see _enqueue_command)
+
+
+def _enqueue_head(qk: QueueKeys) -> bytes:
+    """The fixed part of ``qk``'s enqueue call: EVALSHA, the sha, the keys, ``enqueue`` and the job prefix."""
+    head = _HEADS.get(qk.tag)
+    if head is None:
+        if len(_HEADS) >= 4096:
+            _HEADS.clear()
+        head = _HEADS[qk.tag] = b"".join(
+            _bulk(str(a)) for a in ("EVALSHA", _SHA, 10, *qk.script_keys, "enqueue", qk.job_prefix)
+        )
+    return head
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_bulk(job_type: str) -> bytes:
+    return _bulk(job_type)
+
+
+def _enqueue_command(qk: QueueKeys, now: str, envelopes: Sequence[Envelope]) -> _Packed:
+    """The dispatcher's ``enqueue`` call for ``envelopes``: ``_dispatch(qk, "enqueue", now, *quadruples)``, with its
+    RESP encoding built here (the fixed head once per queue, one format per job) instead of argument by argument."""
+    args: list[Any] = ["EVALSHA", _SHA, 10, *qk.script_keys, "enqueue", qk.job_prefix, now]
+    wire: list[bytes] = [b"", _enqueue_head(qk), _bulk(now)]
+    add, put = args.extend, wire.append
+    for env in envelopes:
+        ident = env.id.encode()
+        body = env.body if type(env.body) is bytes else _as_bytes(env.body)
+        eta = "" if env.eta is None else _num(env.eta)
+        add((env.id, body, eta, env.job_type))
+        put(_JOB % (len(ident), ident, len(body), body))
+        put(_EMPTY_BULK if env.eta is None else _bulk(eta))
+        put(_type_bulk(env.job_type))
+    wire[0] = b"*%d\r\n" % len(args)
+    command = _Packed(args)
+    command.wire = b"".join(wire)
+    return command
+
+
 def _pack(commands: Sequence[Command]) -> bytes:
     """RESP-encode ``commands`` (str as UTF-8, bytes as is, int and float in decimal); faster than redis-py's.
+    A :class:`_Packed` command is sent as it was encoded.
 
     ``None`` is a :class:`TypeError` (naming the argument), never ``float(None)``."""
     parts: list[bytes] = []
     append = parts.append
     for command in commands:
+        if type(command) is _Packed:
+            append(command.wire)
+            continue
         append(b"*%d\r\n" % len(command))
         for position, arg in enumerate(command):
             if isinstance(arg, bytes):
@@ -313,6 +387,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         self._sync_idle: list[Any] = []
         self._sync_all: set[Any] = set()
         self._sync_slots = threading.BoundedSemaphore(self.options.pool_size)
+        self._sync_fast: dict[Any, FastLane] = {}  # connection -> its lean round trip (bananas_redis.fastconn)
         # Outage state, broker-wide (see _work): monotonic start of the current outage, None while Redis answers.
         self._outage: float | None = None
 
@@ -643,56 +718,70 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
     ) -> Generator[list[Command], list[Any], dict[str, bool]]:
         nowf = self.options.clock()
         now = _num(nowf)
-        groups: dict[str, list[Envelope]] = {}
-        for env in envelopes:
-            groups.setdefault(env.queue, []).append(env)
+        delayed = False
+        if len(envelopes) == 1:  # app.enqueue: one job, one queue
+            env = envelopes[0]
+            groups: dict[str, list[Envelope]] = {env.queue: envelopes}
+            delayed = env.eta is not None and env.eta > nowf
+        else:
+            groups = {}
+            for env in envelopes:
+                groups.setdefault(env.queue, []).append(env)
+                if env.eta is not None and env.eta > nowf:
+                    delayed = True
         commands: list[Command] = []
-        chunks: list[list[Envelope]] = []
+        chunks: list[Sequence[Envelope]] = []
         for queue, envs in groups.items():
             keys = self._keys(queue)
+            if len(envs) <= _ENQUEUE_CHUNK:
+                commands.append(_enqueue_command(keys, now, envs))
+                chunks.append(envs)
+                continue
             for i in range(0, len(envs), _ENQUEUE_CHUNK):
                 chunk = envs[i : i + _ENQUEUE_CHUNK]
-                args: list[Any] = []
-                for env in chunk:
-                    args += (env.id, env.body, "" if env.eta is None else _num(env.eta), env.job_type)
-                commands.append(_dispatch(keys, "enqueue", now, *args))
+                commands.append(_enqueue_command(keys, now, chunk))
                 chunks.append(chunk)
         # The id's home queue is claimed in the same round trip; only an id that already lives in another queue
         # costs more round trips (vacate there, then withdraw here or move the home). Ids the kernel generated for
         # this call are fresh uuid4s: no other copy can exist, so they claim no home (half of a batch's Redis
         # work). An explicit id shaped like a generated one may be a re-enqueue of such a job: see _adopt_steps.
-        claiming = [env for env in envelopes if env.id not in generated_ids] if generated_ids else envelopes
-        if self.options.unique_across_queues and claiming:
+        if not generated_ids:
+            claiming = envelopes
+        elif len(generated_ids) >= len(envelopes) and all(env.id in generated_ids for env in envelopes):
+            claiming = []
+        else:
+            claiming = [env for env in envelopes if env.id not in generated_ids]
+        if claiming and self.options.unique_across_queues:
             home_calls, home_index = self._home_calls("claim", claiming, nowf)
         else:
             home_calls, home_index = [], []
-        delayed = any(env.eta is not None and env.eta > nowf for env in envelopes)
         # After the scripts, in the same round trip: a token telling idle schedulers a delayed job exists.
         due = self._due_token() if delayed else []
         if delayed:
             self._due_dirty = True
-        results = yield [*commands, *home_calls, *due]
-        if due:
-            results = results[: -len(due)]
+        results = yield [*commands, *home_calls, *due] if home_calls or due else commands
         stored: dict[str, bool] = {}
-        for envs, reply in zip(chunks, results[: len(commands)], strict=True):
+        for envs, reply in zip(chunks, results, strict=False):  # the scripts' replies come first
             for env, flag in zip(envs, reply, strict=True):
                 stored[env.id] = flag == 1
-        homes: list[str] = [""] * len(claiming)
-        for index, reply in zip(home_index, results[len(commands) :], strict=True):
-            for i, home in zip(index, reply, strict=True):
-                homes[i] = _str(home)
-        moving = [(env, home) for env, home in zip(claiming, homes, strict=True) if home and home != env.queue]
-        adopted = [
-            env
-            for env, home in zip(claiming, homes, strict=True)
-            if not home and home_calls and stored.get(env.id) and _GENERATED_ID.fullmatch(env.id)
-        ]
-        if adopted:
-            moving += yield from self._adopt_steps(adopted)
-        if moving:
-            yield from self._resolve_steps(moving, stored, nowf, {env.id for env in adopted})
-        new = sorted({env.queue for env in envelopes if stored.get(env.id)} - self._numbers.keys())
+        if home_calls:
+            homes: list[str] = [""] * len(claiming)
+            for index, reply in zip(home_index, results[len(commands) : len(commands) + len(home_calls)],
+                                    strict=True):
+                for i, home in zip(index, reply, strict=True):
+                    homes[i] = _str(home)
+            moving = [(env, home) for env, home in zip(claiming, homes, strict=True) if home and home != env.queue]
+            adopted = [
+                env
+                for env, home in zip(claiming, homes, strict=True)
+                if not home and stored.get(env.id) and _GENERATED_ID.fullmatch(env.id)
+            ]
+            if adopted:
+                moving += yield from self._adopt_steps(adopted)
+            if moving:
+                yield from self._resolve_steps(moving, stored, nowf, {env.id for env in adopted})
+        known = self._numbers
+        new = sorted(q for q, envs in groups.items() if q not in known and any(stored.get(e.id) for e in envs))
         if new:
             yield from self._register_steps(new)
         return stored
@@ -785,6 +874,11 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 conn.connect()
                 conn.send_command("PING", check_health=False)
                 conn.read_response()
+                if self._KIND == "single":  # Sentinel follows its master on redis-py's connections
+                    lane = fast_lane(conn, protocol=o.protocol, spin_us=o.reply_spin_us, timeout=o.timeout)
+                    if lane is not None:
+                        with self._sync_lock:
+                            self._sync_fast[conn] = lane
             except BaseException:
                 self._drop_sync(conn)
                 raise
@@ -797,18 +891,26 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         conn.disconnect()
         with self._sync_lock:
             self._sync_all.discard(conn)
+            self._sync_fast.pop(conn, None)
 
     def _send_sync(self, commands: Sequence[Command]) -> list[Any]:
+        """One round trip on a connection of the blocking lane: :class:`~bananas_redis.fastconn.FastLane` where it
+        applies (plain TCP or Unix socket, RESP2), else redis-py's connection. Error replies come back as
+        exceptions in the list."""
         conn = self._sync_conn()
         try:
             try:
-                conn.send_packed_command([_pack(commands)], check_health=False)
-                out: list[Any] = []
-                for _ in commands:
-                    try:
-                        out.append(conn.read_response())
-                    except ResponseError as exc:
-                        out.append(exc)
+                lane = self._sync_fast.get(conn)
+                if lane is not None:
+                    out = lane.round_trip(_pack(commands), len(commands))
+                else:
+                    conn.send_packed_command([_pack(commands)], check_health=False)
+                    out = []
+                    for _ in commands:
+                        try:
+                            out.append(conn.read_response())
+                        except ResponseError as exc:
+                            out.append(exc)
             except BaseException:
                 self._drop_sync(conn)
                 raise
@@ -848,6 +950,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
     def _close_sync(self) -> None:
         with self._sync_lock:
             conns, self._sync_all, self._sync_idle = self._sync_all, set(), []
+            self._sync_fast = {}
         for conn in conns:
             conn.disconnect()
 

@@ -8,7 +8,12 @@ import attrs
 
 from bananas.plugin_api import BrokerOptions
 
-__all__ = ["RedisOptions"]
+__all__ = ["DEFAULT_SPIN_US", "MAX_SPIN_US", "RedisOptions"]
+
+DEFAULT_SPIN_US = 0
+"""``reply_spin_us`` default: no spin. Measured on 2 cores shared with Redis, spinning did not pay (docs/PERFORMANCE.md,
+"Producers")."""
+MAX_SPIN_US = 10_000
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -42,6 +47,11 @@ def _weights(value: Mapping[str, float] | None) -> dict[str, float] | None:
 def _protocol(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value not in (2, 3) or isinstance(value, bool):
         raise ValueError(f"{attribute.name}: expected 2 or 3 (RESP version), got {value!r}")
+
+
+def _spin(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPIN_US:
+        raise ValueError(f"{attribute.name}: expected an integer from 0 to {MAX_SPIN_US} (microseconds), got {value!r}")
 
 
 def _optional_path(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -78,6 +88,12 @@ class RedisOptions(BrokerOptions):
             per id the producer chose (ids the kernel generates, passed as ``generated_ids``, need none). ``False``
             skips the home keys of explicit ids too but only keeps them unique within a queue; safe when an id
             always goes to the same queue (the router is a pure function of the job).
+        reply_spin_us: Microseconds a blocking producer call (``app.enqueue``, ``app.enqueue_many``) polls its socket
+            for Redis's reply before it sleeps in ``poll`` (0 to 10,000; 0, the default: never spin). A reply that
+            arrives within the spin is read without a thread wake-up; the price is up to this much CPU per round trip
+            of a producer thread, and on cores shared with Redis the spin takes CPU Redis needs (measured in
+            docs/PERFORMANCE.md, "Producers"). Plain ``redis://`` connections with ``protocol = 2`` only
+            (:mod:`bananas_redis.fastconn`); TLS, RESP3, Sentinel and Cluster ignore it.
     """
 
     prefix: str = attrs.field(default="bananas", validator=_prefix)
@@ -97,3 +113,4 @@ class RedisOptions(BrokerOptions):
     )
     protocol: int = attrs.field(default=2, validator=_protocol)
     unique_across_queues: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    reply_spin_us: int = attrs.field(default=DEFAULT_SPIN_US, validator=_spin)

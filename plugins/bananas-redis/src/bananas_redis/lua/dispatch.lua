@@ -254,6 +254,32 @@ local function expire_dead(cutoff)
     if #ids > 0 then redis.call('ZREMRANGEBYSCORE', K_DEAD, '-inf', cutoff) end
 end
 
+-- enqueue's push_ready for new jobs of one type at the tail (a single enqueue, a batch of one job type), in fewer
+-- calls while the queue already holds work: the type's index entry is only written when its ZSET was empty (a tail
+-- position never lowers a head), and a wake-up list is only counted while the work it stands for was under
+-- SIGNAL_CAP (at or above it the list already holds SIGNAL_CAP tokens, so n growing asks for none; a token popped
+-- by a fetcher that has not taken yet is put back by that fetcher's take, or by reap if it died, as always).
+local function push_tail(ids, t)
+    local n = #ids
+    if n == 0 then return end
+    local base = redis.call('INCRBY', K_SEQ, n) - n + 1
+    local key = rkey(t)
+    local args = {}
+    for i = 1, n do
+        args[2 * i - 1] = base + i - 1
+        args[2 * i] = ids[i]
+    end
+    local added = 0
+    for i = 1, #args, CHUNK do
+        added = added + redis.call('ZADD', key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+    end
+    local total = redis.call('ZCARD', key)
+    if total - added <= 0 then redis.call('ZADD', K_TYPES, 'LT', args[1], t) end
+    if total - added < SIGNAL_CAP then sync_list(skey(t), total) end
+    local count = redis.call('INCRBY', K_COUNT, added)
+    if count - added < SIGNAL_CAP then sync_list(K_WAKE, count) end
+end
+
 if cmd == 'enqueue' then
     -- ARGV[4..]: quadruples id, body, eta ('' = now), job type. Returns 1 (stored) or 0 (a live copy exists) each.
     local out, ready, rtypes, one = {}, {}, {}, ARGV[7]
@@ -282,7 +308,7 @@ if cmd == 'enqueue' then
             end
         end
     end
-    push_ready(ready, one or rtypes, false)
+    if one then push_tail(ready, one) else push_ready(ready, rtypes, false) end
     return out
 
 elseif cmd == 'vacate' then

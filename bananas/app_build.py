@@ -1,0 +1,169 @@
+"""The producer's hot path: a job and its envelope from ``app.enqueue`` / ``app.enqueue_many`` arguments.
+
+Split out of :mod:`bananas.app`. :func:`assemble_job` validates every user-supplied value with the job model's own
+converters and validators, then assembles the job without running them again (the other fields are values made
+here); :func:`build_job` encodes it too. :func:`build_all` does a batch: the clock is read once per call (every job
+of one ``enqueue_many`` has the same ``created_at``; a ``delay`` counts from it), the ids come from one
+``os.urandom`` call (:func:`bananas.job.new_job_ids`) instead of one per job, and the bodies from one
+:meth:`~bananas.serializer.JobCodec.encode_many` call, which lets the serializer write what the jobs share once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from bananas.broker import Envelope
+from bananas.errors import SerializationError
+from bananas.headers import DEFAULTED_RETRIES_HEADER, EXPIRES_HEADER, expiry_time
+from bananas.job import Job, Priority, Status, new_job_id, new_job_ids
+from bananas.job import _headers as _job_headers
+from bananas.job import _payload as _job_payload
+from bananas.job import _timeout as _job_timeout
+from bananas.result_backend import RESULT_TTL_HEADER, result_ttl_header
+from bananas.units import parse_duration
+from bananas.values import explain
+
+if TYPE_CHECKING:
+    from bananas.app import Bananas
+
+__all__ = ["assemble_job", "build_all", "build_job"]
+
+_set = object.__setattr__
+"""Write a field of a ``Job`` without its attrs converters/validators (only values already checked or made here)."""
+_new = Job.__new__
+_PENDING, _SCHEDULED, _NORMAL = Status.PENDING, Status.SCHEDULED, Priority.NORMAL
+
+
+def build_job(app: Bananas, now: float, make_id: Callable[[], str], name: str, *args: Any,
+              **kwargs: Any) -> tuple[Job, Envelope, bool]:
+    """:meth:`Bananas.build` at ``now``, plus whether the id was generated here (by ``make_id``: a fresh uuid4 that
+    no broker has seen)."""
+    job, eta, fresh = assemble_job(app, now, make_id, name, *args, **kwargs)
+    return job, _envelope(app, job, _encode(app, job), eta), fresh
+
+
+def assemble_job(  # noqa: PLR0912, PLR0913 - the producer's hot path, kept in one frame
+    app: Bananas,
+    now: float,
+    make_id: Callable[[], str],
+    name: str,
+    payload: Mapping[str, Any] | None = None,
+    priority: str | Priority | None = None,
+    delay: str | float | None = None,
+    at: datetime | float | None = None,
+    max_retries: int | None = None,
+    timeout: str | float | None = None,
+    job_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    result_ttl: str | float | None = None,
+    expires: str | float | datetime | timedelta | None = None,
+) -> tuple[Job, float | None, bool]:
+    """The job of :meth:`Bananas.build`'s arguments at ``now``, validated and routed but not encoded; its eta (when
+    scheduled) and whether the id was generated here."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a non-empty string, got {name!r}")
+    handler = app.handlers.get(name)
+    eta: float | None = None
+    if delay is not None and at is not None:
+        raise ValueError("delay/at: give one of them, not both")
+    if delay is not None:
+        try:
+            eta = now + parse_duration(delay)
+        except ValueError as exc:
+            raise ValueError(f"delay: {exc}") from None
+    elif at is not None:
+        eta = at.timestamp() if isinstance(at, datetime) else float(at)
+    hdrs = _job_headers(headers if isinstance(headers, Mapping) else dict(headers or {})) if headers else {}
+    if result_ttl is not None:
+        hdrs[RESULT_TTL_HEADER] = result_ttl_header(result_ttl)
+    if expires is not None:
+        hdrs[EXPIRES_HEADER] = repr(expiry_time(expires, now, eta))
+    if max_retries is None:
+        if handler is not None and handler.max_retries is not None:
+            max_retries = handler.max_retries
+        else:
+            max_retries = app._default_retries
+            if handler is None:  # a producer without the handler: the worker's handler default wins
+                hdrs[DEFAULTED_RETRIES_HEADER] = "1"
+    elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries: expected a non-negative integer, got {max_retries!r}")
+    if priority:
+        prio = Priority.parse(priority)
+    else:
+        prio = handler.priority if handler is not None and handler.priority else _NORMAL
+    if timeout is not None:
+        seconds = _job_timeout(timeout)
+    else:
+        seconds = handler.timeout if handler is not None else None
+    fresh = job_id is None
+    if fresh:
+        job_id = make_id()
+    elif not isinstance(job_id, str) or not job_id:
+        raise ValueError(f"id: expected a non-empty string, got {job_id!r}")
+    scheduled = eta is not None and eta > now
+    job = _new(Job)
+    _set(job, "name", name)
+    _set(job, "payload", _job_payload(payload) if payload is not None else {})
+    _set(job, "id", job_id)
+    _set(job, "priority", prio)
+    _set(job, "status", _SCHEDULED if scheduled else _PENDING)
+    _set(job, "attempts", 0)
+    _set(job, "max_retries", max_retries)
+    _set(job, "timeout", seconds)
+    _set(job, "queue", None)
+    _set(job, "last_error", None)
+    _set(job, "traceback", None)
+    _set(job, "headers", hdrs)
+    _set(job, "created_at", now)
+    _set(job, "enqueued_at", now)
+    _set(job, "scheduled_at", eta if scheduled else None)
+    _set(job, "started_at", None)
+    _set(job, "finished_at", None)
+    _set(job, "queue", app.router.route(job))
+    return job, eta if scheduled else None, fresh
+
+
+def _encode(app: Bananas, job: Job) -> bytes:
+    try:
+        return app.codec.encode(job)
+    except SerializationError as exc:  # restated with the path of the payload value at fault, when found
+        raise explain(exc, job.payload, "payload") from exc
+
+
+def _envelope(app: Bananas, job: Job, body: bytes, eta: float | None) -> Envelope:
+    if len(body) > app._max_payload:
+        raise SerializationError(
+            f"job {job.name!r} is {len(body)} bytes encoded, more than max_payload_bytes = {app._max_payload}",
+            job_id=job.id,
+        )
+    return Envelope(job.id, job.queue, body, eta, job.name)  # type: ignore[arg-type]
+
+
+def build_all(app: Bananas, jobs: Sequence[Mapping[str, Any]]) -> tuple[list[Job], list[Envelope], set[str]]:
+    """:func:`build_job` for each mapping of ``jobs`` (keyword arguments of :meth:`Bananas.build`), at one time,
+    with ids drawn in one go and the bodies encoded in one call (:meth:`~bananas.serializer.JobCodec.encode_many`);
+    returns the jobs, their envelopes and the ids generated here. The first job at fault raises, as if each job had
+    been built whole in turn."""
+    now = time.time()
+    if len(jobs) == 1:
+        job, env, fresh = build_job(app, now, new_job_id, **jobs[0])
+        return [job], [env], {job.id} if fresh else set()
+    make_id = new_job_ids(len(jobs)).__next__
+    assembled: list[tuple[Job, float | None, bool]] = []
+    try:
+        for spec in jobs:
+            assembled.append(assemble_job(app, now, make_id, **spec))
+    except Exception:
+        for job, eta, _ in assembled:  # an earlier job's encoding error comes first
+            _envelope(app, job, _encode(app, job), eta)
+        raise
+    built = [job for job, _, _ in assembled]
+    try:
+        bodies = app.codec.encode_many(built)
+        envelopes = [_envelope(app, job, body, eta) for (job, eta, _), body in zip(assembled, bodies, strict=True)]
+    except SerializationError:  # the first job at fault, with its payload path, in order
+        envelopes = [_envelope(app, job, _encode(app, job), eta) for job, eta, _ in assembled]
+    return built, envelopes, {job.id for job, _, fresh in assembled if fresh}
