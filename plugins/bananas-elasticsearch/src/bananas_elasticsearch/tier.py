@@ -130,10 +130,14 @@ class EsTier:
 
     def sink(self, message: Any) -> None:
         """loguru's sink: queue ``message.record``; never blocks, never formats, never does I/O."""
+        self.put(message.record)
+
+    def put(self, record: Mapping[str, Any]) -> None:
+        """Queue one record (the kernel's route calls this directly: ``SinkConfig.record_sink``)."""
         if len(self._records) >= self.queue_size:
             self.counters["dropped"] += 1
             return
-        self._records.append(message.record)
+        self._records.append(record)
         if self._idle and len(self._records) >= self._high_water:
             self._wake.set()
 

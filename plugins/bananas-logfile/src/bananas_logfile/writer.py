@@ -82,10 +82,14 @@ class FileTier:
 
     def sink(self, message: Any) -> None:
         """loguru's sink: queue ``message.record``; never blocks, never formats."""
+        self.put(message.record)
+
+    def put(self, record: Mapping[str, Any]) -> None:
+        """Queue one record (the kernel's route calls this directly: ``SinkConfig.record_sink``)."""
         if len(self._queue) >= self.queue_size:
             self.dropped += 1
             return
-        self._queue.append(message.record)
+        self._queue.append(record)
         if self._idle and len(self._queue) >= self._high_water:
             self._wake.set()
 
