@@ -14,9 +14,10 @@ record dict those sinks read from loguru (``time``, ``level``, ``message``, ``ex
 keyword arguments), so every tier writes the same JSON line field for field, built once per record
 (:func:`~bananas.log_record.json_line`).
 
-The route stands aside (:func:`current` is ``None`` and the caller goes through loguru) whenever loguru's set-up
-is no longer the one it was installed over: a handler added or removed (a test capturing ``DEBUG``, an
-application's own sink), a patcher configured, a module disabled with ``logger.disable``. The text console has no
+The route stands aside (:func:`current` is ``None`` and the caller goes through loguru) while loguru's set-up is
+not the one it was installed over: a handler added or removed (a test capturing ``DEBUG``, an application's own
+sink; it resumes when loguru has exactly the tiers' handlers again), a patcher configured, a module disabled with
+``logger.disable``. The text console has no
 record sink (loguru renders its format and colors), so with ``LOG_FORMAT=text`` every record goes through loguru.
 """
 
@@ -75,10 +76,11 @@ class Route:
     """The tiers records are routed to: ``(minimum level number, record sink)`` each, over loguru's handlers as
     they were when it was installed."""
 
-    __slots__ = ("handlers", "min_no", "sinks")
+    __slots__ = ("handlers", "min_no", "sinks", "tiers")
 
-    def __init__(self, handlers: object, sinks: tuple[tuple[int, RecordSink], ...]) -> None:
+    def __init__(self, handlers: dict[int, object], sinks: tuple[tuple[int, RecordSink], ...]) -> None:
         self.handlers = handlers
+        self.tiers = list(handlers.values())  # loguru's handler objects of the tiers
         self.sinks = sinks
         self.min_no = min(no for no, _ in sinks)
 
@@ -132,13 +134,19 @@ def clear(route: Route | None = None) -> None:
 
 def current() -> Route | None:
     """The route when it is in use: installed, and loguru's set-up unchanged since (the same handlers, no patcher,
-    no module disabled); ``None``: log through loguru."""
+    no module disabled: only loguru knows the caller's module); ``None``: log through loguru."""
     route = _route
-    if route is not None:
-        core = _CORE
-        if core.handlers is route.handlers and core.patcher is None and not core.activation_list:
-            return route
-    return None
+    if route is None:
+        return None
+    core = _CORE
+    handlers = core.handlers
+    if handlers is not route.handlers:  # loguru copies the dict on every add/remove: a sink came, or came and went
+        if list(handlers.values()) != route.tiers:
+            return None
+        route.handlers = handlers  # a sink added and removed since (a test's capture): the same tiers again
+    if core.patcher is not None or (core.activation_list and not all(on for _, on in core.activation_list)):
+        return None
+    return route
 
 
 def _report(exc: Exception) -> None:
