@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from bananas import log_route
+from bananas.log_record import field, fragment
 from bananas.log_route import LEVELS, Level, RecordException
 
 if TYPE_CHECKING:
@@ -71,12 +72,13 @@ def set_min_level(level: int | str) -> None:
 class JobScope:
     """The running job as its log records see it: the job, its pool and its worker process."""
 
-    __slots__ = ("_log_fields", "job", "pool_id", "worker_id", "worker_type")
+    __slots__ = ("_log_fields", "_log_fragment", "job", "pool_id", "worker_id", "worker_type")
 
     def __init__(self, job: Job, pool_id: str | None = None, worker_id: str | None = None,
                  worker_type: str | None = None) -> None:
         self.job, self.pool_id, self.worker_id, self.worker_type = job, pool_id, worker_id, worker_type
         self._log_fields: dict[str, Any] | None = None
+        self._log_fragment: str | None = None
 
     def log_fields(self) -> dict[str, Any]:
         """:meth:`fields`, built at the job's first record and kept for the others (read-only: callers copy)."""
@@ -84,6 +86,13 @@ class JobScope:
         if fields is None:
             fields = self._log_fields = self.fields()
         return fields
+
+    def log_fragment(self) -> str:
+        """:meth:`log_fields` as JSON text to splice into a line (:func:`bananas.log_record.fragment`), kept too."""
+        text = self._log_fragment
+        if text is None:
+            text = self._log_fragment = fragment(self.log_fields())
+        return text
 
     def fields(self) -> dict[str, Any]:
         """The job's log fields (built only when a record is written)."""
@@ -141,11 +150,16 @@ class JobLogger:
     return or act on the loguru logger :attr:`loguru`, bound the same way).
     """
 
-    __slots__ = ("_extra", "_loguru")
+    __slots__ = ("_extra", "_head", "_loguru")
 
     def __init__(self, extra: dict[str, Any] | None = None) -> None:
         self._extra: dict[str, Any] = {"component": "worker", "log_source": JOB_SOURCE, **(extra or {})}
         self._loguru: Logger | None = None
+        # bound to no more than component and log_source (strings): a record's line is spliced from this head and
+        # the job's fragment (kept per job); with more context it is built from the flat dict
+        component, source = self._extra["component"] or "worker", self._extra["log_source"] or INTERNAL_SOURCE
+        plain = len(self._extra) == 2 and type(component) is str and type(source) is str
+        self._head = field("component", component) + field("log_source", source) if plain else None
 
     @property
     def loguru(self) -> Logger:
@@ -189,8 +203,11 @@ class JobLogger:
         # as loguru: str() of the message, formatted with the arguments if any; keyword arguments become fields
         text = message.format(*args, **kwargs) if args or kwargs else str(message)
         scope = CURRENT_JOB.get()
+        rest = None
+        if self._head is not None and not kwargs and exception is None:
+            rest = self._head if scope is None else self._head + scope.log_fragment()
         route.write(level, text, {**self._extra, **kwargs} if kwargs else self._extra,
-                    None if scope is None else scope.log_fields(), exception)
+                    None if scope is None else scope.log_fields(), exception, rest=rest)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loguru, name)
@@ -201,6 +218,10 @@ class JobLogger:
 
 job_logger = JobLogger()
 """The logger for handlers: ``job_logger.info("sent {n} mails", n=3)`` carries the running job's fields."""
+
+
+_JOB_HEAD = field("log_source", JOB_SOURCE)
+_INTERNAL_HEAD = field("log_source", INTERNAL_SOURCE)
 
 
 class InterceptHandler(logging.Handler):
@@ -214,12 +235,19 @@ class InterceptHandler(logging.Handler):
         if route is not None and known is not None:
             if known.no < route.min_no:
                 return
+            name = record.name
             if scope is not None:
-                extra = {**scope.log_fields(), "log_source": JOB_SOURCE, "logger": record.name}
+                extra = {**scope.log_fields(), "log_source": JOB_SOURCE, "logger": name}
             else:
-                extra = {"log_source": INTERNAL_SOURCE, "logger": record.name}
+                extra = {"log_source": INTERNAL_SOURCE, "logger": name}
             exception = RecordException(*record.exc_info) if record.exc_info else None
-            route.write(known, record.getMessage(), extra, None, exception, record.created)
+            rest = None
+            if exception is None and type(name) is str:  # the line spliced: component from loguru's extra
+                component = log_route.configured_component()
+                if component is not None:
+                    rest = (field("component", component) + (_JOB_HEAD + scope.log_fragment() if scope is not None
+                            else _INTERNAL_HEAD) + field("logger", name))
+            route.write(known, record.getMessage(), extra, None, exception, record.created, rest)
             return
         try:
             level: str | int = logger.level(record.levelname).name

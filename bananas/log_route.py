@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 
 from loguru import logger
 
+from bananas.log_record import LINE_KEY, spliced_line
+
 __all__ = ["LEVELS", "Level", "RecordException", "Route", "clear", "current", "install"]
 
 RecordSink = Callable[[dict[str, Any]], None]
@@ -85,26 +87,31 @@ class Route:
         self.min_no = min(no for no, _ in sinks)
 
     def write(self, level: Level, message: str, extra: Mapping[str, Any], job: Mapping[str, Any] | None = None,
-              exception: RecordException | None = None, created: float | None = None) -> None:
+              exception: RecordException | None = None, created: float | None = None,
+              rest: str | None = None) -> None:
         """Hand one record to every tier that writes ``level`` (the caller checked :attr:`min_no` before formatting
         ``message``).
 
         ``extra`` is the record's bound context and the call's captured keyword arguments (loguru's
         ``configure(extra=…)`` and ``contextualize`` context come first, as loguru orders them); ``job`` the
         running job's fields, added where ``extra`` does not have them (as ``job_logger``'s loguru patcher does).
-        ``created`` is the record's Unix time (now by default).
+        ``created`` is the record's Unix time (now by default). ``rest``: the line's fields after ``msg`` as JSON
+        text, when the caller knows them (:func:`bananas.log_record.spliced_line`): used when nothing configured
+        in loguru adds to them (its ``extra`` holds no more than ``component`` and ``log_source``, no
+        ``contextualize``); the line is then built here, in one step, instead of from the flat dict.
         """
-        fields = {**_CORE.extra, **_loguru_context.get(), **extra}
-        if job is not None:
-            for name, value in job.items():
-                fields.setdefault(name, value)
-        record = {
-            "time": datetime.fromtimestamp(time.time() if created is None else created, UTC),
-            "level": level,
-            "message": message,
-            "extra": fields,
-            "exception": exception,
-        }
+        # loguru's order (configure's extra, contextualize, bound and captured), the job's fields where none of them
+        # has one (job_logger's patcher does setdefault); the job's fields are all of the model's own, which
+        # flat_record places by name, so putting them first writes the same line
+        context = _loguru_context.get()
+        if job is None:
+            fields = {**_CORE.extra, **context, **extra}
+        else:
+            fields = {**job, **_CORE.extra, **context, **extra}
+        moment = datetime.fromtimestamp(time.time() if created is None else created, UTC)
+        record = {"time": moment, "level": level, "message": message, "extra": fields, "exception": exception}
+        if rest is not None and not context and _CORE.extra.keys() <= _OWN:
+            record[LINE_KEY] = spliced_line(moment, level.name, message, rest)
         no = level.no
         for minimum, sink in self.sinks:
             if no >= minimum:
@@ -115,6 +122,9 @@ class Route:
 
 
 _route: Route | None = None
+
+_OWN = frozenset({"component", "log_source"})
+"""What the kernel puts in loguru's ``configure(extra=…)``: fields a spliced line already carries."""
 
 
 def install(sinks: list[tuple[int, RecordSink]]) -> Route | None:
@@ -147,6 +157,13 @@ def current() -> Route | None:
     if core.patcher is not None or (core.activation_list and not all(on for _, on in core.activation_list)):
         return None
     return route
+
+
+def configured_component() -> str | None:
+    """The ``component`` a record gets from loguru's ``configure(extra=…)`` when it binds none (``worker`` when
+    unset), or ``None`` when that is not a string."""
+    component = _CORE.extra.get("component") or "worker"
+    return component if type(component) is str else None
 
 
 def _report(exc: Exception) -> None:

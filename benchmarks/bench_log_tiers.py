@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import signal
 import statistics
@@ -45,6 +46,7 @@ import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bananas_elasticsearch import build_client
 from bananas_redis.testing import RedisServer, find_redis_servers
@@ -203,7 +205,9 @@ def per_call(calls: int, workdir: Path, es: StandInProcess, repeat: int = 1) -> 
 
 TASKS_LOGGING = textwrap.dedent(
     """
+    import json as _json
     import logging as _logging
+    import threading as _threading
 
     from loguru import logger as _logger
 
@@ -215,15 +219,45 @@ TASKS_LOGGING = textwrap.dedent(
         "stdlib": _logging.getLogger("bench.handler"),  # the intercept handler, the job's fields per record
         "loguru": _logger.bind(component="worker", log_source="bananas_job", job_name="noop"),  # loguru's own path
     }[os.environ.get("BENCH_JOB_LOGGER", "job_logger")]
+    _TIERS = ("bananas-console", "bananas-logfile", "bananas-es")  # the log tiers' own threads
+    _seen = 0
+    _spent = 0  # ns of CPU this thread spent inside the handler's log calls
+
+
+    def _accounts():
+        \"\"\"This process's CPU so far: all of it, the log calls', and each log tier thread's.\"\"\"
+        tiers = {}
+        for thread in _threading.enumerate():
+            if thread.name.startswith(_TIERS) and thread.ident is not None:
+                try:
+                    tiers[thread.name] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+                except OSError:  # the thread just ended
+                    pass
+        return _json.dumps({"process": time.process_time(), "call_site": _spent / 1e9, "tiers": tiers})
 
 
     @app.job("noop_logged")
     async def noop_logged():
-        for _ in range(_RECORDS):
-            _LOG.info("noop done")
+        global _seen, _spent
+        if _RECORDS:
+            started = time.thread_time_ns()
+            for _ in range(_RECORDS):
+                _LOG.info("noop done")
+            _spent += time.thread_time_ns() - started
+        _seen += 1
+        if _seen == 1 or _seen == N:  # one worker process runs every job: its first and its last
+            await _conn().set("bench:cpu_first" if _seen == 1 else "bench:cpu_last", _accounts())
         await noop()
     """
 )
+
+
+def _log_share(first: dict[str, Any], last: dict[str, Any]) -> tuple[float, float, float]:
+    """From the worker's own accounts at its first and last job: (CPU of the process, of the handler's log calls,
+    of the log tiers' threads), in seconds between the two."""
+    tiers = sum(last["tiers"].get(name, 0.0) - cpu for name, cpu in first["tiers"].items())
+    tiers += sum(cpu for name, cpu in last["tiers"].items() if name not in first["tiers"])  # started in between
+    return last["process"] - first["process"], last["call_site"] - first["call_site"], tiers
 
 
 def _spread(values: list[float]) -> str:
@@ -266,6 +300,9 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: 
         shipped_before = es.count()
         rates: dict[str, list[float]] = {label: [] for label, _ in cases}
         cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
+        logging_cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
+        tier_cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
+        shares: dict[str, list[float]] = {label: [] for label, _ in cases}
         for run in range(repeat):  # the cases interleaved, each round in a rotated order
             for label, extra in cases[run % len(cases):] + cases[:run % len(cases)]:
                 probe.flushdb()
@@ -281,12 +318,28 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: 
                         raise RuntimeError(f"{label}: drain incomplete; see {workdir / 'worker.log'}")
                     rates[label].append((n - 1) / (float(last) - float(first)))
                     cpu[label].append((cpu_last - cpu_first) / (n - 1))
+                    accounts = e2e.wait_for(lambda: probe.get("bench:cpu_last"), 10)
+                    process, call_site, tiers = _log_share(json.loads(probe.get("bench:cpu_first")),
+                                                           json.loads(accounts))
+                    logging_cpu[label].append((call_site + tiers) / (n - 1))
+                    tier_cpu[label].append(tiers / (n - 1))
+                    # what logging adds to the rest of the same drain's work (measured in the same seconds, so the
+                    # machine's load weighs on both alike)
+                    shares[label].append((call_site + tiers) / (process - call_site - tiers))
                 finally:
                     worker.stop()
                 print(f"round {run + 1}: {label}: {rates[label][-1]:,.0f} jobs/s, "
-                      f"{cpu[label][-1] * 1e6:,.0f} µs CPU per job", flush=True)
+                      f"{cpu[label][-1] * 1e6:,.0f} µs CPU per job, of which logging "
+                      f"{logging_cpu[label][-1] * 1e6:,.1f} µs (tier threads {tier_cpu[label][-1] * 1e6:,.1f}): "
+                      f"{shares[label][-1] * 100:+.1f} % on the rest", flush=True)
         app.close()
         base = cases[0][0]
+        for label, values in logging_cpu.items():
+            every = ", ".join(f"{v * 100:+.1f}" for v in shares[label])
+            rows.append((f"logging's own CPU per job: {label}",
+                         f"{statistics.median(values) * 1e6:,.1f} µs (tier threads "
+                         f"{statistics.median(tier_cpu[label]) * 1e6:,.1f}); on the rest of the drain's CPU "
+                         f"{statistics.median(shares[label]) * 100:+.1f} % (rounds {every})"))
         for label, values in cpu.items():
             every = ", ".join(f"{v * 1e6:,.0f}" for v in values)
             ratios = [v / b for v, b in zip(values, cpu[base], strict=True)]

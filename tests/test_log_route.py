@@ -21,7 +21,8 @@ from loguru import logger
 from bananas import Bananas, job_logger, log_route
 from bananas.job import Job
 from bananas.job_context import JobContext
-from bananas.log_context import CURRENT_JOB, JobLogger, flush_logs, levels
+from bananas.log_context import CURRENT_JOB, InterceptHandler, JobLogger, flush_logs, levels
+from bananas.log_record import LINE_KEY, json_line
 from bananas.logs import configure_logging
 
 
@@ -262,3 +263,41 @@ def test_job_logger_keeps_loguru_s_api() -> None:
     assert job_logger.opt(lazy=True) is not None and callable(job_logger.contextualize)
     assert job_logger.loguru.bind is not None and "bananas_job" in repr(job_logger)
     assert a_job().logger is job_logger
+
+
+@pytest.fixture
+def capture() -> Iterator[list[dict[str, Any]]]:
+    """A route to one tier that keeps the records it is handed (loguru's handlers as they are)."""
+    got: list[dict[str, Any]] = []
+    saved = log_route._route
+    route = log_route.install([(logging.DEBUG, got.append)])
+    assert route is not None and log_route.current() is route
+    intercept = InterceptHandler()
+    logging.getLogger().addHandler(intercept)
+    yield got
+    logging.getLogger().removeHandler(intercept)
+    log_route._route = saved
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=st.text(max_size=40), in_job=st.booleans(), stdlib=st.booleans(),
+       name=st.text(min_size=1, max_size=12), job_name=st.text(min_size=1, max_size=12).filter(str.isidentifier),
+       attempts=st.integers(min_value=0, max_value=10**6))
+def test_a_spliced_line_is_the_line_of_its_flat_record(
+    capture: list[dict[str, Any]], message: str, in_job: bool, stdlib: bool, name: str, job_name: str, attempts: int
+) -> None:
+    # Given a record the route splices (no extra context, no exception), as job_logger or stdlib writes it
+    capture.clear()
+    token = CURRENT_JOB.set(a_job(job_name, attempts)) if in_job else None
+    try:
+        if stdlib:
+            logging.getLogger(name).warning("%s", message)
+        else:
+            job_logger.warning(message)
+    finally:
+        if token is not None:
+            CURRENT_JOB.reset(token)
+    # Then the line it carries is the one json_line builds from the record's flat dict
+    (record,) = capture
+    spliced = record.pop(LINE_KEY)
+    assert spliced == json_line(record) and json.loads(spliced)["msg"] == message
