@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from bananas import log_route
-from bananas.log_record import field, fragment
+from bananas.log_record import field, fragment, json_string
 from bananas.log_route import LEVELS, Level, RecordException
 
 if TYPE_CHECKING:
@@ -88,10 +88,28 @@ class JobScope:
         return fields
 
     def log_fragment(self) -> str:
-        """:meth:`log_fields` as JSON text to splice into a line (:func:`bananas.log_record.fragment`), kept too."""
+        """:meth:`log_fields` as JSON text to splice into a line (:func:`bananas.log_record.fragment`), kept too.
+
+        Built for most jobs (a handler logging one line per job builds one per line) from the process's part
+        (``worker_id``, ``pool_id``, ``worker_type``: kept per pool) and the job's five strings and number."""
         text = self._log_fragment
         if text is None:
-            text = self._log_fragment = fragment(self.log_fields())
+            job = self.job
+            priority, queue = job.priority.value, job.queue
+            if type(job.id) is str and type(job.name) is str and type(queue) is str and type(priority) is str \
+                    and type(job.attempts) is int:
+                ids = (self.worker_id, self.pool_id, self.worker_type)
+                head = _PROCESS_PARTS.get(ids)
+                if head is None:
+                    if len(_PROCESS_PARTS) > 64:  # pools of one process are few; scopes made by hand may be many
+                        _PROCESS_PARTS.clear()
+                    head = _PROCESS_PARTS[ids] = fragment(dict(zip(("worker_id", "pool_id", "worker_type"), ids,
+                                                                   strict=True)))
+                text = (f'{head},"job_id":{json_string(job.id)},"job_name":{json_string(job.name)},'
+                        f'"priority":{json_string(priority)},"queue":{json_string(queue)},"attempt":{job.attempts}')
+            else:
+                text = fragment(self.log_fields())
+            self._log_fragment = text
         return text
 
     def fields(self) -> dict[str, Any]:
@@ -112,6 +130,9 @@ class JobScope:
             out["worker_type"] = self.worker_type
         return out
 
+
+_PROCESS_PARTS: dict[tuple[str | None, str | None, str | None], str] = {}
+"""``(worker_id, pool_id, worker_type)`` → their JSON fragment (see :meth:`JobScope.log_fragment`)."""
 
 CURRENT_JOB: ContextVar[JobScope | None] = ContextVar("bananas_current_job", default=None)
 """The job whose handler runs in this task or thread (``None`` elsewhere)."""

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["CONTEXT_FIELDS", "FIXED_FIELDS", "LINE_KEY", "flat_record", "fragment", "json_line", "spliced_line"]
+__all__ = ["CONTEXT_FIELDS", "FIXED_FIELDS", "LINE_KEY", "field", "flat_record", "fragment", "json_line"]
+__all__ += ["json_string", "spliced_line"]
 
 FIXED_FIELDS = ("time", "level", "msg", "component", "log_source")
 """Fields every record carries."""
@@ -143,7 +144,7 @@ def json_line(record: Mapping[str, Any]) -> str:
     return line  # type: ignore[no-any-return]
 
 
-_string = _encode_basestring
+json_string = _string = _encode_basestring
 """A JSON string of a ``str``: what the encoder writes for every string (``ensure_ascii=False``)."""
 
 

@@ -301,3 +301,24 @@ def test_a_spliced_line_is_the_line_of_its_flat_record(
     (record,) = capture
     spliced = record.pop(LINE_KEY)
     assert spliced == json_line(record) and json.loads(spliced)["msg"] == message
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_id=st.text(min_size=1, max_size=20).filter(lambda t: t.isprintable() and t.strip() == t),
+       name=st.from_regex(r"[a-z][a-z0-9_.]{0,15}", fullmatch=True), queue=st.none() | st.text(max_size=10),
+       priority=st.sampled_from(["high", "normal", "low"]), attempts=st.integers(min_value=0, max_value=10**9),
+       ids=st.tuples(*(st.none() | st.text(max_size=8) for _ in range(3))))
+def test_a_job_s_kept_fragment_is_the_fragment_of_its_fields(
+    job_id: str, name: str, queue: str | None, priority: str, attempts: int, ids: tuple[str | None, ...]
+) -> None:
+    from bananas.log_record import fragment
+
+    job = Job(name=name, payload={}, priority=priority, attempts=attempts)
+    job.queue = queue
+    try:
+        job.id = job_id
+    except ValueError:  # an id the job model refuses
+        return
+    scope = JobContext(job, *ids)
+    assert scope.log_fragment() == fragment(scope.fields())
+    assert scope.log_fragment() is scope.log_fragment()  # kept for the job's other records
