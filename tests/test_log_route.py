@@ -322,3 +322,47 @@ def test_a_job_s_kept_fragment_is_the_fragment_of_its_fields(
     scope = JobContext(job, *ids)
     assert scope.log_fragment() == fragment(scope.fields())
     assert scope.log_fragment() is scope.log_fragment()  # kept for the job's other records
+
+
+def test_at_info_a_job_that_logs_nothing_makes_no_logging_call(
+    console, make_app: Callable[..., Bananas], run_worker, wait_for, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: ``LOG_LEVEL=info`` costs a worker nothing per job when no handler logs: no loguru call (not even one
+    that its level turns away), no record on the route, no standard-library record."""
+    from loguru._logger import Logger
+
+    from bananas.worker_mode import PoolPlan, WorkerPlan
+
+    # Given a worker's logging at INFO (JSON console) and every way into it counted
+    console(**{"logging.level": "info"})
+    calls: list[str] = []
+    real_log, real_write = Logger._log, log_route.Route.write
+
+    def counted_log(self: Any, level: Any, *args: Any) -> Any:
+        calls.append(f"loguru {level}: {args[2]!r}")
+        return real_log(self, level, *args)
+
+    def counted_write(self: Any, level: Any, message: str, *args: Any, **kwargs: Any) -> None:
+        calls.append(f"route {level.name}: {message!r}")
+        real_write(self, level, message, *args, **kwargs)
+
+    monkeypatch.setattr(Logger, "_log", counted_log)
+    monkeypatch.setattr(log_route.Route, "write", counted_write)
+    app = make_app()
+    done: list[int] = []
+
+    @app.job("quiet")
+    def quiet(n: int) -> None:
+        done.append(n)
+
+    queues = app.router.queues(priorities=["high", "normal", "low"])
+    run_worker(app, WorkerPlan(mode="test", pools=(PoolPlan("solo", 1, queues, worker_id="solo-1"),)))
+    app.enqueue("quiet", {"n": -1})
+    wait_for(lambda: done == [-1])  # the worker is up and has logged its start
+    # When 50 jobs run
+    before = len(calls)
+    for n in range(50):
+        app.enqueue("quiet", {"n": n})
+    wait_for(lambda: len(done) == 51)
+    # Then not one logging call was made for them
+    assert calls[before:] == []
