@@ -25,10 +25,14 @@ still competes for the same cores, which a real cluster elsewhere would not.
   ``logging.getLogger(__name__).info``, or ``loguru``: a plain bound loguru logger): ``LOG_LEVEL=warning`` (the
   baseline), then ``LOG_LEVEL=info`` with the JSON console, + the file tier, + the Elasticsearch tier, + both, and the
   Elasticsearch tier alone at ``info`` (console at ``warning``). The cases run interleaved ``--repeat`` rounds, each
-  round in a rotated order (so that no case always follows the same one). Reported per case: the worker's CPU time
-  per job during the drain (``/proc/<pid>/stat``, every thread, first → last job; it depends less on what else the
-  machine runs than the drain rate, so it is the steadier figure), the drain rate, and for both the median of each
-  round's own ratio to that round's ``warning`` drain with the range of those ratios (the noise).
+  round in a rotated order (so that no case always follows the same one). Reported per case: **logging's own CPU**,
+  which the worker accounts for itself between its first and last job (the handler's log calls by the thread's CPU
+  clock around them, the log tiers' threads by their CPU clocks) against the rest of the same drain's CPU — measured
+  in the same seconds, so the machine's load weighs on both alike: the steady figure on a shared machine (at
+  ``warning`` it is the measurement's own price, ~5 µs, and the console thread's wake-ups; subtract it); the
+  worker's CPU time per job during the drain (``/proc/<pid>/stat``, every thread, first → last job); and the drain
+  rate; for the last two the median of each round's own ratio to that round's ``warning`` drain with the range of
+  those ratios (the noise).
 """
 
 from __future__ import annotations

@@ -30,8 +30,10 @@ __all__ = ["QUEUE_SIZE", "FileTier"]
 QUEUE_SIZE = 10_000
 """Records waiting for the writer thread at most (the seed's 10K buffer)."""
 
-BATCH = 500
-"""Records the writer formats and writes before it flushes."""
+BATCH = 2_000
+"""Records the writer formats and writes before it flushes (and lets the logging thread have the GIL back): with
+the kernel's route a handler can log ~100,000 records a second from one thread, and a writer that flushed every 500
+fell behind in such a burst until its queue was full."""
 
 POLL = 0.1
 """Seconds the idle writer sleeps before it looks at the queue again (how late a line may reach the file)."""
