@@ -307,6 +307,7 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: 
         logging_cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
         tier_cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
         shares: dict[str, list[float]] = {label: [] for label, _ in cases}
+        standin: dict[str, list[float]] = {label: [] for label, _ in cases}  # the stand-in's CPU: same two cores
         for run in range(repeat):  # the cases interleaved, each round in a rotated order
             for label, extra in cases[run % len(cases):] + cases[:run % len(cases)]:
                 probe.flushdb()
@@ -315,9 +316,10 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: 
                 worker = e2e.WorkerProc(str(workdir), {**env, **extra}, str(workdir / "worker.log")).start()
                 try:
                     first = e2e.wait_for(lambda: probe.get("bench:t_first"), 60)
-                    cpu_first = _cpu(worker.proc.pid)
+                    cpu_first, es_first = _cpu(worker.proc.pid), _cpu(es.proc.pid)
                     last = e2e.wait_for(lambda: probe.get("bench:t_last"), 300)
-                    cpu_last = _cpu(worker.proc.pid)
+                    cpu_last, es_last = _cpu(worker.proc.pid), _cpu(es.proc.pid)
+                    standin[label].append((es_last - es_first) / (n - 1))
                     if first is None or last is None:
                         raise RuntimeError(f"{label}: drain incomplete; see {workdir / 'worker.log'}")
                     rates[label].append((n - 1) / (float(last) - float(first)))
@@ -335,7 +337,8 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: 
                 print(f"round {run + 1}: {label}: {rates[label][-1]:,.0f} jobs/s, "
                       f"{cpu[label][-1] * 1e6:,.0f} µs CPU per job, of which logging "
                       f"{logging_cpu[label][-1] * 1e6:,.1f} µs (tier threads {tier_cpu[label][-1] * 1e6:,.1f}): "
-                      f"{shares[label][-1] * 100:+.1f} % on the rest", flush=True)
+                      f"{shares[label][-1] * 100:+.1f} % on the rest; the stand-in "
+                      f"{standin[label][-1] * 1e6:,.0f} µs", flush=True)
         app.close()
         base = cases[0][0]
         for label, values in logging_cpu.items():
@@ -350,6 +353,11 @@ def drains(n: int, repeat: int, workdir: Path, es: StandInProcess, job_records: 
             rows.append((f"worker CPU per job: {label}",
                          f"{statistics.median(values) * 1e6:,.0f} µs; vs warning, median of the rounds' ratios "
                          f"{_spread(ratios)}; rounds {every}"))
+        for label, values in standin.items():
+            if "LOG_ES_ENABLED" in dict(cases)[label]:
+                rows.append((f"Elasticsearch stand-in's CPU per job (same cores): {label}",
+                             f"{statistics.median(values) * 1e6:,.0f} µs (rounds "
+                             f"{', '.join(f'{v * 1e6:,.0f}' for v in values)})"))
         for label, values in rates.items():
             every = ", ".join(f"{v:,.0f}" for v in values)
             ratios = [v / b for v, b in zip(values, rates[base], strict=True)]
