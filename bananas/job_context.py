@@ -21,11 +21,9 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from bananas.errors import UsageError
-from bananas.log_context import CURRENT_JOB, JobScope, job_logger
+from bananas.log_context import CURRENT_JOB, JobLogger, JobScope, job_logger
 
 if TYPE_CHECKING:
-    from loguru import Logger
-
     from bananas.job import Job
 
 __all__ = ["PROGRESS_WAIT", "JobContext", "current_job"]
@@ -92,7 +90,7 @@ class JobContext(JobScope):
         return MappingProxyType(self.job.headers)
 
     @property
-    def logger(self) -> Logger:
+    def logger(self) -> JobLogger:
         """``bananas.job_logger``: records carry this job's fields."""
         return job_logger
 

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["CONTEXT_FIELDS", "FIXED_FIELDS", "LINE_KEY", "flat_record", "json_line"]
+__all__ = ["CONTEXT_FIELDS", "FIXED_FIELDS", "LINE_KEY", "field", "flat_record", "fragment", "json_line"]
+__all__ += ["json_string", "spliced_line"]
 
 FIXED_FIELDS = ("time", "level", "msg", "component", "log_source")
 """Fields every record carries."""
@@ -81,24 +82,26 @@ def flat_record(record: Mapping[str, Any]) -> dict[str, Any]:
     record already carries them.
     """
     extra: Mapping[str, Any] = record.get("extra", {})
+    get = extra.get
     out: dict[str, Any] = {
         "time": _iso(record["time"]),
         "level": record["level"].name,
         "msg": record["message"],
-        "component": extra.get("component") or "worker",
-        "log_source": extra.get("log_source") or "bananas_internal",
+        "component": get("component") or "worker",
+        "log_source": get("log_source") or "bananas_internal",
     }
     for name in CONTEXT_FIELDS:
-        value = extra.get(name)
+        value = get(name)
         if value is not None:
-            out[name] = _plain(value)
+            out[name] = value if type(value) in _SCALARS else _plain(value)
     exc = record.get("exception")
     if exc is not None and exc.type is not None:
         out.setdefault("error", f"{exc.type.__name__}: {exc.value}")
         out.setdefault("traceback", "".join(_traceback.format_exception(exc.type, exc.value, exc.traceback)))
-    for name, value in extra.items():
-        if name not in _INTERNAL and not name.startswith("_"):
-            out[name] = _plain(value)
+    if extra.keys() - _INTERNAL:  # other bound context (most records have none: skip the loop)
+        for name, value in extra.items():
+            if name not in _INTERNAL and name[:1] != "_":
+                out[name] = value if type(value) in _SCALARS else _plain(value)
     return out
 
 
@@ -107,6 +110,23 @@ LINE_KEY = "_bananas_json_line"
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 """One encoder for every line (``json.dumps`` with these arguments builds a new one per call)."""
+
+try:  # the C encoder behind _ENCODER, called directly: ~1.5 µs less per line than JSONEncoder.encode's wrappers
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring as _encode_basestring
+
+    _C_ENCODE = _c_make_encoder(None, str, _encode_basestring, None, ":", ",", False, False, True)
+except (ImportError, TypeError):  # pragma: no cover - a Python without the C accelerator
+    from json.encoder import encode_basestring as _encode_basestring
+
+    _C_ENCODE = None
+
+
+def _encode(flat: dict[str, Any]) -> str:
+    """``_ENCODER.encode(flat)``: the same text (no circular check: :func:`_plain` already copied every value)."""
+    if _C_ENCODE is None:  # pragma: no cover
+        return _ENCODER.encode(flat)
+    return "".join(_C_ENCODE(flat, 0))
 
 
 def json_line(record: Mapping[str, Any]) -> str:
@@ -118,7 +138,35 @@ def json_line(record: Mapping[str, Any]) -> str:
     """
     line = record.get(LINE_KEY)
     if line is None:
-        line = _ENCODER.encode(flat_record(record))
+        line = _encode(flat_record(record))
         if isinstance(record, dict):
             record[LINE_KEY] = line
     return line  # type: ignore[no-any-return]
+
+
+json_string = _string = _encode_basestring
+"""A JSON string of a ``str``: what the encoder writes for every string (``ensure_ascii=False``)."""
+
+
+def fragment(fields: Mapping[str, Any]) -> str:
+    """The model's context fields of ``fields`` (in :data:`CONTEXT_FIELDS` order, ``None`` skipped) as JSON text to
+    splice into a line after its fixed fields: ``,"worker_id":"…","job_id":"…"`` (empty without any)."""
+    flat: dict[str, Any] = {}
+    get = fields.get
+    for name in CONTEXT_FIELDS:
+        value = get(name)
+        if value is not None:
+            flat[name] = value if type(value) in _SCALARS else _plain(value)
+    return "," + _encode(flat)[1:-1] if flat else ""
+
+
+def field(name: str, value: str) -> str:
+    """``,"name":"value"``: one string field to splice into a line."""
+    return f",{_string(name)}:{_string(value)}"
+
+
+def spliced_line(moment: datetime, level: str, message: str, rest: str) -> str:
+    """The :func:`json_line` of a record whose flat form is ``time``, ``level``, ``msg`` and then ``rest``, its other
+    fields already as JSON text (``component`` and ``log_source`` first, see :func:`field` and :func:`fragment`):
+    the same text, without building the flat dict (the kernel's route writes most handler records this way)."""
+    return f'{{"time":"{_iso(moment)}","level":"{level}","msg":{_string(message)}{rest}}}'

@@ -23,12 +23,19 @@ class SinkConfig:
         level: Minimum level name.
         options: Extra keyword arguments for ``logger.add`` (``rotation``, ``serialize`` …).
         close: Called at shutdown to flush and release resources.
+        record_sink: Optional: the same tier taking the record dict itself (what ``sink`` reads as
+            ``message.record``: ``time``, ``level``, ``message``, ``extra``, ``exception``). When every configured
+            tier has one, ``job_logger`` and standard-library records skip loguru's record building and go to these
+            (:mod:`bananas.log_route`), at a fraction of the cost. Called on the logging thread without a lock: it
+            must be thread-safe and must not block (append to a queue; :func:`bananas.log_record.json_line` builds
+            the line once for every tier).
     """
 
     sink: Any
     level: str = "INFO"
     options: Mapping[str, Any] = attrs.field(factory=dict)
     close: Callable[[], None] | None = attrs.field(default=None, eq=False)
+    record_sink: Callable[[dict[str, Any]], None] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

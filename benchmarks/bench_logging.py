@@ -6,7 +6,10 @@ Per call, at the call site (the emitting thread; the console's own writer thread
 
 * a disabled level: the worker's per-job DEBUG event (``bananas.worker.events.succeeded``) with DEBUG off, and a
   handler's ``job_logger.debug`` / stdlib ``logging`` debug call below the configured level;
-* the console tier on: the same event written as JSON (``json_line`` → :class:`ConsoleWriter`) and as text;
+* the console tier on: the same event written as JSON (``json_line`` → :class:`ConsoleWriter`) and as text; a
+  handler's ``job_logger.info`` and stdlib ``logging.info`` inside a job, with the JSON console through the kernel's
+  direct route (``bananas.log_route``, installed as ``configure_logging`` installs it) and, for comparison, through
+  loguru (the route off), and with the text console (always loguru);
 * for the choice of the console's writer: loguru's own ``enqueue=True`` (pickles each record into a pipe for a
   writer thread) with the same JSON, and a plain synchronous write to the stream.
 
@@ -32,9 +35,10 @@ from typing import Any
 
 from loguru import logger
 
+from bananas import log_route
 from bananas.builtin.stdout_logsink import console_sink
 from bananas.job import Job
-from bananas.log_context import InterceptHandler, JobScope, job_logger, set_min_level
+from bananas.log_context import CURRENT_JOB, InterceptHandler, JobScope, job_logger, set_min_level
 from bananas.log_record import json_line
 from bananas.worker import events
 
@@ -76,8 +80,12 @@ def main() -> None:
         config = console_sink(options, stream=stream)
         handler = logger.add(config.sink, level=config.level, **dict(config.options))
         set_min_level(config.level)
+        route = None
+        if config.record_sink is not None:  # as configure_logging: records go straight to the JSON console
+            route = log_route.install([(logger.level(config.level).no, config.record_sink)])
 
         def remove() -> None:
+            log_route.clear(route)
             logger.remove(handler)
             if config.close is not None:
                 config.close()
@@ -98,13 +106,16 @@ def main() -> None:
         remove = with_sink({"format": fmt, "level": "DEBUG", "color": False})
         rows.append((f"console {fmt}: per-job DEBUG event (events.succeeded)", per_call(succeeded, args.calls)))
         scope = JobScope(job, "thin-1", "bench-1", "thin")
-        from bananas.log_context import CURRENT_JOB
-
         token = CURRENT_JOB.set(scope)
-        rows.append((f"console {fmt}: job_logger.info inside a job", per_call(lambda: job_logger.info("sent {}", 3),
-                                                                             args.calls)))
-        rows.append((f"console {fmt}: stdlib logging.info inside a job",
-                     per_call(lambda: stdlib.info("sent %s", 3), args.calls)))
+        paths = ["route", "loguru"] if fmt == "json" else ["loguru"]
+        for path in paths:
+            aside = logger.add(lambda m: None, level="CRITICAL") if path == "loguru" and fmt == "json" else None
+            rows.append((f"console {fmt}: job_logger.info inside a job ({path})",
+                         per_call(lambda: job_logger.info("sent {}", 3), args.calls)))
+            rows.append((f"console {fmt}: stdlib logging.info inside a job ({path})",
+                         per_call(lambda: stdlib.info("sent %s", 3), args.calls)))
+            if aside is not None:
+                logger.remove(aside)
         CURRENT_JOB.reset(token)
         remove()
 

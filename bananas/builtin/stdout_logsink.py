@@ -144,11 +144,15 @@ def console_sink(options: Mapping[str, Any], stream: IO[str] | None = None) -> S
     if str(options.get("format", "text")) == "json":
         put = writer.put
 
+        def write_record(record: Record) -> None:
+            put(json_line(record) + "\n")
+
         def write_json(message: Message) -> None:
-            put(json_line(message.record) + "\n")
+            write_record(message.record)
 
         # loguru still renders the handler's format before calling the sink: the cheapest one, then unused
-        return SinkConfig(sink=write_json, level=level, options={"format": "{message}"}, close=close)
+        return SinkConfig(sink=write_json, level=level, options={"format": "{message}"}, close=close,
+                          record_sink=write_record)  # type: ignore[arg-type]
     colorize = bool(options.get("color", True)) and out.isatty()
     return SinkConfig(sink=writer.put, level=level, options={"format": text_format, "colorize": colorize},
                       close=close)

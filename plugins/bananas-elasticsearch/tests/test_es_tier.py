@@ -355,3 +355,22 @@ def test_sink_factory_reads_the_tier_table(standin, log):
     log.warning("indexed")
     config.close()
     assert [d["msg"] for d in standin.docs("factory-*")] == ["indexed"]
+    # the configured tier gzips its bodies itself (level 1, cheaper than the client's 9): still gzip on the wire
+    (request,) = standin.bulk_requests()
+    assert request["gzip"] and {k.lower(): v for k, v in request["headers"].items()}["content-encoding"] == "gzip"
+
+
+def test_a_precompressed_client_sends_a_bytes_body_as_it_is_and_serializes_the_rest_as_before():
+    import gzip
+
+    from bananas_elasticsearch import COMPRESS_LEVEL, _PrecompressedNdjson
+
+    body = gzip.compress(b'{"create":{"_index":"i"}}\n{"msg":"x"}\n', COMPRESS_LEVEL)
+    serializer = _PrecompressedNdjson()
+    assert serializer.dumps(body) == body  # the client's own would add a newline after the gzip stream
+    assert serializer.dumps([{"create": {}}, {"msg": "x"}]) == b'{"create":{}}\n{"msg":"x"}\n'
+    client = build_client({"addresses": ["http://127.0.0.1:9"]}, precompressed=True)
+    try:
+        assert client.transport.node_pool.get().config.http_compress is False
+    finally:
+        client.close()

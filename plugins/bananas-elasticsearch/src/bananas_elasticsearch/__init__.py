@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from elasticsearch import Elasticsearch
+from elasticsearch.serializer import CompatibilityModeNdjsonSerializer
 
 from bananas.plugin_api import ConfigError, KeySpec, LogSinkSpec, Register, SinkConfig, hookimpl, setting
 from bananas_elasticsearch.tier import EsTier
@@ -47,10 +48,31 @@ SETTINGS: tuple[KeySpec, ...] = (
 """The settings of the Elasticsearch tier (documented in this package's README and docs/CONFIGURATION.md)."""
 
 
-def build_client(options: Mapping[str, Any], *, request_timeout: float = 10.0) -> Elasticsearch:
-    """The official client for the tier's table: Cloud id or addresses, API key or basic auth, gzip requests."""
-    kwargs: dict[str, Any] = {"http_compress": True, "request_timeout": request_timeout, "max_retries": 1,
-                              "retry_on_timeout": False}
+COMPRESS_LEVEL = 1
+"""gzip level of the configured tier's bulk bodies: ~2 µs of CPU per record, where the client's own (level 9) costs
+~9 µs, for ~25 % more bytes on the wire."""
+
+
+class _PrecompressedNdjson(CompatibilityModeNdjsonSerializer):
+    """The client's ndjson serializer, but a ``bytes`` body goes as it is: the tier's body is gzip-compressed already,
+    and the client's own serializer would add a newline after it."""
+
+    def dumps(self, data: Any) -> bytes:
+        if isinstance(data, bytes):
+            return data
+        return super().dumps(data)  # type: ignore[no-any-return]
+
+
+def build_client(options: Mapping[str, Any], *, request_timeout: float = 10.0,
+                 precompressed: bool = False) -> Elasticsearch:
+    """The official client for the tier's table: Cloud id or addresses, API key or basic auth, gzip requests
+    (``precompressed``: bodies come gzip-compressed already, as the tier's do — the client neither compresses nor
+    touches a ``bytes`` body)."""
+    kwargs: dict[str, Any] = {"http_compress": not precompressed, "request_timeout": request_timeout,
+                              "max_retries": 1, "retry_on_timeout": False}
+    if precompressed:
+        kwargs["serializers"] = {"application/x-ndjson": _PrecompressedNdjson(),
+                                 "application/vnd.elasticsearch+x-ndjson": _PrecompressedNdjson()}
     if options.get("api_key"):
         kwargs["api_key"] = options["api_key"]
     elif options.get("username"):
@@ -71,7 +93,8 @@ def build_client(options: Mapping[str, Any], *, request_timeout: float = 10.0) -
 def elasticsearch_sink(options: Mapping[str, Any]) -> SinkConfig:
     """Build the tier from its ``[logging.elasticsearch]`` table (``level`` already a loguru level name)."""
     tier = EsTier(
-        build_client(options),
+        build_client(options, precompressed=True),
+        compress_level=COMPRESS_LEVEL,
         index_prefix=str(options.get("index_prefix") or "bananas-logs"),
         flush_bytes=int(options.get("flush_bytes") or 5242880),
         flush_interval=float(options.get("flush_interval") or 10.0),
@@ -82,6 +105,7 @@ def elasticsearch_sink(options: Mapping[str, Any]) -> SinkConfig:
         level=str(options.get("level") or "INFO"),
         options={"format": "{message}", "colorize": False, "catch": True},
         close=tier.close,
+        record_sink=tier.put,  # the kernel's route: job_logger and stdlib records without loguru's record building
     )
 
 

@@ -7,7 +7,10 @@
   its daily index ``<prefix>-YYYY.MM.DD`` (from the record's UTC time) and cuts batches of ``flush_bytes`` or whatever
   arrived within ``flush_interval`` seconds.
 * ``num_workers`` threads send each batch as one pre-encoded ndjson body (an action line and the record's own line
-  per document, joined and encoded once) with the official client's ``bulk`` API (gzip on the wire), asking only for
+  per document, joined and encoded once) with the official client's ``bulk`` API (gzip on the wire: with
+  ``compress_level`` the tier compresses the body itself, at level 1 for the configured tier: ~2 µs of CPU per record
+  instead of the client's level 9, ~9 µs, for ~25 % more bytes; its client then must not compress and must pass a
+  bytes body through as it is, see :func:`bananas_elasticsearch.build_client`), asking only for
   ``errors`` and each item's ``status`` and ``error`` back (``filter_path``). The client's bulk helpers would
   serialize every action again and parse the whole reply; their per-document retry is done here instead: documents
   rejected with 429/502/503/504 are sent again (``max_retries`` times, exponential back-off); what still fails is
@@ -20,6 +23,7 @@
 """
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
@@ -93,8 +97,11 @@ class EsTier:
         max_retries: int = 2,
         retry_backoff: float = 0.5,
         busy_wait: float = 2.0,
+        compress_level: int | None = None,
     ) -> None:
         self.client = client
+        self.compress_level = compress_level
+        self._sender = client if compress_level is None else client.options(headers={"content-encoding": "gzip"})
         self.index_prefix = index_prefix
         self.flush_bytes = flush_bytes
         self.flush_interval = flush_interval
@@ -130,10 +137,14 @@ class EsTier:
 
     def sink(self, message: Any) -> None:
         """loguru's sink: queue ``message.record``; never blocks, never formats, never does I/O."""
+        self.put(message.record)
+
+    def put(self, record: Mapping[str, Any]) -> None:
+        """Queue one record (the kernel's route calls this directly: ``SinkConfig.record_sink``)."""
         if len(self._records) >= self.queue_size:
             self.counters["dropped"] += 1
             return
-        self._records.append(message.record)
+        self._records.append(record)
         if self._idle and len(self._records) >= self._high_water:
             self._wake.set()
 
@@ -258,7 +269,10 @@ class EsTier:
         """Send ``batch`` once: ``None`` when every document was indexed, else ``(status, reason)`` per document, in
         order (a whole request refused with an HTTP error gives every document that status)."""
         try:
-            reply = self.client.bulk(operations=self._body(batch), filter_path=FILTER_PATH).body
+            body = self._body(batch)
+            if self.compress_level is not None:
+                body = gzip.compress(body, self.compress_level)
+            reply = self._sender.bulk(operations=body, filter_path=FILTER_PATH).body
         except ApiError as exc:
             return [(exc.status_code, _api_reason(exc))] * len(batch)
         if not reply.get("errors"):

@@ -62,6 +62,7 @@ def file_sink(options: Mapping[str, Any]) -> SinkConfig:
         level=str(options.get("level") or "INFO"),
         options={"format": "{message}", "colorize": False, "catch": True},
         close=tier.close,
+        record_sink=tier.put,  # the kernel's route: job_logger and stdlib records without loguru's record building
     )
 
 

@@ -30,8 +30,10 @@ __all__ = ["QUEUE_SIZE", "FileTier"]
 QUEUE_SIZE = 10_000
 """Records waiting for the writer thread at most (the seed's 10K buffer)."""
 
-BATCH = 500
-"""Records the writer formats and writes before it flushes."""
+BATCH = 2_000
+"""Records the writer formats and writes before it flushes (and lets the logging thread have the GIL back): with
+the kernel's route a handler can log ~100,000 records a second from one thread, and a writer that flushed every 500
+fell behind in such a burst until its queue was full."""
 
 POLL = 0.1
 """Seconds the idle writer sleeps before it looks at the queue again (how late a line may reach the file)."""
@@ -82,10 +84,14 @@ class FileTier:
 
     def sink(self, message: Any) -> None:
         """loguru's sink: queue ``message.record``; never blocks, never formats."""
+        self.put(message.record)
+
+    def put(self, record: Mapping[str, Any]) -> None:
+        """Queue one record (the kernel's route calls this directly: ``SinkConfig.record_sink``)."""
         if len(self._queue) >= self.queue_size:
             self.dropped += 1
             return
-        self._queue.append(message.record)
+        self._queue.append(record)
         if self._idle and len(self._queue) >= self._high_water:
             self._wake.set()
 
