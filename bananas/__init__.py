@@ -1,8 +1,8 @@
 """Bananas: a distributed task queue for Python.
 
 Import what you need from here: ``Bananas`` (the app), ``Client`` / ``AsyncClient`` (producer-only processes),
-``job_logger`` (a loguru logger bound to the running job, for handlers), ``current_job`` / ``Retry`` / ``Reject``
-(the handler API: docs/HANDLERS.md) and ``hookimpl`` (for plugins).
+``job_logger`` (a logger with loguru's API bound to the running job, for handlers), ``current_job`` / ``Retry`` /
+``Reject`` (the handler API: docs/HANDLERS.md) and ``hookimpl`` (for plugins).
 """
 
 from __future__ import annotations
