@@ -180,13 +180,13 @@ def test_a_finished_jobs_result_shows_while_the_pool_runs_prefetched_jobs(make_a
 
 
 def test_a_pool_of_long_jobs_fetches_only_for_free_slots(make_app, run_worker, wait_for) -> None:
-    # Given prefetch allowed (x3) but jobs that run 30 ms each, well above PREFETCH_BELOW
+    # Given prefetch allowed (x3) but jobs that run 50 ms each, well above PREFETCH_BELOW
     app = make_app(overrides={"worker.prefetch_multiplier": 3})
-    assert PREFETCH_BELOW < 0.03
+    assert PREFETCH_BELOW < 0.05
 
     @app.job("long")
     def long() -> None:
-        time.sleep(0.03)
+        time.sleep(0.05)
 
     run_worker(app, pool_of(app, 2))
     handles = app.enqueue_many([{"name": "long", "payload": {}} for _ in range(20)])

@@ -24,8 +24,10 @@ from bananas.worker_mode import PoolPlan
 
 __all__ = ["PREFETCH_BELOW", "Pools"]
 
-PREFETCH_BELOW = 0.005
-"""A pool prefetches (``worker.prefetch_multiplier``) only while its jobs run shorter than this on average (s)."""
+PREFETCH_BELOW = 0.02
+"""A pool prefetches (``worker.prefetch_multiplier``) only while its jobs take less than this on average (seconds
+from start to settled, as the worker sees them: a busy pool of no-op sync jobs on 8 slots shows 5-6 ms, mostly
+waits for the GIL; the kill-storm drill's 30 ms jobs do not prefetch)."""
 
 class Pools:
     """The fetch loops of one worker process (:meth:`run` per pool) and the job tasks they start."""
