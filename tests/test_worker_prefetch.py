@@ -32,6 +32,16 @@ def warm_up(app: Bananas) -> None:
     time.sleep(0.5)
 
 
+def one_running_one_prefetched(app: Bananas, run_worker: Any, wait_for: Any, name: str) -> tuple[Any, Any]:
+    """Start a one-slot worker, warm it up, enqueue jobs ``first`` and ``second`` of handler ``name`` together:
+    ``first`` runs, ``second`` waits prefetched behind it (both leased)."""
+    run_worker(app, pool_of(app, 1))
+    warm_up(app)
+    first, second = app.enqueue_many([{"name": name, "payload": {"tag": tag}} for tag in ("first", "second")])
+    wait_for(lambda: running(app) == 2)
+    return first, second
+
+
 def running(app: Bananas, queue: str = "normal") -> int:
     async def read() -> int:
         return (await (await app.broker()).depths([queue]))[queue].running
@@ -87,10 +97,7 @@ def test_prefetched_jobs_keep_their_leases_while_they_wait(make_app, run_worker,
         if tag == "first":
             time.sleep(2.5)
 
-    run_worker(app, pool_of(app, 1))
-    warm_up(app)
-    first, second = app.enqueue_many([{"name": "slow", "payload": {"tag": tag}} for tag in ("first", "second")])
-    wait_for(lambda: running(app) == 2)
+    first, second = one_running_one_prefetched(app, run_worker, wait_for, "slow")
     # When both finish
     first.result(timeout=10)
     second.result(timeout=10)
@@ -141,10 +148,7 @@ def test_a_cancelled_prefetched_job_never_runs(make_app, run_worker, wait_for) -
         starts.append(tag)
         gate.wait(10)
 
-    run_worker(app, pool_of(app, 1))
-    warm_up(app)
-    first, second = app.enqueue_many([{"name": "step", "payload": {"tag": tag}} for tag in ("first", "second")])
-    wait_for(lambda: running(app) == 2)
+    first, second = one_running_one_prefetched(app, run_worker, wait_for, "step")
     # When the waiting job is cancelled, then the running one finishes
     assert second.cancel()
     time.sleep(0.5)  # the heartbeat sees the request
@@ -212,10 +216,7 @@ def test_a_prefetched_job_whose_lease_was_lost_is_not_started_from_the_stale_lea
         if tag == "first":
             gate.wait(10)
 
-    run_worker(app, pool_of(app, 1))
-    warm_up(app)
-    first, second = app.enqueue_many([{"name": "step", "payload": {"tag": tag}} for tag in ("first", "second")])
-    wait_for(lambda: running(app) == 2)
+    first, second = one_running_one_prefetched(app, run_worker, wait_for, "step")
     # When another worker's reaper recovers both leases (as if this worker had stopped renewing them)
     later = MemoryBroker(memory_url, BrokerOptions(clock=lambda: time.time() + 100))
     assert app.run_sync(later.reap) == 2
