@@ -356,6 +356,70 @@ async def test_a_fetch_woken_by_a_lower_queue_takes_from_it_in_one_call_and_keep
         client.close()
 
 
+async def test_a_fetch_that_had_work_lately_is_woken_with_its_take_already_done(make_broker, redis_url):
+    consumer = await make_broker()
+    producer = await make_broker()
+    client = redis.Redis.from_url(redis_url)
+    queues = ["w.high", "w.normal", "w.low"]
+    sends: list[list[str]] = []
+    real_send = consumer._send
+
+    async def counted(commands):  # noqa: ANN001, ANN202 - a spy on the consumer's round trips (Redis is real)
+        sends.append([c[0] for c in commands])
+        return await real_send(commands)
+
+    def calls() -> int:
+        return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+    consumer._send = counted
+    try:
+        # Given a fetcher that just handed out a job (of every queue once, so their numbers are known)
+        await producer.enqueue([_env(f"warm-{q}", q) for q in queues])
+        assert len(await consumer.fetch(queues, 3, 1.0)) == 3
+        # When it blocks on three queues and a job arrives in the lowest one
+        waiting = asyncio.create_task(consumer.fetch(queues, 2, 2.0))
+        await asyncio.sleep(0.1)
+        before = calls()
+        await producer.enqueue([_env("elsewhere", "w.other")])  # what one enqueue costs alone
+        enqueue_cost = calls() - before
+        before, sends[:] = calls(), []
+        await producer.enqueue([_env("low-1", "w.low")])
+        got = await asyncio.wait_for(waiting, 5.0)
+        # Then the job comes with no round trip after the wake-up: the takes were sent behind the BLPOP (one script
+        # call per queue, sharing the limit; the two higher ones found nothing)
+        assert [d.id for d in got] == ["low-1"]
+        assert sends == []
+        assert calls() - before == enqueue_cost + 3
+        # And the wake-up lists stay in sync: a second fetcher of the queue wakes for the next job
+        other = await make_broker()
+        waiting = asyncio.create_task(other.fetch(["w.low"], 1, 2.0))
+        await asyncio.sleep(0.1)
+        await producer.enqueue([_env("low-2", "w.low")])
+        assert [d.id for d in await asyncio.wait_for(waiting, 5.0)] == ["low-2"]
+    finally:
+        client.close()
+
+
+async def test_a_fetch_with_a_take_behind_its_block_keeps_leases_whole(make_broker):
+    # The take behind a BLPOP is built when the BLPOP is sent, so its clock is that instant: a block longer than a
+    # tenth of the lease goes alone (then the take is built after the wake-up)
+    now = [time.time()]
+    consumer = await make_broker(lease=5.0, clock=lambda: now[0])
+    producer = await make_broker()
+    await producer.enqueue([_env("warm", "lq")])
+    assert len(await consumer.fetch(["lq"], 1, 1.0)) == 1
+    # Given a clock that jumps 4 s while the fetcher blocks for up to 2 s (> 5 s / 10)
+    waiting = asyncio.create_task(consumer.fetch(["lq"], 1, 2.0))
+    await asyncio.sleep(0.1)
+    now[0] += 4.0
+    await producer.enqueue([_env("late", "lq")])
+    got = await asyncio.wait_for(waiting, 5.0)
+    # Then the lease runs from the wake-up, not from the send
+    assert [d.id for d in got] == ["late"]
+    client_score = await producer._call1(("ZSCORE", producer._keys("lq").leases, "late"))
+    assert float(client_score) == pytest.approx(now[0] + 5.0, abs=0.01)
+
+
 async def test_an_idle_fetch_costs_at_most_one_command_per_second(make_broker, redis_url):
     broker = await make_broker()
     await broker.fetch(["x", "y", "z"], 4, 0.05)
