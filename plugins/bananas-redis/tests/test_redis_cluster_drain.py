@@ -3,29 +3,19 @@ once, a resharding in the middle of a drain loses nothing. Reuses the worker har
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bananas_redis.testing import sibling_module
 from bananas_redis.testing_ha import LocalCluster, command, ha_binary
 from redis.crc import key_slot
 
 from bananas import Bananas
 
-
-def _worker_harness():  # the sibling test module's harness (tests are imported by path, not as a package)
-    path = Path(__file__).with_name("test_redis_worker.py")
-    spec = importlib.util.spec_from_file_location("_redis_worker_harness", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_harness = _worker_harness()
+_harness = sibling_module(__file__, "test_redis_worker.py")
 Harness, wait_until = _harness.Harness, _harness.wait_until
 
 _PLUGINS = "bananas-redis,bananas-router-job-type"
@@ -39,11 +29,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     assert _BINARY is not None
-    made = LocalCluster(_BINARY).start()
-    try:
+    with LocalCluster(_BINARY).start() as made:
         yield made
-    finally:
-        made.cleanup()
 
 
 def _ranges(cluster: LocalCluster) -> dict[int, list[tuple[int, int]]]:
@@ -158,32 +145,31 @@ def test_a_resharding_during_a_drain_loses_nothing(cluster: LocalCluster, tmp_pa
 def test_a_shard_masters_failover_during_a_drain_loses_nothing(tmp_path: Path) -> None:
     # Given a cluster of 3 masters with a replica each, and a worker draining 400 jobs over 6 queues on 3 shards
     assert _BINARY is not None
-    c = LocalCluster(_BINARY, replicas=1).start()
-    h = _routed(tmp_path, c.url)
-    try:
-        queues = _queues_on_every_shard(h.prefix, _ranges(c), per_shard=2)
-        _route(h, queues)
-        keys = [f"job{i}" for i in range(400)]
-        for i, key in enumerate(keys):
-            h.enqueue(f"work-{queues[i % len(queues)].removesuffix('.normal')}", key, payload={"secs": 0.02})
-        worker = h.worker("a", WORKER_QUEUES=",".join(queues))
-        wait_until(lambda: len(h.events.keys("succeeded")) >= 30, 20, "the drain to start")
+    with LocalCluster(_BINARY, replicas=1).start() as c:
+        h = _routed(tmp_path, c.url)
+        try:
+            queues = _queues_on_every_shard(h.prefix, _ranges(c), per_shard=2)
+            _route(h, queues)
+            keys = [f"job{i}" for i in range(400)]
+            for i, key in enumerate(keys):
+                h.enqueue(f"work-{queues[i % len(queues)].removesuffix('.normal')}", key, payload={"secs": 0.02})
+            worker = h.worker("a", WORKER_QUEUES=",".join(queues))
+            wait_until(lambda: len(h.events.keys("succeeded")) >= 30, 20, "the drain to start")
 
-        # When the master of one shard is SIGKILLed (by pid) mid-drain and its replica takes over its slots
-        victim = c.owner(f"{{{h.prefix}:{queues[0]}}}")
-        started = time.monotonic()
-        victim.stop(kill=True)
-        assert len(h.events.keys("succeeded")) < len(keys), "the drain ended before the failover: no test"
-        wait_until(lambda: c.owner(f"{{{h.prefix}:{queues[0]}}}") is not victim, 30, "a replica to take over")
-        print(f"replica took over {time.monotonic() - started:.1f}s after the kill")
+            # When the master of one shard is SIGKILLed (by pid) mid-drain and its replica takes over its slots
+            victim = c.owner(f"{{{h.prefix}:{queues[0]}}}")
+            started = time.monotonic()
+            victim.stop(kill=True)
+            assert len(h.events.keys("succeeded")) < len(keys), "the drain ended before the failover: no test"
+            wait_until(lambda: c.owner(f"{{{h.prefix}:{queues[0]}}}") is not victim, 30, "a replica to take over")
+            print(f"replica took over {time.monotonic() - started:.1f}s after the kill")
 
-        # Then the worker follows the new slot map by itself and every job succeeds (at least once)
-        starts = _check_once(h, keys, timeout=90)
-        twice = sorted(k for k, n in starts.items() if n > 1)
-        print(f"shard failover mid-drain: all {len(keys)} jobs done {time.monotonic() - started:.1f}s after the "
-              f"kill, {len(twice)} ran twice")
-        assert set(starts) == set(keys)
-        assert worker.alive()
-    finally:
-        h.close()
-        c.cleanup()
+            # Then the worker follows the new slot map by itself and every job succeeds (at least once)
+            starts = _check_once(h, keys, timeout=90)
+            twice = sorted(k for k, n in starts.items() if n > 1)
+            print(f"shard failover mid-drain: all {len(keys)} jobs done {time.monotonic() - started:.1f}s after the "
+                  f"kill, {len(twice)} ran twice")
+            assert set(starts) == set(keys)
+            assert worker.alive()
+        finally:
+            h.close()

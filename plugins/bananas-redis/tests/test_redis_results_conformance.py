@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from bananas_redis import RedisResultBackend
-from bananas_redis.testing import find_redis_servers, shared_server
+from bananas_redis.testing import connected, find_redis_servers, shared_server
 
 from bananas.builtin.memory_results import MemoryResultBackend
 from bananas.result_backend import ResultBackend
@@ -21,21 +21,15 @@ BACKENDS = ["memory"] + [f"redis:{label}" for label, _ in find_redis_servers()]
 class TestResultBackends(ResultBackendConformance):
     @pytest_asyncio.fixture(params=BACKENDS)
     async def backend_factory(self, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-        made: list[ResultBackend] = []
         memory_url = f"memory://results-{uuid.uuid4().hex[:12]}"
         prefix = f"rc{uuid.uuid4().hex[:10]}"
         kind, _, label = request.param.partition(":")
 
-        async def make(**options: Any) -> ResultBackend:
+        def open_one(**options: Any) -> ResultBackend:
             if kind == "redis":
-                backend: ResultBackend = RedisResultBackend(shared_server(label).url, {"prefix": prefix, **options})
-            else:
-                backend = MemoryResultBackend(memory_url, options)
-            await backend.connect()
-            made.append(backend)
-            return backend
+                return RedisResultBackend(shared_server(label).url, {"prefix": prefix, **options})
+            return MemoryResultBackend(memory_url, options)
 
-        yield make
-        for backend in made:
-            await backend.close()
+        async with connected(open_one) as make:
+            yield make
         MemoryResultBackend.reset(memory_url)

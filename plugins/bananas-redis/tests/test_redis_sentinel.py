@@ -6,7 +6,6 @@ sentinel is started by :class:`bananas_redis.testing_ha.LocalSentinels` on loopb
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import shutil
 import time
 import uuid
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from bananas_redis import RedisOptions, RedisResultBackend, RedisSentinelBroker
-from bananas_redis.testing import make_certificates
+from bananas_redis.testing import connected_backends, connected_brokers, make_certificates, sibling_module
 from bananas_redis.testing_ha import LocalSentinels, command, ha_binary
 
 from bananas.plugin_api import BrokerUnavailable, Envelope
@@ -28,16 +27,7 @@ _BINARY = ha_binary()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_BINARY is None, reason="needs redis-server 7+ (and redis-cli)")]
 
 
-def _worker_harness():  # the sibling test module's harness (tests are imported by path, not as a package)
-    path = Path(__file__).with_name("test_redis_worker.py")
-    spec = importlib.util.spec_from_file_location("_redis_worker_harness", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_harness = _worker_harness()
+_harness = sibling_module(__file__, "test_redis_worker.py")
 Harness, wait_until = _harness.Harness, _harness.wait_until
 
 
@@ -48,11 +38,8 @@ def _group(**kwargs: object) -> LocalSentinels:
 
 @pytest.fixture(scope="module")
 def sentinels() -> Iterator[LocalSentinels]:
-    group = _group()
-    try:
+    with _group() as group:
         yield group
-    finally:
-        group.cleanup()
 
 
 class TestRedisSentinelBroker(BrokerConformance):
@@ -60,19 +47,8 @@ class TestRedisSentinelBroker(BrokerConformance):
 
     @pytest_asyncio.fixture
     async def broker_factory(self, sentinels: LocalSentinels) -> AsyncIterator:
-        made: list[RedisSentinelBroker] = []
-        prefix = f"s{uuid.uuid4().hex[:8]}"
-
-        async def make(**overrides: object) -> RedisSentinelBroker:
-            overrides.setdefault("prefix", prefix)
-            broker = RedisSentinelBroker(sentinels.url, RedisOptions(**overrides))
-            await broker.connect()
-            made.append(broker)
-            return broker
-
-        yield make
-        for broker in made:
-            await broker.close()
+        async with connected_brokers(RedisSentinelBroker, sentinels.url, f"s{uuid.uuid4().hex[:8]}") as make:
+            yield make
 
 
 def _drain_through(group: LocalSentinels, tmp_path: Path, fault: str) -> None:
@@ -115,11 +91,8 @@ def test_a_drain_follows_the_master_through_sentinel_failover(sentinels: LocalSe
 
 
 def test_a_drain_survives_a_sigkill_of_the_master(tmp_path: Path) -> None:
-    group = _group()
-    try:
+    with _group() as group:
         _drain_through(group, tmp_path, "kill")
-    finally:
-        group.cleanup()
 
 
 async def test_a_producer_gets_broker_unavailable_only_when_no_master_answers_in_time() -> None:
@@ -146,19 +119,19 @@ async def test_a_producer_gets_broker_unavailable_only_when_no_master_answers_in
 class TestRedisSentinelResults(ResultBackendConformance):
     @pytest_asyncio.fixture
     async def backend_factory(self, sentinels: LocalSentinels) -> AsyncIterator:
-        made: list[RedisResultBackend] = []
-        prefix = f"r{uuid.uuid4().hex[:8]}"
-        url = sentinels.url
+        async with connected_backends(sentinels.url, f"r{uuid.uuid4().hex[:8]}") as make:
+            yield make
 
-        async def make(**options: object) -> RedisResultBackend:
-            backend = RedisResultBackend(url, {"prefix": prefix, **options})
-            await backend.connect()
-            made.append(backend)
-            return backend
 
-        yield make
-        for backend in made:
-            await backend.close()
+async def _one_job_through(broker: RedisSentinelBroker, results: RedisResultBackend) -> None:
+    """Connect both, enqueue job ``a``, fetch it and store its result: everything works as on one node."""
+    await broker.connect()
+    await results.connect()
+    await broker.enqueue([Envelope("a", "q", b"x")])
+    (got,) = await broker.fetch(["q"], 1, 1.0)
+    await results.store("a", b"done", 60)
+    assert got.id == "a" and await broker.ack([got]) == [True]
+    assert await results.get("a") == b"done"
 
 
 async def test_an_acl_user_in_the_sentinel_url_authenticates_to_the_master(sentinels: LocalSentinels) -> None:
@@ -171,15 +144,9 @@ async def test_an_acl_user_in_the_sentinel_url_authenticates_to_the_master(senti
     broker = RedisSentinelBroker(url, RedisOptions(prefix=f"acl{uuid.uuid4().hex[:6]}"))
     results = RedisResultBackend(url, {"prefix": "acl"})
     try:
-        await broker.connect()
-        await results.connect()
-        await broker.enqueue([Envelope("a", "q", b"x")])
-        (got,) = await broker.fetch(["q"], 1, 1.0)
-        await results.store("a", b"done", 60)
+        await _one_job_through(broker, results)
 
-        # Then the master sees that user, and everything works as on one node
-        assert got.id == "a" and await broker.ack([got]) == [True]
-        assert await results.get("a") == b"done"
+        # Then the master sees that user
         assert "user=app" in str(command(sentinels.master().port, "CLIENT", "LIST"))
     finally:
         await broker.close()
@@ -207,16 +174,8 @@ async def test_rediss_sentinel_reaches_the_master_over_tls(tmp_path: Path) -> No
         broker = RedisSentinelBroker(group.url, RedisOptions(prefix="tls", ssl_ca_certs=certs["ca.crt"]))
         results = RedisResultBackend(group.url, {"ssl_ca_certs": certs["ca.crt"]})
         try:
-            # When the broker and the result backend go through the sentinels
-            await broker.connect()
-            await results.connect()
-            await broker.enqueue([Envelope("a", "q", b"x")])
-            (got,) = await broker.fetch(["q"], 1, 1.0)
-            await results.store("a", b"done", 60)
-
-            # Then they reach the master over TLS
-            assert got.id == "a" and await broker.ack([got]) == [True]
-            assert await results.get("a") == b"done"
+            # When the broker and the result backend go through the sentinels, then they reach the master over TLS
+            await _one_job_through(broker, results)
         finally:
             await broker.close()
             await results.close()

@@ -19,7 +19,9 @@ Only the connection layer differs from one node; every script and command is the
   queue (and one on the due-signal list for a scheduler), each on the blocking pool of the queue's node, all at
   once. The first to return wakes the fetch, which takes from every queue in priority order again. The others stay
   blocked (cancelling one would cost a reconnect) and serve the next wait on their key.
-* **enqueue_sync** routes the same way on redis-py's blocking connections, one idle list per node.
+* **enqueue_sync** routes the same way on redis-py's blocking connections, one idle list per node. What the two
+  lanes share without I/O (which node to ask for the slot map, parsing it, the retry rounds) is in
+  :mod:`bananas_redis.cluster_map`; each lane here only sends and sleeps.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import Connection, SSLConnection
@@ -40,13 +42,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bananas.plugin_api import BrokerOptions
 from bananas_redis.broker import Command, RedisBroker, _pack, _Pool
+from bananas_redis.cluster_map import CLUSTER_SLOTS, SLOTS, UNREACHABLE, Address, Rounds, SlotMapSearch
 
 __all__ = ["RedisClusterBroker"]
 
-Address = tuple[str, int]
-_SLOTS = 16384
 _KEYLESS = frozenset({"PING", "SCRIPT", "ASKING", "CLUSTER", "INFO", "TIME"})
-_BACKOFF = 0.02  # first pause before a TRYAGAIN / CLUSTERDOWN retry (doubles, up to 0.5 s)
 _NOT_LOCAL = "non local key"  # a script on a migrating slot met a key that already moved: retried like TRYAGAIN
 
 
@@ -83,7 +83,7 @@ class RedisClusterBroker(RedisBroker):
 
     def __init__(self, url: str = "redis+cluster://127.0.0.1:6379/", options: BrokerOptions | None = None) -> None:
         super().__init__(url, options)
-        self._slots: list[Address | None] = [None] * _SLOTS
+        self._slots: list[Address | None] = [None] * SLOTS
         self._master_list: list[Address] | None = None
         self._stale = True  # the slot map must be (re)learnt before the next round trip
         self._map_lock: asyncio.Lock | None = None
@@ -160,21 +160,15 @@ class RedisClusterBroker(RedisBroker):
             self._master_list = list(dict.fromkeys(a for a in self._slots if a is not None))
         return self._master_list
 
-    def _learn(self, reply: Any, via: Address) -> None:
-        slots: list[Address | None] = [None] * _SLOTS
-        for entry in reply:
-            start, end, master = int(entry[0]), int(entry[1]), entry[2]
-            host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
-            address = (host if host and host != "?" else via[0], int(master[1]))
-            for slot in range(start, end + 1):
-                slots[slot] = address
-        self._slots = slots
+    def _learn(self, search: SlotMapSearch) -> None:
+        """Use the map ``search`` found (or raise its error: no node answered)."""
+        self._slots = search.slots()
         self._master_list = None
         self._down &= set(self._masters())  # a node no longer in the map cannot hold the outage open
         self._stale = False
 
-    def _candidates(self) -> list[Address]:
-        return list(dict.fromkeys([*self._masters(), *self.target.hosts]))
+    def _search(self) -> SlotMapSearch:
+        return SlotMapSearch(self._masters(), self.target.hosts)
 
     async def _refresh(self) -> None:
         """Learn the slot map (``CLUSTER SLOTS``) from the first node that answers: known masters, then seeds."""
@@ -183,19 +177,14 @@ class RedisClusterBroker(RedisBroker):
         async with self._map_lock:
             if not self._stale:
                 return  # another round trip refreshed it meanwhile
-            error: BaseException | None = None
-            for address in self._candidates():
+            search = self._search()
+            for address in search:
                 try:
-                    (reply,) = await self._send_on(self._node_pool(address), [("CLUSTER", "SLOTS")])
-                except (RedisConnectionError, OSError, TimeoutError) as exc:
-                    error = exc
-                    continue
-                if isinstance(reply, Exception):
-                    raise reply
-                self._learn(reply, address)
-                return
-            assert error is not None
-            raise error
+                    (reply,) = await self._send_on(self._node_pool(address), [CLUSTER_SLOTS])
+                except UNREACHABLE as exc:
+                    reply = exc
+                search.answer(reply)
+            self._learn(search)
 
     def _plan(
         self, todo: dict[int, Address | None], commands: Sequence[Command]
@@ -266,7 +255,7 @@ class RedisClusterBroker(RedisBroker):
             out[i] = next((r for r in got if isinstance(r, Exception)), got[0])
         return todo, wait
 
-    def _give_up(self, out: list[Any], todo: dict[int, Address | None]) -> None:
+    def _give_up(self, out: list[Any], todo: dict[int, Address | None]) -> NoReturn:
         """Still redirected or told to try again after ``socket_timeout``: a lost connection for the callers."""
         reply = out[next(iter(todo))]
         raise RedisConnectionError(f"redis cluster kept redirecting for {self.options.socket_timeout:g}s: {reply}")
@@ -274,14 +263,11 @@ class RedisClusterBroker(RedisBroker):
     # -- round trips -----------------------------------------------------------------------------------------
     async def _send(self, commands: Sequence[Command]) -> list[Any]:
         self._open()
-        out: list[Any] = [None] * len(commands)
-        todo: dict[int, Address | None] = dict.fromkeys(range(len(commands)))
-        deadline = time.monotonic() + self.options.socket_timeout
-        delay = _BACKOFF
+        rounds = Rounds(len(commands), self.options.socket_timeout, self._give_up)
         while True:
             if self._stale:
                 await self._refresh()
-            groups = self._plan(todo, commands)
+            groups = self._plan(rounds.todo, commands)
             addresses = list(groups)
             if len(addresses) == 1:  # the common case (one queue, or queues of one shard): no task per node
                 results: list[Any] = [await self._node_round_trip(addresses[0],
@@ -296,14 +282,11 @@ class RedisClusterBroker(RedisBroker):
                 self._stale = True
                 raise failed
             replies = {a: self._unwire(groups[a], r) for a, r in zip(addresses, results, strict=True)}
-            todo, wait = self._absorb(commands, out, groups, replies)
-            if not todo:
-                return out
-            if time.monotonic() >= deadline:
-                self._give_up(out, todo)
-            if wait:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+            pause = rounds.after(*self._absorb(commands, rounds.out, groups, replies))
+            if pause is None:
+                return rounds.out
+            if pause:
+                await asyncio.sleep(pause)
 
     async def _blpop(self, keys: Sequence[str], remaining: float) -> Any:
         """One ``BLPOP`` per key on its node, all at once; the first reply wins.
@@ -398,36 +381,25 @@ class RedisClusterBroker(RedisBroker):
         return out
 
     def _refresh_sync(self) -> None:
-        error: BaseException | None = None
-        for address in self._candidates():
+        search = self._search()
+        for address in search:
             try:
-                (reply,) = self._sync_round_trip(address, [("CLUSTER", "SLOTS")])
-            except (RedisConnectionError, OSError) as exc:
-                error = exc
-                continue
-            if isinstance(reply, Exception):
-                raise reply
-            self._learn(reply, address)
-            return
-        assert error is not None
-        raise error
+                (reply,) = self._sync_round_trip(address, [CLUSTER_SLOTS])
+            except UNREACHABLE as exc:
+                reply = exc
+            search.answer(reply)
+        self._learn(search)
 
     def _send_sync(self, commands: Sequence[Command]) -> list[Any]:
-        out: list[Any] = [None] * len(commands)
-        todo: dict[int, Address | None] = dict.fromkeys(range(len(commands)))
-        deadline = time.monotonic() + self.options.timeout
-        delay = _BACKOFF
+        rounds = Rounds(len(commands), self.options.timeout, self._give_up)
         while True:
             if self._stale:
                 self._refresh_sync()
-            groups = self._plan(todo, commands)
+            groups = self._plan(rounds.todo, commands)
             replies = {a: self._unwire(items, self._sync_round_trip(a, self._wire(commands, items)))
                        for a, items in groups.items()}
-            todo, wait = self._absorb(commands, out, groups, replies)
-            if not todo:
-                return out
-            if time.monotonic() >= deadline:
-                self._give_up(out, todo)
-            if wait:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+            pause = rounds.after(*self._absorb(commands, rounds.out, groups, replies))
+            if pause is None:
+                return rounds.out
+            if pause:
+                time.sleep(pause)

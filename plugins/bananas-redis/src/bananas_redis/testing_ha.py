@@ -4,7 +4,10 @@
 ports and joins them with ``redis-cli --cluster create … --cluster-replicas 0``; ``url`` is its
 ``redis+cluster://`` URL. ``LocalSentinels(binary).start()`` starts a master, one replica and three sentinels
 (quorum 2, ``down-after-milliseconds`` 1000) monitoring it as ``service``; ``url`` is its ``redis+sentinel://`` URL.
-Both reuse :class:`bananas_redis.testing.RedisServer` for every process.
+Both reuse :class:`bananas_redis.testing.RedisServer` for every process, and are context managers
+(``with LocalCluster(binary).start() as cluster:``) that stop every process by pid on the way out. The tests on them
+get their connected brokers and result backends from :func:`bananas_redis.testing.connected_brokers` /
+:func:`~bananas_redis.testing.connected_backends`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
+from typing import Self
 
 import attrs
 
@@ -54,6 +58,21 @@ def _info(port: int) -> dict[str, object]:
     return reply if isinstance(reply, dict) else {}
 
 
+class _StoppedOnExit:
+    """``with group.start() as group:``: :meth:`cleanup` (every process stopped by pid) on the way out."""
+
+    __slots__ = ()
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
 def _wait(check: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -68,7 +87,7 @@ def _wait(check: object, timeout: float, what: str) -> None:
 
 
 @attrs.define(eq=False)
-class LocalCluster:
+class LocalCluster(_StoppedOnExit):
     """A Redis Cluster of ``masters`` nodes (no replicas) on loopback.
 
     With ``tls`` (the paths of :func:`bananas_redis.testing.make_certificates`) every node also listens with TLS on
@@ -177,7 +196,7 @@ sentinel parallel-syncs {service} 1
 
 
 @attrs.define(eq=False)
-class LocalSentinels:
+class LocalSentinels(_StoppedOnExit):
     """A master, ``replicas`` replicas and ``sentinels`` sentinels (quorum 2) monitoring it as ``service``.
 
     With ``tls`` (the paths of :func:`bananas_redis.testing.make_certificates`) every process also listens with TLS
@@ -264,3 +283,4 @@ class LocalSentinels:
         self.watchers, self.data = [], []
         for server in servers:
             server.cleanup()
+
