@@ -30,8 +30,10 @@ class ControlChecks(_Base):
         # When the first is cancelled
         assert await control.cancel("a") == "ready"
 
-        # Then it is cancelled, never fetched, not counted as ready; a second cancel reports it finished
+        # Then it is cancelled, not counted as ready from that moment, never fetched; a second cancel reports it
+        # finished
         assert await self._state(broker, "a") == "cancelled"
+        assert (await broker.depths(["q"]))["q"].ready == 1
         assert [d.id for d in await self._fetch(broker, ["q"], 10)] == ["b"]
         assert (await broker.depths(["q"]))["q"].ready == 0
         assert await control.cancel("a") == "cancelled"

@@ -136,6 +136,32 @@ async def test_a_take_behind_a_block_keeps_every_wake_up_list_it_may_have_emptie
     assert time.monotonic() - started < 1.0
 
 
+async def test_cancelling_a_ready_job_keeps_the_type_index_count_and_wake_up_lists(make_broker, redis_url, prefix):
+    # Given three ready jobs of two types
+    broker = await make_broker()
+    await broker.enqueue([_typed("a1", "a"), _typed("b1", "b"), _typed("b2", "b")])
+
+    # When the only job of type a and one of type b are cancelled
+    assert await broker.cancel("a1") == "ready"
+    assert await broker.cancel("b2") == "ready"
+
+    # Then from that moment type a has no ready jobs, b has one, and the queue counts one
+    assert [(t.job_type, t.ready) for t in await broker.ready_types("q")] == [("b", 1)]
+    assert (await broker.depths(["q"]))["q"].ready == 1
+    client = redis.Redis.from_url(redis_url)
+    qk = queue_keys(prefix, "q")
+    try:
+        assert client.zrange(qk.types, 0, -1) == [b"b"]
+        assert client.llen(qk.type_signal("a")) == 0  # no wake-up left for a fetcher of type a
+        assert client.llen(qk.type_signal("b")) == 1
+        assert client.llen(qk.wake) == 1
+    finally:
+        client.close()
+    # And a fetcher of type a is not woken for nothing, while one of every type gets b1
+    assert await broker.fetch(["q"], 1, 0.2, job_types={"a"}) == []
+    assert [d.id for d in await broker.fetch(["q"], 10, 0)] == ["b1"]
+
+
 async def test_jobs_left_in_the_01_ready_list_go_to_catch_alls_first_and_never_to_typed_workers(
     make_broker, redis_url, prefix
 ):

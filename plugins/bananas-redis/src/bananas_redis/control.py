@@ -4,10 +4,11 @@ SupportsCancellation`): ``client.cancel``, ``bananas cancel`` and the terminal s
 Design:
 
 * **cancel** finds the job's queue like ``lookup`` (one ``HGET state`` per known queue, one round trip), then runs
-  ``lua/control.lua cancel`` on that queue's keys: a ``ready`` job leaves the ready list (``LREM``) and a
-  ``scheduled`` one the scheduled set, and the record becomes ``cancelled`` (kept ``completed_ttl``); a ``running``
-  job's record gets a ``cancel`` field. Should an entry stay in a ready list anyway (a list layout the script does
-  not know), dispatch.lua's ``take`` drops it: it hands out only records in state ``ready``.
+  ``lua/control.lua cancel`` on that queue's keys: a ``ready`` job leaves its type's ready set (the typed ready
+  count, the index of type heads and the wake-up lists follow, so it is in no depth from that moment) or the 0.1
+  ready list, a ``scheduled`` one the scheduled set, and the record becomes ``cancelled`` (kept ``completed_ttl``);
+  a ``running`` job's record gets a ``cancel`` field. Should an entry stay in a ready list anyway (a layout the
+  script does not know), dispatch.lua's ``take`` drops it: it hands out only records in state ``ready``.
 * **cancel_requested** is one pipelined ``HMGET state token cancel`` per running job: the worker's lease heartbeat
   asks it about once a second for the jobs its process runs (no script, no write; nothing when it runs none).
 * **finish** runs ``lua/control.lua finish``: fenced by the delivery's token like ``ack``.
@@ -55,8 +56,8 @@ class RedisControl:
     _local_token: Callable[[Delivery], str]
 
     async def _control(self, keys: QueueKeys, job_id: str, command: str, *args: Any) -> Any:
-        call = ("EVALSHA", _SHA, 5, keys.ready, keys.scheduled, keys.leases, keys.signal, keys.job(job_id), command,
-                repr(float(self.options.clock())), job_id, *args)
+        call = ("EVALSHA", _SHA, 8, keys.ready, keys.scheduled, keys.leases, keys.signal, keys.job(job_id),
+                keys.types, keys.count, keys.wake, command, repr(float(self.options.clock())), job_id, *args)
         (reply,) = await self._send([call])
         if isinstance(reply, NoScriptError):
             (_, reply) = await self._send([("SCRIPT", "LOAD", CONTROL_SCRIPT), call])
