@@ -28,8 +28,11 @@ class Fallback:
         self.lines: list[str] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.held = threading.Event()  # set once a call waits at the closed gate
 
     def __call__(self, lines: list[str]) -> None:
+        if not self.gate.is_set():
+            self.held.set()
         self.gate.wait(30)
         self.lines.extend(lines)
 
@@ -304,7 +307,7 @@ def test_a_full_queue_drops_counts_and_reports(standin, log):
     wait_for(lambda: fallback.lines, what="the first fallback")
     fallback.gate.clear()
     log.info("second")
-    time.sleep(0.3)  # the collector is now inside the fallback
+    wait_for(fallback.held.is_set, what="the collector waiting inside the fallback")
     for n in range(100):
         log.info("burst {n}", n=n)
     assert tier.stats()["dropped"] >= 70
