@@ -96,6 +96,7 @@ from bananas.plugin_api import (
     ReadyType,
     redact_url,
 )
+from bananas_redis import enqueue_rounds as rounds
 from bananas_redis.control import RedisControl
 from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
 from bananas_redis.fastconn import FastLane, fast_lane
@@ -665,9 +666,12 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         if not envelopes:
             return []
         envs = _first_per_id(envelopes)
-        stored = await self._produce(
-            "enqueue", lambda: self._drive(self._enqueue_steps(envs, generated_ids)), len(envs)
-        )
+        try:
+            stored = await self._produce(  # a fresh run of the steps per attempt (_produce retries once)
+                "enqueue", lambda: rounds.drive(self, self._enqueue_steps(envs, generated_ids)), len(envs)
+            )
+        except rounds.PartialEnqueue as partial:
+            raise rounds.partial_error(self, partial, envelopes) from partial.error
         return _flags(envelopes, stored)
 
     def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> list[bool]:
@@ -683,11 +687,13 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         envs = _first_per_id(envelopes)
         try:
             try:
-                stored = self._drive_sync(self._enqueue_steps(envs, generated_ids))
+                stored = rounds.drive_sync(self, self._enqueue_steps(envs, generated_ids))
             except AuthenticationError:
                 raise
             except RedisConnectionError:  # a stale pooled connection: once more on a fresh one
-                stored = self._drive_sync(self._enqueue_steps(envs, generated_ids))
+                stored = rounds.drive_sync(self, self._enqueue_steps(envs, generated_ids))
+        except rounds.PartialEnqueue as partial:
+            raise rounds.partial_error(self, partial, envelopes) from partial.error
         except (RedisError, OSError) as exc:
             o = self.options
             cause = explain(exc, self.url, connect_timeout=min(o.connect_timeout, o.timeout), reply_timeout=o.timeout)
@@ -759,15 +765,29 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         due = self._due_token() if delayed else []
         if delayed:
             self._due_dirty = True
-        results = yield [*commands, *home_calls, *due] if home_calls or due else commands
-        stored: dict[str, bool] = {}
-        for envs, reply in zip(chunks, results, strict=False):  # the scripts' replies come first
-            for env, flag in zip(envs, reply, strict=True):
-                stored[env.id] = flag == 1
-        if home_calls:
+        # Error replies come back in place (Tolerant): a failed call loses its own jobs only (enqueue_rounds).
+        results = yield rounds.Tolerant([*commands, *home_calls, *due])
+        stored, lost, error = rounds.outcome(chunks, results)
+        tail = results[len(commands) :]
+        failed = rounds.first_error(tail)
+        if failed is not None:  # a home claim or the due token failed: the calls that replied stored their jobs
+            raise rounds.PartialEnqueue(stored, lost, error or failed)
+        try:
+            yield from self._enqueue_bookkeeping(groups, claiming, stored, tail, home_index, nowf)
+        except ResponseError as exc:
+            raise rounds.PartialEnqueue(stored, lost, error or exc) from exc
+        if error is not None:
+            raise rounds.PartialEnqueue(stored, lost, error)
+        return stored
+
+    def _enqueue_bookkeeping(
+        self, groups: dict[str, list[Envelope]], claiming: Sequence[Envelope], stored: dict[str, bool],
+        home_replies: Sequence[Any], home_index: list[list[int]], nowf: float,
+    ) -> Steps:
+        """The rest of an enqueue once its scripts replied: ids homed in another queue, new queues' numbers."""
+        if home_replies:
             homes: list[str] = [""] * len(claiming)
-            for index, reply in zip(home_index, results[len(commands) : len(commands) + len(home_calls)],
-                                    strict=True):
+            for index, reply in zip(home_index, home_replies[: len(home_index)], strict=True):
                 for i, home in zip(index, reply, strict=True):
                     homes[i] = _str(home)
             moving = [(env, home) for env, home in zip(claiming, homes, strict=True) if home and home != env.queue]
@@ -784,7 +804,6 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         new = sorted(q for q, envs in groups.items() if q not in known and any(stored.get(e.id) for e in envs))
         if new:
             yield from self._register_steps(new)
-        return stored
 
     def _adopt_steps(self, adopted: list[Envelope]) -> Generator[list[Command], list[Any], list[tuple[Envelope, str]]]:
         """Explicit ids shaped like generated ones whose home claim was new: the id may be a job enqueued earlier
