@@ -172,3 +172,18 @@ def test_the_fast_constructors_set_every_field_of_the_models():
     assert sorted(app_build.ENVELOPE_SLOTS) == sorted(f.name for f in attrs.fields(Envelope))
     with pytest.raises(RuntimeError, match="differ"):
         app_build._slot_setters(Job, app_build.JOB_SLOTS[:-1])
+
+
+def test_the_dumps_many_example_of_serializers_md_runs():
+    # docs/SERIALIZERS.md, "Batches: the optional dumps_many": its example is a serializer whose batch path writes
+    # what dumps writes, and the codec uses it (a broken example would fail its own asserts here)
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "SERIALIZERS.md").read_text(encoding="utf-8")
+    section = text[text.index("## Batches: the optional `dumps_many`"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "SERIALIZERS.md", "exec"), namespace)  # noqa: S102 - the project's own docs
+    serializer = namespace["CompactJson"]()
+    batch = [{"a": i, "b": [1, 2]} for i in range(3)]
+    assert serializer.dumps_many(batch) == [serializer.dumps(m) for m in batch]

@@ -152,3 +152,22 @@ def test_a_batch_that_fills_memory_half_way_names_the_jobs_not_stored(redis_serv
         client.close()
         asyncio.run(broker.close())
         server.cleanup()
+
+
+_bodies = st.one_of(st.binary(max_size=40), st.text(max_size=20))
+_etas = st.one_of(st.none(), st.floats(0, 4e9, allow_nan=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=12), _bodies, _etas, st.sampled_from(["", "t", "résumé"])),
+                min_size=1, max_size=12))
+def test_the_enqueue_call_is_encoded_as_its_arguments_would_be(jobs):
+    # The enqueue call carries its own RESP encoding (built per job in one format); it must be exactly what
+    # packing its argument tuple writes, for ready and delayed jobs, any type, bytes or text bodies
+    from bananas_redis.broker import _enqueue_command, _pack
+
+    envs = [Envelope(i, "q", body, eta, t) for i, body, eta, t in jobs]
+    command = _enqueue_command(queue_keys("p", "q"), "1700000000.5", envs)
+    assert command.wire == _pack([tuple(command)])
+    assert list(command[16:]) == [x for e in envs for x in (e.id, e.body if isinstance(e.body, bytes)
+                                  else e.body.encode(), "" if e.eta is None else repr(float(e.eta)), e.job_type)]

@@ -210,6 +210,7 @@ def _as_bytes(value: Any) -> bytes:
 
 _EMPTY_BULK = _bulk("")
 _JOB = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"  # id, body
+_JOB_NOW = _JOB + _EMPTY_BULK + b"%b"  # id, body, no eta, the type's bulk string
 
 
 _HEADS: dict[str, bytes] = {}  # queue tag -> the fixed part of its enqueue call (see _enqueue_command)
@@ -238,14 +239,23 @@ def _enqueue_command(qk: QueueKeys, now: str, envelopes: Sequence[Envelope]) -> 
     args: list[Any] = ["EVALSHA", _SHA, 10, *qk.script_keys, "enqueue", qk.job_prefix, now]
     wire: list[bytes] = [b"", _enqueue_head(qk), _bulk(now)]
     add, put = args.extend, wire.append
+    types: dict[str, bytes] = {}  # job type -> its bulk string (a batch has few types)
     for env in envelopes:
         ident = env.id.encode()
         body = env.body if type(env.body) is bytes else _as_bytes(env.body)
-        eta = "" if env.eta is None else _num(env.eta)
-        add((env.id, body, eta, env.job_type))
-        put(_JOB % (len(ident), ident, len(body), body))
-        put(_EMPTY_BULK if env.eta is None else _bulk(eta))
-        put(_type_bulk(env.job_type))
+        job_type = env.job_type
+        kind = types.get(job_type)
+        if kind is None:
+            kind = types[job_type] = _type_bulk(job_type)
+        if env.eta is None:  # ready now: id, body, the empty eta and the type in one format
+            add((env.id, body, "", job_type))
+            put(_JOB_NOW % (len(ident), ident, len(body), body, kind))
+        else:
+            eta = _num(env.eta)
+            add((env.id, body, eta, job_type))
+            put(_JOB % (len(ident), ident, len(body), body))
+            put(_bulk(eta))
+            put(kind)
     wire[0] = b"*%d\r\n" % len(args)
     command = _Packed(args)
     command.wire = b"".join(wire)

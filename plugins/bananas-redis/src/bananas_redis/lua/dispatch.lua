@@ -285,13 +285,14 @@ if cmd == 'enqueue' then
     -- Every record is read before anything is written: a call that fails (a job key of another type: WRONGTYPE;
     -- maxmemory, refused at the first write) stores none of its jobs, so the client can say exactly which are lost.
     -- (A second quadruple of one id meets the first as a live copy, as when records were read one by one.)
-    local out, ready, rtypes, one, states, seen = {}, {}, {}, ARGV[7], {}, {}
+    local out, ready, rtypes, one, keys, states, seen = {}, {}, {}, ARGV[7], {}, {}, {}
     for i = 4, #ARGV, 4 do
-        states[i] = redis.call('HGET', JOB .. ARGV[i], 'state')
+        local key = JOB .. ARGV[i]
+        keys[i], states[i] = key, redis.call('HGET', key, 'state')
     end
     for i = 4, #ARGV, 4 do
         local id, body, eta, jtype = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-        local key = JOB .. id
+        local key = keys[i]
         local st = states[i]
         if seen[id] then st = 'ready' end
         seen[id] = true
