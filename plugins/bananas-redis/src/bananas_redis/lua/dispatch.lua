@@ -287,13 +287,14 @@ if cmd == 'enqueue' then
     -- (A second quadruple of one id meets the first as a live copy, as when records were read one by one.)
     local out, ready, rtypes, one, keys, states, seen = {}, {}, {}, ARGV[7], {}, {}, {}
     for i = 4, #ARGV, 4 do
-        local key = JOB .. ARGV[i]
-        keys[i], states[i] = key, redis.call('HGET', key, 'state')
+        local j, key = #keys + 1, JOB .. ARGV[i]
+        keys[j], states[j] = key, redis.call('HGET', key, 'state')
     end
-    for i = 4, #ARGV, 4 do
+    for j = 1, #keys do
+        local i = 4 * j
         local id, body, eta, jtype = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-        local key = keys[i]
-        local st = states[i]
+        local key = keys[j]
+        local st = states[j]
         if seen[id] then st = 'ready' end
         seen[id] = true
         if st == 'completed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
