@@ -6,6 +6,8 @@ here); :func:`build_job` encodes it too. :func:`build_all` does a batch: the clo
 of one ``enqueue_many`` has the same ``created_at``; a ``delay`` counts from it), the ids come from one
 ``os.urandom`` call (:func:`bananas.job.new_job_ids`) instead of one per job, and the bodies from one
 :meth:`~bananas.serializer.JobCodec.encode_many` call, which lets the serializer write what the jobs share once.
+A plain spec (``name`` and ``payload`` only) after the first job of its name takes that job's name-derived fields,
+and jobs and envelopes are written through their slots (:func:`_new_job`, :func:`_new_envelope`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[Any, Any
     set here too: a test compares them)."""
     slots = tuple(s for s in cls.__slots__ if s != "__weakref__")  # type: ignore[attr-defined]
     if sorted(slots) != sorted(names):
-        raise RuntimeError(f"{cls.__name__} fields {slots} differ from the fields set in app_build {names}")
+        raise RuntimeError(f"{cls.__name__} fields {slots} differ from the fields bananas/app_build.py sets {names}: "
+                           "set the new field in _new_job / _new_envelope and list it there")
     return tuple(cls.__dict__[name].__set__ for name in names)
 
 
