@@ -8,7 +8,8 @@ one, and measures, one producer thread, with the Redis broker's defaults (home k
 
 * ``single``: ``app.enqueue("noop", {})`` N times, one at a time;
 * ``async``: ``await app.enqueue_async("noop", {})`` N times on one event loop (what an ASGI handler does);
-* ``many``: ``app.enqueue_many`` of ``--batch`` jobs, ``--batches`` times.
+* ``many``: ``app.enqueue_many`` of ``--batch`` jobs, ``--batches`` times;
+* ``many_async`` (only when named in ``--parts``): ``await app.enqueue_many_async`` of the same batches on one loop.
 
 Each row gives the rate (jobs/s, wall clock), the client's CPU per job (``time.process_time``), Redis's CPU per job
 (``INFO cpu``, user + sys of the server process), Redis's own accounting per job (``INFO commandstats``: the usec of
@@ -149,6 +150,9 @@ def main() -> None:
             if "async" in parts:
                 rows.setdefault("async", []).append(_async_row(url, args.n, r))
                 r.flushdb()
+            if "many_async" in parts:
+                rows.setdefault("many_async", []).append(_async_row(url, args.batches, r, batch=args.batch))
+                r.flushdb()
         if args.repeat > 1:
             print("medians:")
             for label, found in rows.items():
@@ -161,8 +165,11 @@ def main() -> None:
             server.stop()
 
 
-def _async_row(url: str, n: int, r: redis.Redis) -> dict[str, float]:
+def _async_row(url: str, n: int, r: redis.Redis, batch: int = 0) -> dict[str, float]:
+    """The ``async`` row: ``n`` single ``enqueue_async`` calls; with ``batch``, the ``many_async`` row: ``n``
+    ``enqueue_many_async`` calls of ``batch`` jobs."""
     app = _app(url, None)
+    specs = [{"name": "noop", "payload": {}} for _ in range(batch)]
 
     async def go() -> dict[str, float]:
         await app.enqueue_async("noop", {})
@@ -174,12 +181,16 @@ def _async_row(url: str, n: int, r: redis.Redis) -> dict[str, float]:
         def run() -> None:
             async def many() -> None:
                 for _ in range(n):
-                    await app.enqueue_async("noop", {})
+                    if batch:
+                        await app.enqueue_many_async(specs)
+                    else:
+                        await app.enqueue_async("noop", {})
             fut = asyncio.run_coroutine_threadsafe(many(), loop)
             fut.result()
 
         # the loop must keep running while _row measures: run the measured part in a thread that waits on it
-        done.update(await asyncio.to_thread(_row, "async", n, r, run, counter))
+        label, jobs = (f"many_async x{batch}", n * batch) if batch else ("async", n)
+        done.update(await asyncio.to_thread(_row, label, jobs, r, run, counter))
         await app.aclose()
         return done
 

@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -126,3 +127,63 @@ def test_a_batch_raises_for_the_first_job_at_fault_in_order():
     # a body too big (job 0) before an encoding error (job 1)
     with pytest.raises(SerializationError, match="max_payload_bytes"):
         app._build_all([{"name": "a", "payload": {"x": "y" * 3000}}, {"name": "a", "payload": {"when": naive}}])
+
+
+def test_a_batch_of_plain_specs_builds_the_jobs_each_spec_builds_alone():
+    # Given handlers with their own defaults, one with none, and a name no handler has here
+    app = Bananas(broker=fresh_memory_url(), entrypoints=False)
+
+    @app.job("slow", priority="low", max_retries=7, timeout=30)
+    def slow(i: int = 0) -> None:  # pragma: no cover - never run
+        del i
+
+    @app.job("plain")
+    def plain(i: int = 0) -> None:  # pragma: no cover - never run
+        del i
+
+    names = ["slow", "plain", "unknown", "slow", "unknown", "plain", "slow", "unknown"]
+    specs: list[dict[str, Any]] = [{"name": n, "payload": {"i": i}} for i, n in enumerate(names)]
+    specs += [{"name": "slow", "payload": None}, {"name": "unknown"}, {"name": "plain", "priority": "high"}]
+
+    # When they are built as one batch (plain specs after the first of their name take the batch's fast path)
+    jobs, envelopes, generated = app._build_all(specs)
+
+    # Then each job is the one its spec builds alone, but for the id and the clock
+    for spec, job in zip(specs, jobs, strict=True):
+        alone, _ = app.build(spec["name"], spec.get("payload"), priority=spec.get("priority"))
+        assert job == attrs.evolve(alone, id=job.id, created_at=job.created_at, enqueued_at=job.enqueued_at)
+    assert generated == {job.id for job in jobs} and len(generated) == len(specs)
+    assert [(e.id, e.queue, e.job_type, e.eta) for e in envelopes] == [(j.id, j.queue, j.name, None) for j in jobs]
+    assert [e.body for e in envelopes] == [app.codec.encode(job) for job in jobs]
+    # and no two jobs share a mutable field
+    assert len({id(job.headers) for job in jobs}) == len(jobs)
+    assert len({id(job.payload) for job in jobs}) == len(jobs)
+    assert len({id(job.extra) for job in jobs}) == len(jobs)
+    app.close()
+
+
+def test_the_fast_constructors_set_every_field_of_the_models():
+    # A field added to Job or Envelope must be set by app_build's constructors too (else a job would lack it)
+    from bananas import app_build
+    from bananas.broker import Envelope
+    from bananas.job import Job
+
+    assert sorted(app_build.JOB_SLOTS) == sorted(f.name for f in attrs.fields(Job))
+    assert sorted(app_build.ENVELOPE_SLOTS) == sorted(f.name for f in attrs.fields(Envelope))
+    with pytest.raises(RuntimeError, match="differ"):
+        app_build._slot_setters(Job, app_build.JOB_SLOTS[:-1])
+
+
+def test_the_dumps_many_example_of_serializers_md_runs():
+    # docs/SERIALIZERS.md, "Batches: the optional dumps_many": its example is a serializer whose batch path writes
+    # what dumps writes, and the codec uses it (a broken example would fail its own asserts here)
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "SERIALIZERS.md").read_text(encoding="utf-8")
+    section = text[text.index("## Batches: the optional `dumps_many`"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "SERIALIZERS.md", "exec"), namespace)  # noqa: S102 - the project's own docs
+    serializer = namespace["CompactJson"]()
+    batch = [{"a": i, "b": [1, 2]} for i in range(3)]
+    assert serializer.dumps_many(batch) == [serializer.dumps(m) for m in batch]

@@ -24,16 +24,16 @@ class RowEncoder:
     """One batch's template state (not shared between threads: make one per batch). ``encode(row)`` returns the
     row's JSON text, or ``None`` when the caller must encode it the normal way."""
 
-    __slots__ = ("_base", "_const", "_enc", "_getter", "_keys", "_segments", "_varying")
+    __slots__ = ("_base", "_const", "_enc", "_getter", "_keys", "_segments", "_steps")
 
     def __init__(self, encode: Callable[[Any, int], Sequence[str]]) -> None:
         self._enc = encode
         self._keys: tuple[str, ...] | None = None
         self._base: list[Any] | None = None  # the previous row's values, while no template is known
-        self._varying: tuple[int, ...] = ()
         self._getter: Callable[[Sequence[Any]], Any] | None = None
         self._const: Any = None
         self._segments: list[str] = []
+        self._steps: tuple[tuple[int, str], ...] = ()  # (position of a varying value, the text after it)
 
     def _text(self, value: Any) -> str:
         return "".join(self._enc(value, 0))
@@ -43,18 +43,17 @@ class RowEncoder:
             return None
         keys = tuple(row)
         values = list(row.values())
-        if keys == self._keys and self._getter is not None:
-            getter = self._getter
-            if all(map(_is, getter(values), self._const)):
-                segments, text = self._segments, self._text
-                try:
-                    parts = [segments[0]]
-                    for n, i in enumerate(self._varying):
-                        parts.append(text(values[i]))
-                        parts.append(segments[n + 1])
-                except (TypeError, ValueError, RecursionError):
-                    return None
-                return "".join(parts)
+        if keys == self._keys and self._getter is not None and all(map(_is, self._getter(values), self._const)):
+            # the C encoder returns a value's text in chunks: they go straight into the row's parts, joined once
+            enc = self._enc
+            parts = [self._segments[0]]
+            try:
+                for i, after in self._steps:
+                    parts += enc(values[i], 0)
+                    parts.append(after)
+            except (TypeError, ValueError, RecursionError):
+                return None
+            return "".join(parts)
         return self._learn(keys, values)
 
     def _learn(self, keys: tuple[str, ...], values: list[Any]) -> str | None:
@@ -83,7 +82,8 @@ class RowEncoder:
                     else:
                         current += texts[i]
                 segments.append(current + "}")
-                self._varying, self._segments = varying, segments
+                self._segments = segments
+                self._steps = tuple(zip(varying, segments[1:], strict=True))
                 self._getter = operator.itemgetter(*const) if len(const) > 1 else (lambda v, i=const[0]: (v[i],))
                 self._const = self._getter(values)
         return "".join(item + text for item, text in zip(items, texts, strict=True)) + "}"

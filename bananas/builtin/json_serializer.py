@@ -32,7 +32,7 @@ from bananas.values import JSON_TAG, JsonTagger, json_object_hook, may_hold_tags
 
 __all__ = ["JsonSerializer"]
 
-_TAG_TEXT = f'"{JSON_TAG}"'
+_TAG_TEXT = f'"{JSON_TAG}"'  # what may_hold_tags looks for in a text (dumps_many inlines that test)
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -88,11 +88,12 @@ class JsonSerializer:
         fast = self._fast
         if fast is None:  # pragma: no cover - CPython always has the C encoder
             return [self.dumps(data) for data in datas]
-        rows = RowEncoder(fast)
+        encode = RowEncoder(fast).encode
         out: list[bytes] = []
+        append = out.append
         for data in datas:
-            text = rows.encode(data)
-            out.append(self.dumps(data) if text is None or may_hold_tags(text) else text.encode("utf-8"))
+            text = encode(data)
+            append(self.dumps(data) if text is None or _TAG_TEXT in text else text.encode("utf-8"))
         return out
 
     def _dumps(self, data: Mapping[str, Any]) -> bytes:

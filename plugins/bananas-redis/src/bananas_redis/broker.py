@@ -100,6 +100,7 @@ from bananas.plugin_api import (
     ReadyType,
     redact_url,
 )
+from bananas_redis import enqueue_rounds as rounds
 from bananas_redis.control import RedisControl
 from bananas_redis.errors import Cause, cause_of, explain, explain_async, is_refusal, unavailable
 from bananas_redis.fastconn import FastLane, fast_lane
@@ -213,6 +214,7 @@ def _as_bytes(value: Any) -> bytes:
 
 _EMPTY_BULK = _bulk("")
 _JOB = b"$%d\r\n%b\r\n$%d\r\n%b\r\n"  # id, body
+_JOB_NOW = _JOB + _EMPTY_BULK + b"%b"  # id, body, no eta, the type's bulk string
 
 
 _HEADS: dict[str, bytes] = {}  # queue tag -> the fixed part of its enqueue call (see _enqueue_command)
@@ -241,14 +243,23 @@ def _enqueue_command(qk: QueueKeys, now: str, envelopes: Sequence[Envelope]) -> 
     args: list[Any] = ["EVALSHA", _SHA, 10, *qk.script_keys, "enqueue", qk.job_prefix, now]
     wire: list[bytes] = [b"", _enqueue_head(qk), _bulk(now)]
     add, put = args.extend, wire.append
+    types: dict[str, bytes] = {}  # job type -> its bulk string (a batch has few types)
     for env in envelopes:
         ident = env.id.encode()
         body = env.body if type(env.body) is bytes else _as_bytes(env.body)
-        eta = "" if env.eta is None else _num(env.eta)
-        add((env.id, body, eta, env.job_type))
-        put(_JOB % (len(ident), ident, len(body), body))
-        put(_EMPTY_BULK if env.eta is None else _bulk(eta))
-        put(_type_bulk(env.job_type))
+        job_type = env.job_type
+        kind = types.get(job_type)
+        if kind is None:
+            kind = types[job_type] = _type_bulk(job_type)
+        if env.eta is None:  # ready now: id, body, the empty eta and the type in one format
+            add((env.id, body, "", job_type))
+            put(_JOB_NOW % (len(ident), ident, len(body), body, kind))
+        else:
+            eta = _num(env.eta)
+            add((env.id, body, eta, job_type))
+            put(_JOB % (len(ident), ident, len(body), body))
+            put(_bulk(eta))
+            put(kind)
     wire[0] = b"*%d\r\n" % len(args)
     command = _Packed(args)
     command.wire = b"".join(wire)
@@ -671,9 +682,12 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         if not envelopes:
             return []
         envs = _first_per_id(envelopes)
-        stored = await self._produce(
-            "enqueue", lambda: self._drive(self._enqueue_steps(envs, generated_ids)), len(envs)
-        )
+        try:
+            stored = await self._produce(  # a fresh run of the steps per attempt (_produce retries once)
+                "enqueue", lambda: rounds.drive(self, self._enqueue_steps(envs, generated_ids)), len(envs)
+            )
+        except rounds.PartialEnqueue as partial:
+            raise rounds.partial_error(self, partial, envelopes) from partial.error
         return _flags(envelopes, stored)
 
     def enqueue_sync(self, envelopes: Sequence[Envelope], *, generated_ids: Collection[str] = ()) -> list[bool]:
@@ -689,11 +703,13 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         envs = _first_per_id(envelopes)
         try:
             try:
-                stored = self._drive_sync(self._enqueue_steps(envs, generated_ids))
+                stored = rounds.drive_sync(self, self._enqueue_steps(envs, generated_ids))
             except AuthenticationError:
                 raise
             except RedisConnectionError:  # a stale pooled connection: once more on a fresh one
-                stored = self._drive_sync(self._enqueue_steps(envs, generated_ids))
+                stored = rounds.drive_sync(self, self._enqueue_steps(envs, generated_ids))
+        except rounds.PartialEnqueue as partial:
+            raise rounds.partial_error(self, partial, envelopes) from partial.error
         except (RedisError, OSError) as exc:
             o = self.options
             cause = explain(exc, self.url, connect_timeout=min(o.connect_timeout, o.timeout), reply_timeout=o.timeout)
@@ -765,15 +781,29 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         due = self._due_token() if delayed else []
         if delayed:
             self._due_dirty = True
-        results = yield [*commands, *home_calls, *due] if home_calls or due else commands
-        stored: dict[str, bool] = {}
-        for envs, reply in zip(chunks, results, strict=False):  # the scripts' replies come first
-            for env, flag in zip(envs, reply, strict=True):
-                stored[env.id] = flag == 1
-        if home_calls:
+        # Error replies come back in place (Tolerant): a failed call loses its own jobs only (enqueue_rounds).
+        results = yield rounds.Tolerant([*commands, *home_calls, *due])
+        stored, lost, error = rounds.outcome(chunks, results)
+        tail = results[len(commands) :]
+        failed = rounds.first_error(tail)
+        if failed is not None:  # a home claim or the due token failed: the calls that replied stored their jobs
+            raise rounds.PartialEnqueue(stored, lost, error or failed)
+        try:
+            yield from self._enqueue_bookkeeping(groups, claiming, stored, tail, home_index, nowf)
+        except ResponseError as exc:
+            raise rounds.PartialEnqueue(stored, lost, error or exc) from exc
+        if error is not None:
+            raise rounds.PartialEnqueue(stored, lost, error)
+        return stored
+
+    def _enqueue_bookkeeping(
+        self, groups: dict[str, list[Envelope]], claiming: Sequence[Envelope], stored: dict[str, bool],
+        home_replies: Sequence[Any], home_index: list[list[int]], nowf: float,
+    ) -> Steps:
+        """The rest of an enqueue once its scripts replied: ids homed in another queue, new queues' numbers."""
+        if home_replies:
             homes: list[str] = [""] * len(claiming)
-            for index, reply in zip(home_index, results[len(commands) : len(commands) + len(home_calls)],
-                                    strict=True):
+            for index, reply in zip(home_index, home_replies[: len(home_index)], strict=True):
                 for i, home in zip(index, reply, strict=True):
                     homes[i] = _str(home)
             moving = [(env, home) for env, home in zip(claiming, homes, strict=True) if home and home != env.queue]
@@ -790,7 +820,6 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         new = sorted(q for q, envs in groups.items() if q not in known and any(stored.get(e.id) for e in envs))
         if new:
             yield from self._register_steps(new)
-        return stored
 
     def _adopt_steps(self, adopted: list[Envelope]) -> Generator[list[Command], list[Any], list[tuple[Envelope, str]]]:
         """Explicit ids shaped like generated ones whose home claim was new: the id may be a job enqueued earlier

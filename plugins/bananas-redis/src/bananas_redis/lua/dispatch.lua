@@ -282,11 +282,21 @@ end
 
 if cmd == 'enqueue' then
     -- ARGV[4..]: quadruples id, body, eta ('' = now), job type. Returns 1 (stored) or 0 (a live copy exists) each.
-    local out, ready, rtypes, one = {}, {}, {}, ARGV[7]
+    -- Every record is read before anything is written: a call that fails (a job key of another type: WRONGTYPE;
+    -- maxmemory, refused at the first write) stores none of its jobs, so the client can say exactly which are lost.
+    -- (A second quadruple of one id meets the first as a live copy, as when records were read one by one.)
+    local out, ready, rtypes, one, keys, states, seen = {}, {}, {}, ARGV[7], {}, {}, {}
     for i = 4, #ARGV, 4 do
+        local j, key = #keys + 1, JOB .. ARGV[i]
+        keys[j], states[j] = key, redis.call('HGET', key, 'state')
+    end
+    for j = 1, #keys do
+        local i = 4 * j
         local id, body, eta, jtype = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-        local key = JOB .. id
-        local st = redis.call('HGET', key, 'state')
+        local key = keys[j]
+        local st = states[j]
+        if seen[id] then st = 'ready' end
+        seen[id] = true
         if st == 'completed' or st == 'dead' or st == 'cancelled' or st == 'expired' then
             if st == 'dead' then redis.call('ZREM', K_DEAD, id) end
             redis.call('DEL', key)
