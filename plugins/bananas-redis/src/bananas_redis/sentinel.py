@@ -11,9 +11,8 @@ and connects there. A failover therefore looks like an outage of one node:
   :class:`~bananas.errors.BrokerUnavailable` only if no master took over in that time;
 * after a failover the old master may still accept writes until the sentinels demote it (up to about 10 s for
   ``SENTINEL FAILOVER``): pooled connections would keep writing there and lose those writes at the demotion. So
-  the broker asks the sentinels for the master's address at most once a second (before a round trip, or before a
-  take sent behind a ``BLPOP``) and drops every pooled connection, blocked fetches included, as soon as the
-  address changes;
+  the broker asks the sentinels for the master's address at most once a second (before a round trip) and drops
+  every pooled connection, blocked fetches included, as soon as the address changes;
 * the new master is a replica of the old one: writes the old master acknowledged but had not replicated are lost
   (Redis replication is asynchronous), so a job may come back to the state it had a moment earlier. Leases and
   fencing keep delivery at-least-once: a job running through the failover is reaped when its lease expires and
@@ -93,19 +92,10 @@ class RedisSentinelBroker(RedisBroker):
 
     # -- following the master (see the module docstring) -----------------------------------------------------
     async def _send_on(self, pool: _Pool, commands: Sequence[Command]) -> list[Any]:
-        await self._check_master()
-        return await super()._send_on(pool, commands)
-
-    async def _blpop_on(self, pool: _Pool, keys: Sequence[str], remaining: float, then: Sequence[Command] = (),
-                        replies: list[Any] | None = None) -> Any:
-        if then:  # a take rides behind this BLPOP: it writes, so it must go to the current master too
-            await self._check_master()
-        return await super()._blpop_on(pool, keys, remaining, then, replies)
-
-    async def _check_master(self) -> None:
         if time.monotonic() - self._checked >= CHECK_EVERY:
             self._checked = time.monotonic()
             await self._follow_master()
+        return await super()._send_on(pool, commands)
 
     async def _follow_master(self) -> None:
         if self._sentinel is None or self.target.service is None:
