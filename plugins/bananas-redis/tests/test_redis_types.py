@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 import redis
 from bananas_redis.keys import queue_keys
 
@@ -102,38 +101,6 @@ async def test_reap_repairs_a_typed_wake_up_lost_with_a_dead_fetcher(make_broker
     await producer.reap()
     got = await asyncio.wait_for(waiting, 5.0)
     assert [d.id for d in got] == ["a1"]
-
-
-@pytest.mark.parametrize("old_in", ["q", "hi"], ids=["same-queue", "higher-queue"])
-async def test_a_take_behind_a_block_keeps_every_wake_up_list_it_may_have_emptied(
-    make_broker, redis_url, prefix, old_in
-):
-    # Given a fetcher of queues hi and q, of type a and of 0.1's untyped jobs, that just had work, so it blocks with
-    # its takes sent behind the BLPOP; and an idle fetcher of q's type a alone
-    queues = ["hi", "q"]
-    consumer = await make_broker()
-    producer = await make_broker()
-    other = await make_broker()
-    assert await other.fetch(["q"], 1, 0.05, job_types={"a"}) == []  # idle: it blocks first
-    await producer.enqueue([_typed("warm", "a")])
-    assert len(await consumer.fetch(queues, 1, 1.0, job_types={"a", ""})) == 1
-    waiting = asyncio.create_task(consumer.fetch(queues, 1, 2.0, job_types={"a", ""}))
-    await asyncio.sleep(0.1)
-    # When a job left by 0.1 waits in a single ready list with no token (in q itself, or in the higher queue hi) and
-    # a1 arrives in q: the BLPOP pops q's token of type a, and the takes (limit 1) hand out the 0.1 job first, never
-    # touching q's type a (with the job in hi, q's take finds the limit used up and returns at once)
-    client = redis.Redis.from_url(redis_url)
-    qk = queue_keys(prefix, old_in)
-    client.hset(qk.job("old1"), mapping={"state": "ready", "body": "old1", "updated_at": "1700000000"})
-    client.rpush(qk.ready, "old1")
-    client.close()
-    await producer.enqueue([_typed("a1", "a")])
-    assert [d.id for d in await asyncio.wait_for(waiting, 5.0)] == ["old1"]
-    # Then q's wake-up list of type a was synced again all the same: the idle fetcher of type a wakes for a1 at once
-    started = time.monotonic()
-    got = await other.fetch(["q"], 1, 3.0, job_types={"a"})
-    assert [d.id for d in got] == ["a1"]
-    assert time.monotonic() - started < 1.0
 
 
 async def test_cancelling_a_ready_job_keeps_the_type_index_count_and_wake_up_lists(make_broker, redis_url, prefix):

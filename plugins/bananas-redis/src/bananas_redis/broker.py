@@ -21,11 +21,7 @@ Design (every key and its type is documented in :mod:`bananas_redis.keys` and at
   ``BLPOP`` on the signal lists of its queues with the remaining timeout and takes again as soon as one is
   pushed; since signals are list items, not pub/sub messages, a job enqueued between the empty take and the
   ``BLPOP`` is never missed. A fetcher whose last call ended empty goes straight to ``BLPOP`` (the signal list
-  says whether work exists), so an idle worker costs one command per fetch timeout. On one server, a fetcher that
-  had work lately sends its take behind the ``BLPOP`` on the same connection: Redis runs it the moment the
-  ``BLPOP`` returns, so a wake-up hands out jobs with no round trip in between (the take's clock is the send's,
-  so this is done only for blocks of at most a tenth of the lease; a block that runs out makes the fetcher block
-  alone again, at one command per timeout). ``reap`` repairs a signal
+  says whether work exists), so an idle worker costs one command per fetch timeout. ``reap`` repairs a signal
   lost with a fetcher that died between its ``BLPOP`` and its take (within ``lease + reaper_interval``: the
   reaper is lazy, see :meth:`RedisBroker.reap`). On a Redis Cluster ``BLPOP`` cannot span slots: the cluster
   broker (:mod:`bananas_redis.cluster`) blocks with one ``BLPOP`` per queue instead (it overrides ``_blpop``).
@@ -378,8 +374,6 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         self._pool: _Pool | None = None
         self._blocking: _Pool | None = None
         self._hot: dict[tuple[tuple[str, ...], tuple[str, ...] | None], bool] = {}
-        # fetches (as keys of _hot) whose last block with a take behind it ran out: they block alone until work comes
-        self._quiet: set[tuple[tuple[str, ...], tuple[str, ...] | None]] = set()
         self._types: dict[frozenset[str], tuple[str, ...]] = {}  # job_types -> script arguments (see _type_args)
         self._numbers: dict[str, int] = {}  # queue -> its number in the registry (low bits of every token)
         self._registry = registry_key(self.options.prefix)
@@ -1022,21 +1016,41 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
 
         Ready entries the script did not hand out (malformed records it dead-lettered, stale ids it dropped: see
         the header of ``lua/dispatch.lua``) are logged, one warning per entry."""
+        o = self.options
         out: list[Delivery] = []
         head_replies: list[Any] = []
-        which = self._which(job_types, woke)
+        which: tuple[str, ...] = ("*", "") if job_types is None else ("=", "", *job_types)
+        if woke is not None:
+            which = (which[0], "+" + woke, *which[2:])
         order = self._order(queues)
         if self._one_server and len(order) > 1:
             # One round trip for every queue: the takes share the limit through a counter (see lua/dispatch.lua).
-            replies = await self._work("fetch", lambda: self._call([*head, *self._takes(order, limit, which)]))
+            self._budgets += 1
+            budget = f"{o.prefix}:take-budget:{self._instance}:{self._budgets}"
+            keys = [self._keys(queue) for queue in order]
+
+            def takes() -> list[Command]:
+                now = o.clock()  # built at each attempt (see take below)
+                args = (_num(now), _num(now + o.lease), limit, _ttl(o.dead_ttl), _num(now + o.dead_ttl), *which)
+                return [*head, ("SET", budget, 0, "PX", 60_000),
+                        *(_dispatch_shared(qk, budget, "take", *args) for qk in keys), ("DEL", budget)]
+
+            replies = await self._work("fetch", lambda: self._call(takes()))
             head_replies = replies[: len(head)]
-            await self._handed_all(order, replies[len(head) :], out)
+            for queue, reply in zip(order, replies[len(head) + 1 : -1], strict=True):
+                await self._handed(queue, reply, out)
             return head_replies, out
         for queue in order:
+            qk = self._keys(queue)
             want = limit - len(out)
 
-            def take(queue: str = queue, want: int = want) -> Command:
-                return self._takes((queue,), want, which)[0]  # built at each attempt (see _takes)
+            def take(qk: QueueKeys = qk, want: int = want) -> Command:
+                # Built at each attempt: a fetch retried through an outage longer than the lease must not hand out
+                # leases that expired before Redis even saw the call (they would be reaped and run twice).
+                now = o.clock()
+                return _dispatch(
+                    qk, "take", _num(now), _num(now + o.lease), want, _ttl(o.dead_ttl), _num(now + o.dead_ttl), *which
+                )
 
             if head:
                 first = list(head)
@@ -1048,36 +1062,6 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
             if len(out) >= limit:
                 break
         return head_replies, out
-
-    @staticmethod
-    def _which(job_types: tuple[str, ...] | None, woke: str | None) -> tuple[str, ...]:
-        """The take's ARGV from [8] on: every type or these types, and the wake-up list to sync again (``woke``: a
-        type, ``"?"`` for every type asked for, see ``lua/dispatch.lua``)."""
-        which: tuple[str, ...] = ("*", "") if job_types is None else ("=", "", *job_types)
-        if woke is not None:
-            which = (which[0], woke if woke == "?" else "+" + woke, *which[2:])
-        return which
-
-    def _takes(self, order: Sequence[str], limit: int, which: tuple[str, ...]) -> list[Command]:
-        """The commands of one take over ``order`` on one server: a single script call for one queue; for several,
-        script calls that share ``limit`` through a counter key, between its ``SET`` and its ``DEL``. Built at each
-        attempt: a fetch retried through an outage longer than the lease must not hand out leases that expired
-        before Redis even saw the call (they would be reaped and run twice)."""
-        o = self.options
-        now = o.clock()
-        args = (_num(now), _num(now + o.lease), limit, _ttl(o.dead_ttl), _num(now + o.dead_ttl), *which)
-        if len(order) == 1:
-            return [_dispatch(self._keys(order[0]), "take", *args)]
-        self._budgets += 1
-        budget = f"{o.prefix}:take-budget:{self._instance}:{self._budgets}"
-        return [("SET", budget, 0, "PX", 60_000),
-                *(_dispatch_shared(self._keys(queue), budget, "take", *args) for queue in order), ("DEL", budget)]
-
-    async def _handed_all(self, order: Sequence[str], replies: Sequence[Any], out: list[Delivery]) -> None:
-        """The deliveries of the replies of :meth:`_takes` over ``order`` appended to ``out``."""
-        takes = replies if len(order) == 1 else replies[1:-1]
-        for queue, reply in zip(order, takes, strict=True):
-            await self._handed(queue, reply, out)
 
     async def _handed(self, queue: str, reply: Any, out: list[Delivery]) -> None:
         """The deliveries of one take's ``reply`` appended to ``out``; its notes logged, one warning per entry."""
@@ -1118,17 +1102,12 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
 
     async def _wait(
         self, queues: tuple[str, ...], deadline: float, job_types: tuple[str, ...] | None = None,
-        woke_at: list[int] | None = None, then: tuple[Callable[[], list[Command]], list[Any]] | None = None,
+        woke_at: list[int] | None = None,
     ) -> bool | str | None:
         """Block until a signal of one of ``queues`` (for ``job_types``) arrives (``True``, or the job type whose
         list it came from) or ``deadline`` (loop time) passes (``None``). A scheduling broker also listens for due
         tokens: one marks the schedule dirty (``False``). ``woke_at`` gets the index in ``queues`` of the queue
-        whose signal arrived.
-
-        ``then`` (one server only): ``(build, replies)``, commands sent behind the ``BLPOP`` on its connection, so
-        Redis runs them the moment it returns (or times out) with no round trip in between; ``build()`` makes them
-        just before the send and ``replies`` gets theirs (error replies as exceptions). Their clock is the send's,
-        so callers keep the block short against the lease."""
+        whose signal arrived."""
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining < _MIN_BLOCK:
             return None
@@ -1139,13 +1118,7 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
             keys.append(self._due_key)
             self._watching += 1
         try:
-            if then is None:
-                reply = await self._blpop(keys, remaining)
-            else:
-                self._open()
-                assert self._blocking is not None
-                build, replies = then
-                reply = await self._blpop_on(self._blocking, keys, remaining, build(), replies)
+            reply = await self._blpop(keys, remaining)
         finally:
             if watch:
                 self._watching -= 1
@@ -1170,25 +1143,13 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         assert pool is not None
         return await self._blpop_on(pool, keys, remaining)
 
-    async def _blpop_on(
-        self, pool: _Pool, keys: Sequence[str], remaining: float, then: Sequence[Command] = (),
-        replies: list[Any] | None = None,
-    ) -> Any:
-        """``BLPOP`` on a connection of ``pool``; ``then``: commands pipelined behind it, their replies (error
-        replies as exceptions) put in ``replies``."""
+    async def _blpop_on(self, pool: _Pool, keys: Sequence[str], remaining: float) -> Any:
         conn = await pool.get()
         try:
             async with asyncio.timeout(remaining + self.options.socket_timeout):
                 block = max(round(remaining, 3), _MIN_BLOCK)
-                await conn.send_packed_command(_pack([("BLPOP", *keys, block), *then]), check_health=False)
+                await conn.send_packed_command(_pack([("BLPOP", *keys, block)]), check_health=False)
                 reply = await conn.read_response()
-                if replies is not None:
-                    replies.clear()
-                    for _ in then:
-                        try:
-                            replies.append(await conn.read_response())
-                        except ResponseError as exc:  # the reply was read whole: the connection stays in sync
-                            replies.append(exc)
             self._replied()
         except BaseException:  # cancelled or timed out mid-BLPOP: the connection is out of sync
             await conn.disconnect()
@@ -1196,29 +1157,6 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         finally:
             pool.put(conn)
         return reply
-
-    async def _wait_take(
-        self, names: tuple[str, ...], limit: int, deadline: float, types: tuple[str, ...] | None
-    ) -> tuple[bool | str | None, list[Delivery]]:
-        """:meth:`_wait` with a take of ``names`` sent behind the ``BLPOP`` (one server): the signal, and what the
-        take leased. It cannot know which wake-up list woke it, so it syncs every list it asked for (``"?"``)."""
-        which = self._which(types, "?")
-        order = self._order(names)
-        taken: list[Any] = []
-        signal = await self._work(
-            "fetch", lambda: self._wait(names, deadline, types, then=(lambda: self._takes(order, limit, which), taken))
-        )
-        if not taken:  # the deadline had come: nothing was sent
-            return signal, []
-        if any(isinstance(r, NoScriptError) for r in taken):  # Redis restarted while it blocked: nothing was taken
-            await self._work("fetch", self._load_scripts)
-            return signal, (await self._take(names, limit, (), types, "?"))[1]
-        for r in taken:
-            if isinstance(r, Exception):
-                raise r
-        out: list[Delivery] = []
-        await self._handed_all(order, taken, out)
-        return signal, out
 
     def _type_args(self, job_types: Collection[str] | None) -> tuple[str, ...] | None:
         """``job_types`` as the sorted tuple the scripts get (cached for the frozensets a worker passes each time)."""
@@ -1257,31 +1195,16 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
                 _, got = await self._take(order, limit, (), types, woke)
                 if got:
                     self._hot[hot] = True
-                    self._quiet.discard(hot)
                     return got
             take_first = True
             if deadline - loop.time() < _MIN_BLOCK:
                 if timeout > 0:
                     self._hot[hot] = False
                 return []
-            if self._one_server and hot not in self._quiet and deadline - loop.time() <= self.options.lease / 10:
-                # Work came lately: the take goes behind the BLPOP, so a wake-up hands out jobs with no round trip
-                # in between. (The take's clock is the send's: the block is at most a tenth of the lease.)
-                signal, got = await self._wait_take(names, limit, deadline, types)
-                if got:
-                    self._hot[hot] = True
-                    return got
-                if signal is None:  # a whole block without work: idle fetches block alone again (one command)
-                    self._hot[hot] = False
-                    self._quiet.add(hot)
-                    return []
-                take_first = False  # the take ran right after the wake-up and found nothing: block again
-                continue
             signal = await self._work("fetch", lambda: self._wait(names, deadline, types, woke_at))
             if signal is None:
                 self._hot[hot] = False
                 return []
-            self._quiet.discard(hot)
             take_first = signal  # a due token is no work for this fetch: block again
 
     def _settle_commands(

@@ -359,9 +359,7 @@ elseif cmd == 'withdraw' then
 
 elseif cmd == 'take' then
     -- ARGV[4] lease_until, [5] limit, [6] dead ttl (s), [7] dead expires_at, [8] '*' (every job type) or '=' (only
-    -- the types ARGV[10..]), [9] '' or '+' .. the job type whose wake-up list woke the caller (synced again), or '?':
-    -- a take sent behind the caller's BLPOP, which cannot know which list woke it: the wake-up lists of every
-    -- type asked for are synced again (the queue's untyped list always is), also when the limit is used up.
+    -- the types ARGV[10..]), [9] '' or '+' .. the job type whose wake-up list woke the caller (synced again).
     -- Returns {hand-outs, notes}: hand-outs are id, body, token, deliveries, crashes per leased job; notes are id,
     -- what per ready entry that was not handed out (see the header: malformed records are dead-lettered, stale
     -- entries dropped). The 0.1 list (KEYS[1]) is drained first when every type, or the type '', is asked for; then
@@ -375,21 +373,12 @@ elseif cmd == 'take' then
     -- the takes before it handed out, and adds what it hands out (a later queue is only looked at if the earlier
     -- ones did not fill the limit, as with one round trip per queue).
     local want = tonumber(ARGV[5])
-    local every = ARGV[8] == '*'
-    local function sync_asked(touched)
-        if every then sync_wake() return end
-        for i = 10, #ARGV do
-            if ARGV[i] ~= '' and not touched[ARGV[i]] then sync_type_signal(ARGV[i]) end
-        end
-    end
     if K_BUDGET then
         want = want - (tonumber(redis.call('GET', K_BUDGET)) or 0)
-        if want <= 0 then
-            if ARGV[9] == '?' then sync_asked({}) end
-            return { {}, {} }
-        end
+        if want <= 0 then return { {}, {} } end
     end
     local lease_until, dead_ttl, dead_expires = ARGV[4], ARGV[6], ARGV[7]
+    local every = ARGV[8] == '*'
     local out, notes = {}, {}
     for _, k in ipairs({ K_LEASES, K_DEAD }) do
         local t = type_of(k)
@@ -544,9 +533,7 @@ elseif cmd == 'take' then
         if not every then cand[best], cstr[best] = h and tonumber(h), h end
     end
     for ty in pairs(touched) do sync_type_signal(ty) end
-    if ARGV[9] == '?' then
-        if not every then sync_asked(touched) end -- (the untyped list is synced below)
-    elseif ARGV[9] and ARGV[9] ~= '' then
+    if ARGV[9] and ARGV[9] ~= '' then
         local woke = string.sub(ARGV[9], 2)
         if not touched[woke] then sync_type_signal(woke) end
     end
