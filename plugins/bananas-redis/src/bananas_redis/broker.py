@@ -342,6 +342,14 @@ class _Pool:
             await conn.disconnect()
 
 
+def _raise_first(replies: list[Any]) -> list[Any]:
+    """``replies``, or the first error reply among them raised."""
+    for r in replies:
+        if isinstance(r, Exception):
+            raise r
+    return replies
+
+
 def _dispatch(qk: QueueKeys, command: str, *args: Any) -> Command:
     return ("EVALSHA", _SHA, 10, *qk.script_keys, command, qk.job_prefix, *args)
 
@@ -585,18 +593,20 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
             if isinstance(reply, Exception):
                 raise reply
 
-    async def _call(self, commands: Sequence[Command]) -> list[Any]:
-        """One round trip; on ``NOSCRIPT`` load the scripts and resend those commands; raise the first error."""
+    async def _send_loaded(self, commands: Sequence[Command]) -> list[Any]:
+        """One round trip; on ``NOSCRIPT`` load the scripts and resend those commands; error replies come back as
+        exceptions in the list."""
         results = await self._send(commands)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
             await self._load_scripts()
             for i, r in zip(missing, await self._send([commands[i] for i in missing]), strict=True):
                 results[i] = r
-        for r in results:
-            if isinstance(r, Exception):
-                raise r
         return results
+
+    async def _call(self, commands: Sequence[Command]) -> list[Any]:
+        """:meth:`_send_loaded`, raising the first error reply."""
+        return _raise_first(await self._send_loaded(commands))
 
     async def _call1(self, command: Command) -> Any:
         return (await self._call([command]))[0]
@@ -954,19 +964,18 @@ class RedisBroker(RedisSchedules, WorkerRegistry, RedisProgress, RedisControl):
         finally:
             self._sync_slots.release()
 
-    def _call_sync(self, commands: Sequence[Command]) -> list[Any]:
+    def _send_loaded_sync(self, commands: Sequence[Command]) -> list[Any]:
+        """:meth:`_send_loaded` on the blocking lane."""
         results = self._send_sync(commands)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
-            for reply in self._send_sync([("SCRIPT", "LOAD", SCRIPT), ("SCRIPT", "LOAD", HOME_SCRIPT)]):
-                if isinstance(reply, Exception):
-                    raise reply
+            _raise_first(self._send_sync([("SCRIPT", "LOAD", SCRIPT), ("SCRIPT", "LOAD", HOME_SCRIPT)]))
             for i, r in zip(missing, self._send_sync([commands[i] for i in missing]), strict=True):
                 results[i] = r
-        for r in results:
-            if isinstance(r, Exception):
-                raise r
         return results
+
+    def _call_sync(self, commands: Sequence[Command]) -> list[Any]:
+        return _raise_first(self._send_loaded_sync(commands))
 
     def _drive_sync(self, steps: Generator[list[Command], list[Any], R]) -> R:
         try:

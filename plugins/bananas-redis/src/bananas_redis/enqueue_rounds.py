@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from bananas.plugin_api import BrokerError, Envelope
 
@@ -71,34 +71,12 @@ def first_error(replies: Sequence[Any]) -> BaseException | None:
     return next((r for r in replies if isinstance(r, BaseException)), None)
 
 
-def _scripts() -> list[Command]:
-    from bananas_redis.broker import HOME_SCRIPT, SCRIPT  # the broker imports this module
-
-    return [("SCRIPT", "LOAD", SCRIPT), ("SCRIPT", "LOAD", HOME_SCRIPT)]
-
-
 def _call_sync(broker: RedisBroker, commands: list[Command]) -> list[Any]:
-    if type(commands) is not Tolerant:
-        return broker._call_sync(commands)
-    results = broker._send_sync(commands)
-    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-    if missing:
-        broker._call_sync(_scripts())
-        for i, r in zip(missing, broker._send_sync([commands[i] for i in missing]), strict=True):
-            results[i] = r
-    return results
+    return (broker._send_loaded_sync if type(commands) is Tolerant else broker._call_sync)(commands)
 
 
 async def _call(broker: RedisBroker, commands: list[Command]) -> list[Any]:
-    if type(commands) is not Tolerant:
-        return await broker._call(commands)
-    results = await broker._send(commands)
-    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-    if missing:
-        await broker._load_scripts()
-        for i, r in zip(missing, await broker._send([commands[i] for i in missing]), strict=True):
-            results[i] = r
-    return results
+    return await (broker._send_loaded if type(commands) is Tolerant else broker._call)(commands)
 
 
 def drive_sync(broker: RedisBroker, steps: Generator[list[Command], list[Any], R]) -> R:
